@@ -1,0 +1,879 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * Vigil's syscall-tracepoint backend: file changes in watched trees, execs and exits.
+ *
+ * Shape: every file syscall has an enter program that remembers its arguments (keyed by thread)
+ * and an exit program that, knowing the result, resolves the path from kernel objects (the
+ * opened file, the dirfd's file, the task's cwd or root), matches it against the watch list (an
+ * LPM trie) and only then builds and sends an event. Read-only opens return at enter.
+ *
+ * Settings are const volatile globals written by user space between open and load.
+ */
+#include <linux/bpf.h>
+#include "kernel_types.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include "vigil_events.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define AT_FDCWD -100
+#define AT_REMOVEDIR 0x200
+#define O_ACCMODE 00000003
+#define O_WRONLY 00000001
+#define O_RDWR 00000002
+#define O_CREAT 00000100
+#define O_TRUNC 00001000
+
+#define WALK_END 4096			/* the walk writes right-aligned, ending here */
+#define WALK_MASK (WALK_END - 1)
+#define MAX_DEPTH 64			/* path components walked; deeper paths are flagged */
+#define NAME_MASK 255
+#define SCAN_MAX 256			/* bytes of a path argument checked for . and .. */
+#define SCAN_MASK (2 * VIGIL_PATH_MAX - 1)
+#define LEN_MAX (VIGIL_PATH_MAX - 1)	/* longest path string kept; also a mask */
+
+const volatile __u32 cfg_exec_events = 1;	/* report execs and exits of every process */
+const volatile __u64 cfg_failed_errnos = (1ULL << 1) | (1ULL << 13) | (1ULL << 30); /* EPERM EACCES EROFS */
+const volatile __u64 cfg_wakeup_bytes = 1 << 20; /* wake the reader once this much is pending */
+const volatile __u32 cfg_self_tgid = 0;		/* the agent: its own file operations are ignored */
+const volatile __u32 cfg_fmode_write = 0x2;	/* FMODE_WRITE */
+const volatile __u32 cfg_fmode_created = 0x100000; /* FMODE_CREATED, since 4.19 */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20);	/* resized by user space before load */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 4096);
+	__type(key, struct vigil_watch_key);
+	__type(value, struct vigil_watch_val);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} watched SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, VIGIL_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+/* What a syscall's enter program leaves for its exit program. */
+enum sc_kind { SC_OPEN = 1, SC_PATH, SC_PATH2, SC_SYMLINK, SC_FD };
+
+struct inflight {
+	__u32 kind;
+	__u32 op;
+	__s32 dfd1;
+	__s32 dfd2;
+	__u64 path1;
+	__u64 path2;
+	__u32 flags;
+	__u32 mode;
+	__u32 uid;
+	__u32 gid;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);	/* LRU: a thread killed mid-syscall cannot leak */
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct inflight);
+} inflight SEC(".maps");
+
+/* Open files of watched paths that were opened for writing: closing them means "modified". */
+struct wfile {
+	__u64 inode;
+	__u32 tgid;
+	__u32 _reserved;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);		/* struct file * */
+	__type(value, struct wfile);
+} wfiles SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);		/* tgid */
+	__type(value, __u32);		/* tracked files opened by it */
+} wpending SEC(".maps");
+
+/* Scratch space, one per CPU (programs on one CPU do not nest). */
+struct walkbuf {
+	__u32 off;
+	char d[WALK_END + NAME_MASK + 1];
+};
+
+struct pathbuf {
+	__u32 prefixlen;		/* so that the buffer is also an LPM key */
+	char d[2 * VIGIL_PATH_MAX + 8];	/* + room for the scan's look-ahead */
+};
+
+/* One event being built: a file event's two paths, or an exec's path and argv. */
+#define EVBUF_SIZE (sizeof(struct vigil_file_event) + 2 * VIGIL_PATH_MAX + 64)
+struct evbuf {
+	char b[EVBUF_SIZE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct walkbuf);
+} walk_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pathbuf);
+} path_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct evbuf);
+} ev_scratch SEC(".maps");
+
+/* min(len, LEN_MAX) in a form the verifier keeps track of whatever register clang picks */
+static __always_inline __u32 clamp_len(__u32 len)
+{
+	if (len > LEN_MAX)
+		len = LEN_MAX;
+	asm volatile("" : "+r"(len));	/* keep clang from dropping the mask as redundant */
+	return len & LEN_MAX;
+}
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+/* ---- who: the acting task ------------------------------------------------------------- */
+
+static __always_inline __u64 task_start(struct task_struct *t)
+{
+	if (bpf_core_field_exists(t->start_boottime))
+		return BPF_CORE_READ(t, start_boottime);
+	return BPF_CORE_READ((struct task_struct___pre55 *)t, real_start_time);
+}
+
+static __noinline void fill_proc(struct vigil_proc *p)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *parent = BPF_CORE_READ(t, real_parent);
+	const struct cred *cred = BPF_CORE_READ(t, cred);
+	__u64 id = bpf_get_current_pid_tgid();
+
+	p->pid = id >> 32;
+	p->tid = (__u32)id;
+	p->ppid = BPF_CORE_READ(parent, tgid);
+	p->start_time = task_start(BPF_CORE_READ(t, group_leader));
+	p->parent_start_time = task_start(BPF_CORE_READ(parent, group_leader));
+	p->cgroup_id = bpf_get_current_cgroup_id();
+	p->uid = BPF_CORE_READ(cred, uid.val);
+	p->gid = BPF_CORE_READ(cred, gid.val);
+	p->euid = BPF_CORE_READ(cred, euid.val);
+	p->egid = BPF_CORE_READ(cred, egid.val);
+	p->auid = (__u32)-1;
+	p->sessionid = (__u32)-1;
+	if (bpf_core_field_exists(t->loginuid)) {	/* CONFIG_AUDIT */
+		p->auid = BPF_CORE_READ(t, loginuid.val);
+		p->sessionid = BPF_CORE_READ(t, sessionid);
+	}
+	p->mnt_ns = BPF_CORE_READ(t, nsproxy, mnt_ns, ns.inum);
+	bpf_get_current_comm(p->comm, sizeof(p->comm));
+}
+
+/* ---- where: paths from kernel objects --------------------------------------------------- */
+
+/* Writes the path of (dentry, vfsmnt) right-aligned in wb, ending at WALK_END, crossing mount
+ * points up to the root of the task's mount namespace. Returns the start offset.
+ *
+ * The write offset lives in map memory, not in a register, on purpose: the verifier then sees it
+ * as an unknown value bounded by masks, so the "crossed a mount" and "wrote a name" paths of an
+ * iteration reach the next one in the same abstract state and are verified once, not 2^depth
+ * times. */
+static __noinline __u32 walk_path(struct walkbuf *wb, struct dentry *dentry,
+				  struct vfsmount *vfsmnt, __u16 *flags)
+{
+	/* container_of with a relocated offset: struct mount's layout varies by kernel */
+	struct mount *mnt = (void *)vfsmnt - bpf_core_field_offset(struct mount, mnt);
+	int i;
+
+	wb->off = WALK_END;
+	for (i = 0; i < MAX_DEPTH; i++) {
+		struct dentry *mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
+		struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
+
+		if (dentry == mnt_root) {
+			struct mount *mparent = BPF_CORE_READ(mnt, mnt_parent);
+
+			if (mparent == mnt)
+				break;		/* root of the namespace */
+			dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+			mnt = mparent;
+			vfsmnt = &mparent->mnt;
+			continue;
+		}
+		if (dentry == parent)
+			break;			/* a detached tree's root */
+
+		__u32 len = BPF_CORE_READ(dentry, d_name.len) & NAME_MASK;
+		const unsigned char *name = BPF_CORE_READ(dentry, d_name.name);
+		__u32 off = wb->off;
+
+		if (len + 1 > off || off > WALK_END) {
+			*flags |= VIGIL_F_PATH_TRUNC;
+			break;
+		}
+		off -= len;
+		bpf_probe_read_kernel(&wb->d[off & WALK_MASK], len, name);
+		off -= 1;
+		wb->d[off & WALK_MASK] = '/';
+		wb->off = off;
+		dentry = parent;
+	}
+	if (i == MAX_DEPTH)
+		*flags |= VIGIL_F_PATH_TRUNC;
+	if (wb->off >= WALK_END) {
+		wb->off = WALK_END - 1;
+		wb->d[WALK_END - 1] = '/';
+	}
+	return wb->off;
+}
+
+/* Copies the path of a struct path into pb->d[0..), returns its length. */
+static __always_inline __u32 path_of(struct pathbuf *pb, struct walkbuf *wb, struct path *p,
+				     __u16 *flags)
+{
+	struct dentry *dentry = BPF_CORE_READ(p, dentry);
+	struct vfsmount *mnt = BPF_CORE_READ(p, mnt);
+	__u32 off = walk_path(wb, dentry, mnt, flags);
+	__u32 len = WALK_END - (off & WALK_MASK);
+
+	len = clamp_len(len);
+	bpf_probe_read_kernel(pb->d, len, &wb->d[off & WALK_MASK]);
+	return len;
+}
+
+static __always_inline struct file *fd_file(int fd)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+
+	if (fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+/* True when a path argument is not canonical within its first SCAN_MAX bytes ("//", a "." or
+ * ".." component, a relative path starting with "."), or is longer than that: then an LPM miss
+ * proves nothing and user space decides. Conservative by design: "/.." anywhere counts. */
+static __always_inline int needs_normalizing(struct pathbuf *pb, __u32 start, __u32 len)
+{
+	int i;
+
+	if (len > SCAN_MAX)
+		return 1;
+	if (pb->d[start & SCAN_MASK] == '.')
+		return 1;
+	for (i = 0; i < SCAN_MAX; i++) {
+		if (i >= len)
+			break;
+		__u32 o = (start + i) & SCAN_MASK;
+
+		if (pb->d[o] != '/')
+			continue;
+		char c1 = pb->d[o + 1];
+
+		if (c1 == '/')
+			return 1;
+		if (c1 == '.') {
+			char c2 = pb->d[o + 2];
+
+			if (c2 == '/' || c2 == '.' || c2 == 0)
+				return 1;
+		}
+	}
+	return 0;
+}
+
+/* Builds the absolute path named by (dfd, user string) into pb->d[0..), returns its length.
+ * The base directory comes from kernel objects (the dfd's file, the cwd, the root). */
+static __noinline __u32 path_of_arg(struct pathbuf *pb, struct walkbuf *wb, int dfd,
+				    const char *upath, __u16 *flags)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct path base;
+	char first = 0;
+	__u32 pos;
+	long n;
+
+	*flags |= VIGIL_F_FROM_ARG;
+	bpf_probe_read_user(&first, 1, upath);
+	if (first == '/') {
+		base = BPF_CORE_READ(t, fs, root);
+	} else if (dfd == AT_FDCWD) {
+		base = BPF_CORE_READ(t, fs, pwd);
+	} else {
+		struct file *f = fd_file(dfd);
+
+		if (!f) {
+			*flags |= VIGIL_F_UNNORMALIZED;	/* bad fd: the syscall failed anyway */
+			base = BPF_CORE_READ(t, fs, pwd);
+		} else {
+			base = BPF_CORE_READ(f, f_path);
+		}
+	}
+	pos = path_of(pb, wb, &base, flags);
+	if (pos == 1)			/* base is "/": do not double the slash */
+		pos = 0;
+	if (first == 0)			/* AT_EMPTY_PATH: the dfd itself */
+		return pos ? pos : 1;
+	pos = clamp_len(pos);
+	if (first != '/' && pos < LEN_MAX) {
+		pb->d[pos] = '/';
+		pos++;
+	}
+	if (pos >= LEN_MAX) {
+		*flags |= VIGIL_F_PATH_TRUNC;
+		return LEN_MAX;
+	}
+	pos = clamp_len(pos);
+	n = bpf_probe_read_user_str(&pb->d[pos], VIGIL_PATH_MAX, upath);
+	if (n <= 1)
+		return pos;
+	if (needs_normalizing(pb, pos, n - 1))
+		*flags |= VIGIL_F_UNNORMALIZED;
+	pos += n - 1;
+	if (pos > LEN_MAX) {
+		*flags |= VIGIL_F_PATH_TRUNC;
+		pos = LEN_MAX;
+	}
+	return pos;
+}
+
+/* Looks "<path>/" up in the watch list. 1: watched, 0: not. */
+static __noinline int is_watched(struct pathbuf *pb, __u32 len)
+{
+	struct vigil_watch_val *v;
+	__u32 keylen;
+
+	len = clamp_len(len);
+	pb->d[len] = '/';
+	keylen = len + 1;
+	if (keylen > VIGIL_WATCH_KEY_LEN)
+		keylen = VIGIL_WATCH_KEY_LEN;
+	pb->prefixlen = keylen * 8;
+	v = bpf_map_lookup_elem(&watched, pb);
+	return v && (v->flags & VIGIL_WATCH_INCLUDE);
+}
+
+/* ---- sending ---------------------------------------------------------------------------- */
+
+static __always_inline void submit(void *ev, __u32 size, __u32 drop_stat)
+{
+	__u64 flags = BPF_RB_NO_WAKEUP;
+
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + size >= cfg_wakeup_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	if (size > EVBUF_SIZE)
+		return;
+	if (bpf_ringbuf_output(&events, ev, size, flags))
+		count(drop_stat);
+}
+
+/* Every record starts with a header and the acting process. */
+struct ev_common {
+	struct vigil_hdr hdr;
+	struct vigil_proc proc;
+};
+
+static __always_inline void *new_event(__u16 kind)
+{
+	__u32 zero = 0;
+	struct ev_common *e = bpf_map_lookup_elem(&ev_scratch, &zero);
+
+	if (!e)
+		return NULL;
+	e->hdr.kind = kind;
+	e->hdr.flags = 0;
+	e->hdr.ktime_ns = bpf_ktime_get_ns();
+	fill_proc(&e->proc);
+	return e;
+}
+
+/* Appends pb->d[0..len) to the file event's data at offset `at`. */
+static __always_inline void put_path(struct vigil_file_event *e, __u32 at, struct pathbuf *pb,
+				     __u32 len)
+{
+	at = clamp_len(at);
+	len = clamp_len(len);
+	bpf_probe_read_kernel(&e->data[at], len, pb->d);
+}
+
+static __always_inline void file_event_init(struct vigil_file_event *e, struct inflight *in, long ret)
+{
+	e->op = in->op;
+	e->ret = ret < 0 ? ret : 0;
+	e->mode = in->mode;
+	e->owner_uid = in->uid;
+	e->owner_gid = in->gid;
+	e->oflags = in->flags;
+	e->ino = 0;
+	e->file_id = 0;
+	e->dev = 0;
+	e->path_len = 0;
+	e->path2_len = 0;
+}
+
+static __always_inline void set_inode(struct vigil_file_event *e, struct inode *inode)
+{
+	e->ino = BPF_CORE_READ(inode, i_ino);
+	e->dev = BPF_CORE_READ(inode, i_sb, s_dev);
+}
+
+static __always_inline void send_file(struct vigil_file_event *e, __u16 flags)
+{
+	__u32 size = sizeof(struct vigil_file_event) + e->path_len + e->path2_len;
+
+	e->hdr.flags |= flags;
+	e->hdr.size = size;
+	submit(e, size, VIGIL_STAT_DROP_FILE);
+}
+
+/* A watched file's event from its struct file (open, close, f* syscalls). */
+static __noinline int emit_for_file(struct inflight *in, long ret, struct file *f, __u64 file_id,
+				    __u16 flags)
+{
+	__u32 zero = 0;
+	struct walkbuf *wb = bpf_map_lookup_elem(&walk_scratch, &zero);
+	struct pathbuf *pb = bpf_map_lookup_elem(&path_scratch, &zero);
+	struct path p;
+	__u32 len;
+
+	if (!wb || !pb || !f)
+		return 0;
+	p = BPF_CORE_READ(f, f_path);
+	len = path_of(pb, wb, &p, &flags);
+	if (!is_watched(pb, len) && !(flags & VIGIL_F_PATH_TRUNC))
+		return 0;
+
+	struct vigil_file_event *e = new_event(VIGIL_EV_FILE);
+
+	if (!e)
+		return 0;
+	file_event_init(e, in, ret);
+	set_inode(e, BPF_CORE_READ(f, f_inode));
+	e->file_id = file_id;
+	len = clamp_len(len);
+	put_path(e, 0, pb, len);
+	e->path_len = len;
+	send_file(e, flags);
+	return 1;
+}
+
+/* A watched path's event from syscall arguments (unlink, rename, chmod, failed opens, ...). */
+static __noinline int emit_for_args(struct inflight *in, long ret)
+{
+	__u32 zero = 0;
+	struct walkbuf *wb = bpf_map_lookup_elem(&walk_scratch, &zero);
+	struct pathbuf *pb = bpf_map_lookup_elem(&path_scratch, &zero);
+	__u16 flags = 0, flags2 = 0;
+	__u32 len, len2 = 0;
+	int hit;
+
+	if (!wb || !pb)
+		return 0;
+	len = path_of_arg(pb, wb, in->dfd1, (const char *)in->path1, &flags);
+	hit = is_watched(pb, len) || (flags & (VIGIL_F_UNNORMALIZED | VIGIL_F_PATH_TRUNC));
+	if (!hit && in->kind != SC_PATH2)
+		return 0;
+
+	struct vigil_file_event *e = bpf_map_lookup_elem(&ev_scratch, &zero);
+
+	if (!e)
+		return 0;
+	len = clamp_len(len);
+	put_path(e, 0, pb, len);	/* kept aside: the second path reuses pb */
+
+	if (in->kind == SC_PATH2) {
+		len2 = path_of_arg(pb, wb, in->dfd2, (const char *)in->path2, &flags2);
+		hit |= is_watched(pb, len2) ||
+		       (flags2 & (VIGIL_F_UNNORMALIZED | VIGIL_F_PATH_TRUNC));
+	} else if (in->kind == SC_SYMLINK || in->path2) {
+		/* the symlink's content or the xattr name: a plain string, not resolved */
+		long n = bpf_probe_read_user_str(pb->d, VIGIL_PATH_MAX, (const char *)in->path2);
+
+		len2 = n > 1 ? n - 1 : 0;
+	}
+	if (!hit)
+		return 0;
+	len2 = clamp_len(len2);
+	put_path(e, len, pb, len2);
+
+	e->hdr.kind = VIGIL_EV_FILE;
+	e->hdr.flags = 0;
+	e->hdr.ktime_ns = bpf_ktime_get_ns();
+	fill_proc(&e->proc);
+	file_event_init(e, in, ret);
+	e->path_len = len;
+	e->path2_len = len2;
+	if (flags2 & VIGIL_F_PATH_TRUNC)
+		flags |= VIGIL_F_PATH2_TRUNC;
+	send_file(e, flags | (flags2 & VIGIL_F_UNNORMALIZED));
+	return 1;
+}
+
+/* ---- write tracking: open-for-write ... close ------------------------------------------- */
+
+static __always_inline long file_refs(struct file *f)
+{
+	if (bpf_core_field_exists(f->f_ref))	/* file_ref_t counts from 0 for one reference */
+		return BPF_CORE_READ(f, f_ref.refcnt.counter) + 1;
+	return BPF_CORE_READ(f, f_count.counter);
+}
+
+static __always_inline void track_write(struct file *f)
+{
+	__u64 key = (__u64)f;
+	struct wfile w = {
+		.inode = (__u64)BPF_CORE_READ(f, f_inode),
+		.tgid = bpf_get_current_pid_tgid() >> 32,
+	};
+	__u32 one = 1, *n;
+
+	if (bpf_map_update_elem(&wfiles, &key, &w, BPF_ANY)) {
+		count(VIGIL_STAT_WFILES_FULL);
+		return;
+	}
+	n = bpf_map_lookup_elem(&wpending, &w.tgid);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	else
+		bpf_map_update_elem(&wpending, &w.tgid, &one, BPF_ANY);
+}
+
+/* fd is being closed (close, or replaced by dup2/dup3). The last reference means "modified". */
+static __always_inline int on_close(int fd)
+{
+	struct file *f = fd_file(fd);
+	__u64 key = (__u64)f;
+	struct wfile *w;
+
+	if (!f)
+		return 0;
+	w = bpf_map_lookup_elem(&wfiles, &key);
+	if (!w)
+		return 0;
+	if (w->inode != (__u64)BPF_CORE_READ(f, f_inode)) {
+		bpf_map_delete_elem(&wfiles, &key);	/* a recycled struct file */
+		return 0;
+	}
+	if (file_refs(f) > 1)
+		return 0;	/* another fd or process still holds it: wait for the last close */
+
+	__u32 tgid = w->tgid, *n = bpf_map_lookup_elem(&wpending, &tgid);
+
+	if (n && *n > 0)
+		__sync_fetch_and_add(n, -1);
+	bpf_map_delete_elem(&wfiles, &key);
+
+	struct inflight in = { .op = VIGIL_OP_MODIFY, .flags = BPF_CORE_READ(f, f_flags) };
+
+	return emit_for_file(&in, 0, f, key, 0);
+}
+
+/* ---- the generic enter/exit pair ------------------------------------------------------- */
+
+static __always_inline int remember(struct inflight *in)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	if (cfg_self_tgid && (id >> 32) == cfg_self_tgid)
+		return 0;
+	if (bpf_map_update_elem(&inflight, &id, in, BPF_ANY))
+		count(VIGIL_STAT_INFLIGHT_FULL);
+	return 0;
+}
+
+static __always_inline int errno_reported(long ret)
+{
+	if (ret >= 0)
+		return 1;
+	if (-ret >= 64)
+		return 0;
+	return (cfg_failed_errnos >> (-ret)) & 1;
+}
+
+static __noinline int on_exit(long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct inflight *p = bpf_map_lookup_elem(&inflight, &id);
+	struct inflight in;
+
+	if (!p)
+		return 0;
+	in = *p;
+	bpf_map_delete_elem(&inflight, &id);
+	if (!errno_reported(ret))
+		return 0;
+
+	if (in.kind == SC_OPEN) {
+		if (ret < 0) {
+			if (!in.path1)
+				return 0;
+			in.op = VIGIL_OP_OPEN;
+			return emit_for_args(&in, ret);
+		}
+		struct file *f = fd_file(ret);
+
+		if (!f)
+			return 0;
+		if (!(BPF_CORE_READ(f, f_mode) & cfg_fmode_write))
+			return 0;	/* O_CREAT without write access: nothing to track */
+		in.op = VIGIL_OP_OPEN_WRITE;
+		__u16 created = (BPF_CORE_READ(f, f_mode) & cfg_fmode_created) ? VIGIL_F_CREATED : 0;
+
+		if (!emit_for_file(&in, 0, f, (__u64)f, created))
+			return 0;
+		track_write(f);
+		return 0;
+	}
+	if (in.kind == SC_FD) {
+		if (ret < 0)
+			return 0;	/* failed f* calls on an fd already open: not an attempt on a path */
+		return emit_for_file(&in, ret, fd_file(in.dfd1), 0, 0);
+	}
+	return emit_for_args(&in, ret);
+}
+
+#define ENTER(sc) SEC("tracepoint/syscalls/sys_enter_" #sc) \
+	int enter_##sc(struct trace_event_raw_sys_enter *ctx)
+#define EXIT(sc) SEC("tracepoint/syscalls/sys_exit_" #sc) \
+	int exit_##sc(struct trace_event_raw_sys_exit *ctx) { return on_exit(ctx->ret); }
+#define ARG(n) (ctx->args[n])
+
+static __always_inline int remember_open(int dfd, __u64 path, __u32 flags, __u32 mode)
+{
+	if ((flags & O_ACCMODE) == 0 && !(flags & (O_CREAT | O_TRUNC)))
+		return 0;	/* read-only: never pays for more than this test */
+	struct inflight in = { .kind = SC_OPEN, .dfd1 = dfd, .path1 = path, .flags = flags,
+			       .mode = mode & 07777 };
+	return remember(&in);
+}
+
+ENTER(open) { return remember_open(AT_FDCWD, ARG(0), ARG(1), ARG(2)); }
+EXIT(open)
+ENTER(openat) { return remember_open(ARG(0), ARG(1), ARG(2), ARG(3)); }
+EXIT(openat)
+ENTER(creat) { return remember_open(AT_FDCWD, ARG(0), O_CREAT | O_WRONLY | O_TRUNC, ARG(1)); }
+EXIT(creat)
+ENTER(openat2)
+{
+	struct open_how how = {};
+
+	bpf_probe_read_user(&how, sizeof(how), (void *)ARG(2));
+	return remember_open(ARG(0), ARG(1), how.flags, how.mode);
+}
+EXIT(openat2)
+ENTER(open_by_handle_at) { return remember_open(AT_FDCWD, 0, ARG(2), 0); }
+EXIT(open_by_handle_at)
+
+ENTER(close) { return on_close(ARG(0)); }
+ENTER(dup2) { return ARG(0) == ARG(1) ? 0 : on_close(ARG(1)); }
+ENTER(dup3) { return on_close(ARG(1)); }
+
+static __always_inline int remember_path(__u32 op, int dfd, __u64 path, __u32 mode, __u32 uid,
+					 __u32 gid, __u32 flags, __u64 path2)
+{
+	struct inflight in = { .kind = SC_PATH, .op = op, .dfd1 = dfd, .path1 = path,
+			       .mode = mode, .uid = uid, .gid = gid, .flags = flags,
+			       .path2 = path2 };
+	return remember(&in);
+}
+
+static __always_inline int remember_fd(__u32 op, int fd, __u32 mode, __u32 uid, __u32 gid)
+{
+	struct inflight in = { .kind = SC_FD, .op = op, .dfd1 = fd, .mode = mode, .uid = uid,
+			       .gid = gid };
+	return remember(&in);
+}
+
+static __always_inline int remember_path2(__u32 kind, __u32 op, int dfd1, __u64 p1, int dfd2,
+					  __u64 p2, __u32 flags)
+{
+	struct inflight in = { .kind = kind, .op = op, .dfd1 = dfd1, .path1 = p1, .dfd2 = dfd2,
+			       .path2 = p2, .flags = flags };
+	return remember(&in);
+}
+
+#define NO_ID ((__u32)-1)
+
+ENTER(unlink) { return remember_path(VIGIL_OP_DELETE, AT_FDCWD, ARG(0), 0, NO_ID, NO_ID, 0, 0); }
+EXIT(unlink)
+ENTER(unlinkat)
+{
+	__u32 op = (ARG(2) & AT_REMOVEDIR) ? VIGIL_OP_RMDIR : VIGIL_OP_DELETE;
+
+	return remember_path(op, ARG(0), ARG(1), 0, NO_ID, NO_ID, ARG(2), 0);
+}
+EXIT(unlinkat)
+ENTER(rmdir) { return remember_path(VIGIL_OP_RMDIR, AT_FDCWD, ARG(0), 0, NO_ID, NO_ID, 0, 0); }
+EXIT(rmdir)
+
+ENTER(rename) { return remember_path2(SC_PATH2, VIGIL_OP_RENAME, AT_FDCWD, ARG(0), AT_FDCWD, ARG(1), 0); }
+EXIT(rename)
+ENTER(renameat) { return remember_path2(SC_PATH2, VIGIL_OP_RENAME, ARG(0), ARG(1), ARG(2), ARG(3), 0); }
+EXIT(renameat)
+ENTER(renameat2) { return remember_path2(SC_PATH2, VIGIL_OP_RENAME, ARG(0), ARG(1), ARG(2), ARG(3), ARG(4)); }
+EXIT(renameat2)
+ENTER(link) { return remember_path2(SC_PATH2, VIGIL_OP_LINK, AT_FDCWD, ARG(0), AT_FDCWD, ARG(1), 0); }
+EXIT(link)
+ENTER(linkat) { return remember_path2(SC_PATH2, VIGIL_OP_LINK, ARG(0), ARG(1), ARG(2), ARG(3), ARG(4)); }
+EXIT(linkat)
+/* symlink(target, linkpath): the new name is path1, the (unresolved) target path2 */
+ENTER(symlink) { return remember_path2(SC_SYMLINK, VIGIL_OP_SYMLINK, AT_FDCWD, ARG(1), 0, ARG(0), 0); }
+EXIT(symlink)
+ENTER(symlinkat) { return remember_path2(SC_SYMLINK, VIGIL_OP_SYMLINK, ARG(1), ARG(2), 0, ARG(0), 0); }
+EXIT(symlinkat)
+
+ENTER(mkdir) { return remember_path(VIGIL_OP_MKDIR, AT_FDCWD, ARG(0), ARG(1), NO_ID, NO_ID, 0, 0); }
+EXIT(mkdir)
+ENTER(mkdirat) { return remember_path(VIGIL_OP_MKDIR, ARG(0), ARG(1), ARG(2), NO_ID, NO_ID, 0, 0); }
+EXIT(mkdirat)
+ENTER(mknod) { return remember_path(VIGIL_OP_MKNOD, AT_FDCWD, ARG(0), ARG(1), NO_ID, NO_ID, 0, 0); }
+EXIT(mknod)
+ENTER(mknodat) { return remember_path(VIGIL_OP_MKNOD, ARG(0), ARG(1), ARG(2), NO_ID, NO_ID, 0, 0); }
+EXIT(mknodat)
+
+ENTER(chmod) { return remember_path(VIGIL_OP_CHMOD, AT_FDCWD, ARG(0), ARG(1), NO_ID, NO_ID, 0, 0); }
+EXIT(chmod)
+ENTER(fchmodat) { return remember_path(VIGIL_OP_CHMOD, ARG(0), ARG(1), ARG(2), NO_ID, NO_ID, 0, 0); }
+EXIT(fchmodat)
+ENTER(fchmodat2) { return remember_path(VIGIL_OP_CHMOD, ARG(0), ARG(1), ARG(2), NO_ID, NO_ID, ARG(3), 0); }
+EXIT(fchmodat2)
+ENTER(fchmod) { return remember_fd(VIGIL_OP_CHMOD, ARG(0), ARG(1), NO_ID, NO_ID); }
+EXIT(fchmod)
+
+ENTER(chown) { return remember_path(VIGIL_OP_CHOWN, AT_FDCWD, ARG(0), 0, ARG(1), ARG(2), 0, 0); }
+EXIT(chown)
+ENTER(lchown) { return remember_path(VIGIL_OP_CHOWN, AT_FDCWD, ARG(0), 0, ARG(1), ARG(2), 0x100, 0); }
+EXIT(lchown)
+ENTER(fchownat) { return remember_path(VIGIL_OP_CHOWN, ARG(0), ARG(1), 0, ARG(2), ARG(3), ARG(4), 0); }
+EXIT(fchownat)
+ENTER(fchown) { return remember_fd(VIGIL_OP_CHOWN, ARG(0), 0, ARG(1), ARG(2)); }
+EXIT(fchown)
+
+ENTER(truncate) { return remember_path(VIGIL_OP_TRUNCATE, AT_FDCWD, ARG(0), 0, NO_ID, NO_ID, 0, 0); }
+EXIT(truncate)
+ENTER(ftruncate) { return remember_fd(VIGIL_OP_TRUNCATE, ARG(0), 0, NO_ID, NO_ID); }
+EXIT(ftruncate)
+
+/* xattr syscalls: path2 carries the attribute name */
+ENTER(setxattr) { return remember_path(VIGIL_OP_SETXATTR, AT_FDCWD, ARG(0), 0, NO_ID, NO_ID, 0, ARG(1)); }
+EXIT(setxattr)
+ENTER(lsetxattr) { return remember_path(VIGIL_OP_SETXATTR, AT_FDCWD, ARG(0), 0, NO_ID, NO_ID, 0x100, ARG(1)); }
+EXIT(lsetxattr)
+ENTER(fsetxattr) { return remember_fd(VIGIL_OP_SETXATTR, ARG(0), 0, NO_ID, NO_ID); }
+EXIT(fsetxattr)
+ENTER(setxattrat) { return remember_path(VIGIL_OP_SETXATTR, ARG(0), ARG(1), 0, NO_ID, NO_ID, ARG(2), ARG(3)); }
+EXIT(setxattrat)
+ENTER(removexattr) { return remember_path(VIGIL_OP_REMOVEXATTR, AT_FDCWD, ARG(0), 0, NO_ID, NO_ID, 0, ARG(1)); }
+EXIT(removexattr)
+ENTER(lremovexattr) { return remember_path(VIGIL_OP_REMOVEXATTR, AT_FDCWD, ARG(0), 0, NO_ID, NO_ID, 0x100, ARG(1)); }
+EXIT(lremovexattr)
+ENTER(fremovexattr) { return remember_fd(VIGIL_OP_REMOVEXATTR, ARG(0), 0, NO_ID, NO_ID); }
+EXIT(fremovexattr)
+ENTER(removexattrat) { return remember_path(VIGIL_OP_REMOVEXATTR, ARG(0), ARG(1), 0, NO_ID, NO_ID, ARG(2), ARG(3)); }
+EXIT(removexattrat)
+
+/* ---- processes ------------------------------------------------------------------------- */
+
+SEC("tracepoint/sched/sched_process_exec")
+int handle_exec(void *ctx)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	__u32 zero = 0;
+	struct walkbuf *wb = bpf_map_lookup_elem(&walk_scratch, &zero);
+	struct pathbuf *pb = bpf_map_lookup_elem(&path_scratch, &zero);
+	struct vigil_exec_event *e;
+	__u16 flags = 0;
+	__u32 len = 0, alen;
+	unsigned long astart, aend;
+
+	if (!cfg_exec_events || !wb || !pb)
+		return 0;
+	struct file *exe = BPF_CORE_READ(t, mm, exe_file);
+
+	if (exe) {
+		struct path p = BPF_CORE_READ(exe, f_path);
+
+		len = path_of(pb, wb, &p, &flags);
+	}
+	e = new_event(VIGIL_EV_EXEC);
+	if (!e)
+		return 0;
+	len = clamp_len(len);
+	bpf_probe_read_kernel(e->data, len, pb->d);
+	e->exe_len = len;
+
+	astart = BPF_CORE_READ(t, mm, arg_start);
+	aend = BPF_CORE_READ(t, mm, arg_end);
+	alen = aend > astart ? aend - astart : 0;
+	if (alen > LEN_MAX)
+		flags |= VIGIL_F_ARGS_TRUNC;
+	alen = clamp_len(alen);	/* VIGIL_ARGS_MAX == VIGIL_PATH_MAX */
+	if (bpf_probe_read_user(&e->data[len], alen, (void *)astart))
+		alen = 0;
+	e->args_len = alen;
+	e->hdr.flags = flags;
+	e->hdr.size = sizeof(struct vigil_exec_event) + len + alen;
+	submit(e, e->hdr.size, VIGIL_STAT_DROP_EXEC);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_exit")
+int handle_exit(void *ctx)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 *pending;
+	__u16 flags = 0;
+
+	if (BPF_CORE_READ(t, signal, live.counter) != 0)
+		return 0;	/* other threads remain: not the process's exit */
+	pending = bpf_map_lookup_elem(&wpending, &tgid);
+	if (pending) {
+		if (*pending)
+			flags |= VIGIL_F_PENDING_WRITES;
+		bpf_map_delete_elem(&wpending, &tgid);
+	}
+	if (!cfg_exec_events && !flags)
+		return 0;
+
+	struct vigil_exit_event *e = new_event(VIGIL_EV_EXIT);
+
+	if (!e)
+		return 0;
+	e->exit_code = BPF_CORE_READ(t, exit_code);
+	e->_reserved = 0;
+	e->hdr.flags = flags;
+	e->hdr.size = sizeof(struct vigil_exit_event);
+	submit(e, sizeof(struct vigil_exit_event), VIGIL_STAT_DROP_EXIT);
+	return 0;
+}

@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * The records the kernel side sends to user space, and the keys user space writes into maps.
+ *
+ * This is the one definition: the Python decoder (vigil/events/layout.py) mirrors it, and a test
+ * reads these structs from the compiled object's BTF and compares sizes and offsets. Rules:
+ * fixed-width fields only, no bool, every hole filled by a named _reserved field.
+ */
+#ifndef VIGIL_EVENTS_H
+#define VIGIL_EVENTS_H
+
+#define VIGIL_COMM_LEN 16
+#define VIGIL_PATH_MAX 4096	/* a path is cut (and flagged) beyond this */
+#define VIGIL_ARGS_MAX 4096	/* argv bytes kept per exec */
+#define VIGIL_WATCH_KEY_LEN 256	/* the watch list matches on the first 256 bytes of a path */
+
+enum vigil_kind {
+	VIGIL_EV_FILE = 1,
+	VIGIL_EV_EXEC = 2,
+	VIGIL_EV_EXIT = 3,
+};
+
+/* Same values as vigil.events.model.FileOp. */
+enum vigil_file_op {
+	VIGIL_OP_CREATE = 1,
+	VIGIL_OP_MODIFY = 2,
+	VIGIL_OP_DELETE = 3,
+	VIGIL_OP_RMDIR = 4,
+	VIGIL_OP_RENAME = 5,
+	VIGIL_OP_CHMOD = 6,
+	VIGIL_OP_CHOWN = 7,
+	VIGIL_OP_TRUNCATE = 8,
+	VIGIL_OP_LINK = 9,
+	VIGIL_OP_SYMLINK = 10,
+	VIGIL_OP_MKDIR = 11,
+	VIGIL_OP_SETXATTR = 12,
+	VIGIL_OP_REMOVEXATTR = 13,
+	VIGIL_OP_MKNOD = 14,
+	VIGIL_OP_OPEN = 15,
+	VIGIL_OP_OPEN_WRITE = 16, /* internal: a watched file was opened for writing */
+};
+
+/* vigil_hdr.flags */
+enum vigil_ev_flags {
+	VIGIL_F_PATH_TRUNC = 1,		/* path deeper or longer than the kernel side walks */
+	VIGIL_F_PATH2_TRUNC = 2,
+	VIGIL_F_ARGS_TRUNC = 4,
+	VIGIL_F_UNNORMALIZED = 8,	/* a path argument had //, . or .. components: the kernel
+					 * could not match it exactly, user space decides */
+	VIGIL_F_FROM_ARG = 16,		/* path built from a syscall argument, not a kernel object */
+	VIGIL_F_CREATED = 32,		/* open_write: the open created the file */
+	VIGIL_F_PENDING_WRITES = 64,	/* exit: the process still held watched files open for write */
+};
+
+/* Index into the per-CPU `stats` array: every failed ring-buffer reserve is counted. */
+enum vigil_stat {
+	VIGIL_STAT_DROP_FILE = 0,
+	VIGIL_STAT_DROP_EXEC = 1,
+	VIGIL_STAT_DROP_EXIT = 2,
+	VIGIL_STAT_INFLIGHT_FULL = 3,
+	VIGIL_STAT_WFILES_FULL = 4,
+	VIGIL_STAT_MAX = 8,
+};
+
+struct vigil_hdr {
+	__u16 kind;
+	__u16 flags;
+	__u32 size;		/* bytes of this record, header included */
+	__u64 ktime_ns;		/* CLOCK_MONOTONIC */
+};
+
+/* Who did it. start times are CLOCK_BOOTTIME ns of the thread-group leaders. */
+struct vigil_proc {
+	__u64 start_time;
+	__u64 parent_start_time;
+	__u64 cgroup_id;
+	__u32 pid;		/* thread-group id */
+	__u32 tid;
+	__u32 ppid;
+	__u32 uid;
+	__u32 gid;
+	__u32 euid;
+	__u32 egid;
+	__u32 auid;		/* login uid, (u32)-1 when unset */
+	__u32 sessionid;
+	__u32 mnt_ns;
+	char comm[VIGIL_COMM_LEN];
+};
+
+struct vigil_file_event {
+	struct vigil_hdr hdr;
+	struct vigil_proc proc;
+	__u32 op;		/* enum vigil_file_op */
+	__s32 ret;		/* 0, or -errno of a failed attempt */
+	__u32 mode;
+	__u32 owner_uid;
+	__u32 owner_gid;
+	__u32 oflags;
+	__u64 ino;
+	__u64 file_id;		/* open_write/modify: identity of the open file */
+	__u32 dev;
+	__u16 path_len;
+	__u16 path2_len;
+	char data[];		/* path, then path2 (no NULs) */
+};
+
+struct vigil_exec_event {
+	struct vigil_hdr hdr;
+	struct vigil_proc proc;
+	__u32 exe_len;
+	__u32 args_len;
+	char data[];		/* executable path, then argv (NUL-separated) */
+};
+
+struct vigil_exit_event {
+	struct vigil_hdr hdr;
+	struct vigil_proc proc;
+	__s32 exit_code;	/* wait status */
+	__u32 _reserved;
+};
+
+/* The watch list: an LPM trie over path bytes. User space writes "/etc/" for a watched /etc;
+ * the kernel looks up "<path>/" so /etc itself, /etc/x and /etc/x/y match but /etcx does not. */
+struct vigil_watch_key {
+	__u32 prefixlen;	/* in bits */
+	__u8 path[VIGIL_WATCH_KEY_LEN];
+};
+
+enum vigil_watch_flags {
+	VIGIL_WATCH_INCLUDE = 1,
+	VIGIL_WATCH_EXCLUDE = 2,
+};
+
+struct vigil_watch_val {
+	__u32 flags;
+	__u32 id;
+};
+
+#endif /* VIGIL_EVENTS_H */

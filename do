@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Vigil's set-up and entry script. Two commands matter (see README):
+#   ./do run [vigil run options]   install what is missing, build the BPF objects, run the agent
+#   ./do test [pytest options]     install what is missing, build, run the whole test suite
+# Both are idempotent: each step checks first and does nothing when already done.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+VENV="$ROOT/.venv"
+
+# Debian packages Vigil needs to build and test. The monitored host needs only libbpf1 and
+# python3; clang/llvm/bpftool are build tools.
+APT_PKGS=(clang llvm libbpf-dev libbpf1 bpftool make python3 python3-venv python3-pip
+          rsyslog util-linux passwd procps)
+
+die() { echo "do: $*" >&2; exit 2; }
+
+need_root() {
+  [ "$(id -u)" -eq 0 ] || die "must run as root (it installs packages and loads eBPF programs)"
+}
+
+ensure_apt() {
+  local missing=()
+  for p in "${APT_PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "do: installing Debian packages: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >&2
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+}
+
+ensure_venv() {
+  local py=${PYTHON:-python3}
+  "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || die "$py is older than Python 3.11"
+  if [ ! -x "$VENV/bin/python" ]; then
+    "$py" -m venv "$VENV" >&2
+  fi
+  # Reinstall only when the dependency list changed.
+  local stamp="$VENV/.stamp-deps" want
+  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    "$VENV/bin/pip" install -q --upgrade pip >&2
+    "$VENV/bin/pip" install -q -e ".[dev]" >&2
+    echo "$want" > "$stamp"
+  fi
+}
+
+build_bpf() {
+  make -s -C bpf >&2
+}
+
+setup() {
+  need_root
+  ensure_apt
+  ensure_venv
+  build_bpf
+}
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  run)
+    setup
+    exec "$VENV/bin/vigil" run "$@"
+    ;;
+  test)
+    setup
+    "$VENV/bin/ruff" check vigil tests bench
+    "$VENV/bin/mypy" >&2
+    exec "$VENV/bin/pytest" "$@"
+    ;;
+  setup)
+    setup
+    ;;
+  *)
+    echo "usage: ./do run [vigil run options] | ./do test [pytest options] | ./do setup" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,102 @@
+"""Feature probes and mounts measured on the running kernel."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vigil import doctor
+from vigil.kernel import mounts, probes
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to load eBPF programs"),
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _mounted() -> None:
+    mounts.ensure_mounted()
+
+
+def test_every_probe_is_conclusive_and_explained() -> None:
+    probes.clear_cache()
+    results = probes.run_all()
+    assert [p.name for p in results] == list(probes.PROBE_NAMES)
+    for p in results:
+        assert p.available is not None, p
+        assert p.detail, p
+    by_name = {p.name: p for p in results}
+    # The universal backend must work on every kernel Vigil supports.
+    assert by_name["tracepoint"].available is True
+    assert by_name["ringbuf"].available is True
+
+
+def test_probes_agree_with_host_facts() -> None:
+    by_name = {p.name: p for p in probes.run_all()}
+    btf = Path("/sys/kernel/btf/vmlinux").exists()
+    assert probes.have_kernel_btf() is btf
+    for name in ("tp_btf", "fentry", "lsm", "d_path"):
+        if not btf:
+            assert by_name[name].available is False and "BTF" in by_name[name].detail
+    if by_name["lsm"].available:
+        assert probes.bpf_lsm_active() is True
+    if by_name["kprobe"].available:
+        assert Path("/sys/bus/event_source/devices/kprobe").exists() or \
+            Path("/sys/kernel/tracing/kprobe_events").exists()
+    assert probes.have_ringbuf() is by_name["ringbuf"].available
+
+
+def test_conclusive_results_are_cached() -> None:
+    probes.clear_cache()
+    first = probes.probe("tracepoint")
+    assert probes.probe("tracepoint") is first
+    with pytest.raises(ValueError, match="tracepoint"):
+        probes.probe("nope")
+
+
+def test_host_facts() -> None:
+    lsms = probes.active_lsms()
+    assert lsms is not None and "capability" in lsms
+    assert probes.lockdown_mode() in ("none", "integrity", "confidentiality")
+    assert mounts.tracepoint_exists("syscalls", "sys_enter_openat")
+    assert not mounts.tracepoint_exists("syscalls", "sys_enter_no_such_thing")
+
+
+def test_doctor_reports_a_backend() -> None:
+    report = doctor.collect()
+    text = doctor.render(report)
+    assert report.kernel_release == os.uname().release
+    assert report.backend.chosen == "tracepoint"
+    for better in ("lsm", "fentry", "kprobe"):
+        assert report.backend.rejected[better]
+    assert "backend       tracepoint" in text
+    assert report.to_dict()["can_run"] is True
+
+
+def test_ensure_mounted_on_a_fresh_namespace() -> None:
+    # A private mount namespace without tracefs/bpffs/securityfs mimics a fresh boot.
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1)")
+    script = (
+        "import subprocess as s\n"
+        "for p in ('/sys/kernel/tracing', '/sys/fs/bpf', '/sys/kernel/security'):\n"
+        "    s.run(['umount', '-l', p], check=False)\n"
+        "from vigil.kernel import mounts, probes\n"
+        "assert mounts.tracefs_root() is None, mounts.tracefs_root()\n"
+        "assert probes.probe('tracepoint').available is None\n"
+        "done = mounts.ensure_mounted()\n"
+        "assert mounts.ensure_mounted() == []\n"
+        "print(sorted(map(str, done)))\n"
+        "assert probes.probe('tracepoint').available is True\n"
+        "assert probes.active_lsms()\n"
+    )
+    out = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable,
+                          "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "/sys/kernel/tracing" in out.stdout

@@ -1,0 +1,193 @@
+"""The binary layout of kernel records (mirror of bpf/vigil_events.h) and their decoding.
+
+Owns: struct formats, constants shared with the BPF side, and ``decode_batch``, which turns a
+batch of raw records into typed events. Does not own enrichment (executable, user names: see
+``vigil.enrich``) nor reading the ring (``vigil.kernel.ringbuf``).
+
+Decoding is done with precompiled ``struct.Struct`` objects straight from the ring's memory
+(``unpack_from`` on a memoryview): no per-event ctypes call, no intermediate copy.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Iterable, Iterator
+from typing import Final
+
+from vigil.events.model import ExecEvent, ExitEvent, FileEvent, FileOp, Process
+
+COMM_LEN: Final = 16
+PATH_MAX: Final = 4096
+WATCH_KEY_LEN: Final = 256
+
+
+class Kind(enum.IntEnum):
+    FILE = 1
+    EXEC = 2
+    EXIT = 3
+
+
+OP_OPEN_WRITE: Final = 16  # internal op: never surfaces as a FileOp
+
+
+class Flag(enum.IntFlag):
+    PATH_TRUNC = 1
+    PATH2_TRUNC = 2
+    ARGS_TRUNC = 4
+    UNNORMALIZED = 8
+    FROM_ARG = 16
+    CREATED = 32
+    PENDING_WRITES = 64
+
+
+class Stat(enum.IntEnum):
+    """Indices of the per-CPU ``stats`` array."""
+
+    DROP_FILE = 0
+    DROP_EXEC = 1
+    DROP_EXIT = 2
+    INFLIGHT_FULL = 3
+    WFILES_FULL = 4
+
+
+STAT_SLOTS: Final = 8
+
+WATCH_INCLUDE: Final = 1
+WATCH_EXCLUDE: Final = 2
+
+# Every format is little/host-endian with no implicit padding ("=" disables alignment), so the
+# offsets are exactly the C ones; tests/unit/test_layout.py checks them against the object's BTF.
+HDR = struct.Struct("=HHIQ")  # kind, flags, size, ktime_ns
+PROC = struct.Struct("=QQQ10I16s")
+FILE_TAIL = struct.Struct("=IiIIIIQQIHH")  # op ret mode owner_uid owner_gid oflags ino file_id dev len len2
+EXEC_TAIL = struct.Struct("=II")  # exe_len, args_len
+EXIT_TAIL = struct.Struct("=iI")  # exit_code, reserved
+
+HDR_SIZE: Final = HDR.size  # 16
+PROC_OFF: Final = HDR_SIZE
+TAIL_OFF: Final = HDR_SIZE + PROC.size  # 96
+FILE_EVENT_SIZE: Final = TAIL_OFF + FILE_TAIL.size  # 144
+EXEC_EVENT_SIZE: Final = TAIL_OFF + EXEC_TAIL.size  # 104
+EXIT_EVENT_SIZE: Final = TAIL_OFF + EXIT_TAIL.size  # 104
+
+# Field names per C struct, in order, with the Struct that decodes them; the layout test uses
+# these to compare every offset with the BTF.
+LAYOUTS: Final[dict[str, tuple[tuple[str, ...], tuple[struct.Struct, ...]]]] = {
+    "vigil_hdr": (("kind", "flags", "size", "ktime_ns"), (HDR,)),
+    "vigil_proc": (
+        ("start_time", "parent_start_time", "cgroup_id", "pid", "tid", "ppid", "uid", "gid",
+         "euid", "egid", "auid", "sessionid", "mnt_ns", "comm"),
+        (PROC,),
+    ),
+    "vigil_file_event": (
+        ("hdr", "proc", "op", "ret", "mode", "owner_uid", "owner_gid", "oflags", "ino",
+         "file_id", "dev", "path_len", "path2_len", "data"),
+        (HDR, PROC, FILE_TAIL),
+    ),
+    "vigil_exec_event": (("hdr", "proc", "exe_len", "args_len", "data"), (HDR, PROC, EXEC_TAIL)),
+    "vigil_exit_event": (("hdr", "proc", "exit_code", "_reserved"), (HDR, PROC, EXIT_TAIL)),
+}
+
+NO_ID: Final = 0xFFFFFFFF
+
+
+class RawFile:
+    """An internal open-for-write notice: the agent pairs it with the close or the exit."""
+
+    __slots__ = ("created", "event", "file_id")
+
+    def __init__(self, event: FileEvent, file_id: int, created: bool) -> None:
+        self.event = event
+        self.file_id = file_id
+        self.created = created
+
+
+Decoded = FileEvent | ExecEvent | ExitEvent | RawFile
+
+
+class Clock:
+    """Converts the kernel's CLOCK_MONOTONIC / CLOCK_BOOTTIME stamps to wall clock and ticks."""
+
+    def __init__(self, mono_to_wall_ns: int, clk_tck: int) -> None:
+        self.mono_to_wall_ns = mono_to_wall_ns
+        self.ns_per_tick = 1_000_000_000 // clk_tck
+
+    @classmethod
+    def now(cls) -> Clock:
+        import os
+        import time
+
+        offset = time.time_ns() - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        return cls(offset, os.sysconf("SC_CLK_TCK"))
+
+
+def _proc(buf: memoryview | bytes, off: int, clock: Clock) -> Process:
+    (start, pstart, cgroup, pid, tid, ppid, uid, gid, euid, egid, auid, ses, mntns,
+     comm) = PROC.unpack_from(buf, off)
+    tick = clock.ns_per_tick
+    return Process(
+        pid=pid, tid=tid, ppid=ppid, start_time=start // tick, parent_start_time=pstart // tick,
+        uid=uid, gid=gid, euid=euid, egid=egid, auid=auid, session_id=ses,
+        comm=comm.split(b"\0", 1)[0], cgroup_id=cgroup, mnt_ns=mntns,
+    )
+
+
+def decode(buf: memoryview | bytes, clock: Clock) -> Decoded | None:
+    """Decodes one record. Returns None for a record of an unknown kind or a short record."""
+    if len(buf) < HDR_SIZE:
+        return None
+    kind, flags, size, ktime = HDR.unpack_from(buf, 0)
+    ts = ktime + clock.mono_to_wall_ns
+    if kind == Kind.FILE and len(buf) >= FILE_EVENT_SIZE:
+        (op, ret, mode, ouid, ogid, oflags, ino, file_id, dev, plen,
+         p2len) = FILE_TAIL.unpack_from(buf, TAIL_OFF)
+        start = FILE_EVENT_SIZE
+        path = bytes(buf[start:start + plen])
+        path2 = bytes(buf[start + plen:start + plen + p2len]) if p2len else None
+        proc = _proc(buf, PROC_OFF, clock)
+        if op == OP_OPEN_WRITE:
+            ev = FileEvent(ts, FileOp.CREATE, path, proc, inode=ino, device=dev, flags=flags,
+                           mode=mode)
+            return RawFile(ev, file_id, bool(flags & Flag.CREATED))
+        try:
+            fop = FileOp(op)
+        except ValueError:
+            return None
+        return FileEvent(
+            timestamp_ns=ts, op=fop, path=path, process=proc, errno=-ret if ret < 0 else 0,
+            target_path=path2,
+            mode=mode if fop in _MODE_OPS else None,
+            owner_uid=None if ouid == NO_ID or fop != FileOp.CHOWN else ouid,
+            owner_gid=None if ogid == NO_ID or fop != FileOp.CHOWN else ogid,
+            inode=ino or None, device=dev or None, flags=flags,
+        )
+    if kind == Kind.EXEC and len(buf) >= EXEC_EVENT_SIZE:
+        exe_len, args_len = EXEC_TAIL.unpack_from(buf, TAIL_OFF)
+        start = EXEC_EVENT_SIZE
+        proc = _proc(buf, PROC_OFF, clock)
+        proc.executable = bytes(buf[start:start + exe_len])
+        raw_args = bytes(buf[start + exe_len:start + exe_len + args_len])
+        proc.args = split_args(raw_args)
+        return ExecEvent(ts, proc, flags)
+    if kind == Kind.EXIT and len(buf) >= EXIT_EVENT_SIZE:
+        (code, _reserved) = EXIT_TAIL.unpack_from(buf, TAIL_OFF)
+        return ExitEvent(ts, _proc(buf, PROC_OFF, clock), code, flags)
+    return None
+
+
+_MODE_OPS = frozenset({FileOp.CHMOD, FileOp.CREATE, FileOp.MKDIR, FileOp.MKNOD, FileOp.OPEN})
+
+
+def split_args(raw: bytes) -> list[bytes]:
+    """argv as the kernel keeps it: NUL-separated, NUL-terminated."""
+    if raw.endswith(b"\0"):
+        raw = raw[:-1]
+    return raw.split(b"\0") if raw else []
+
+
+def decode_batch(records: Iterable[memoryview | bytes], clock: Clock) -> Iterator[Decoded]:
+    for rec in records:
+        ev = decode(rec, clock)
+        if ev is not None:
+            yield ev

@@ -1,0 +1,159 @@
+"""Typed events: what the rest of Vigil sees once raw kernel records are decoded.
+
+Owns the event classes and their vocabulary (kinds, file operations). Does not own the binary
+layout (see ``vigil.events.layout``) nor any output format (see ``vigil.outputs``).
+
+Paths are ``bytes``: Linux file names are bytes, and a monitor that decodes them early loses the
+names an attacker is most likely to use (invalid UTF-8, newlines). Outputs decide how to render.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+SCHEMA_VERSION = 1
+
+
+class FileOp(enum.IntEnum):
+    """File operations; values are shared with the BPF side (bpf/vigil_events.h)."""
+
+    CREATE = 1
+    MODIFY = 2  # closed after being opened for writing (inotify's IN_CLOSE_WRITE)
+    DELETE = 3
+    RMDIR = 4
+    RENAME = 5
+    CHMOD = 6
+    CHOWN = 7
+    TRUNCATE = 8
+    LINK = 9
+    SYMLINK = 10
+    MKDIR = 11
+    SETXATTR = 12
+    REMOVEXATTR = 13
+    MKNOD = 14
+    OPEN = 15  # only ever reported as a failed attempt (ret < 0)
+
+    @property
+    def action(self) -> str:
+        """The ECS ``event.action`` word for this operation."""
+        return _ACTIONS[self]
+
+
+_ACTIONS = {
+    FileOp.CREATE: "created",
+    FileOp.MODIFY: "modified",
+    FileOp.DELETE: "deleted",
+    FileOp.RMDIR: "directory-deleted",
+    FileOp.RENAME: "renamed",
+    FileOp.CHMOD: "mode-changed",
+    FileOp.CHOWN: "owner-changed",
+    FileOp.TRUNCATE: "truncated",
+    FileOp.LINK: "hardlink-created",
+    FileOp.SYMLINK: "symlink-created",
+    FileOp.MKDIR: "directory-created",
+    FileOp.SETXATTR: "xattr-changed",
+    FileOp.REMOVEXATTR: "xattr-removed",
+    FileOp.MKNOD: "created",
+    FileOp.OPEN: "opened",
+}
+
+
+@dataclass(slots=True)
+class Process:
+    """Who did it: the acting task as the kernel saw it, enriched from the process table.
+
+    ``start_time`` is the task's boot-time start in clock ticks (as /proc/PID/stat field 22), so
+    (pid, start_time) identifies a process across PID reuse, like psutil's (pid, create_time).
+    """
+
+    pid: int
+    tid: int
+    ppid: int
+    start_time: int
+    parent_start_time: int
+    uid: int
+    gid: int
+    euid: int
+    egid: int
+    auid: int  # login uid; 0xFFFFFFFF when unset
+    session_id: int
+    comm: bytes
+    cgroup_id: int
+    mnt_ns: int
+    executable: bytes | None = None
+    args: list[bytes] | None = None
+    parent_executable: bytes | None = None
+    parent_args: list[bytes] | None = None
+    user_name: str | None = None
+    group_name: str | None = None
+    euser_name: str | None = None
+    container_id: str | None = None
+
+    @property
+    def entity_id(self) -> str:
+        """A stable identifier of this process instance (ECS ``process.entity_id``)."""
+        return f"{self.pid}-{self.start_time}"
+
+    @property
+    def parent_entity_id(self) -> str:
+        return f"{self.ppid}-{self.parent_start_time}"
+
+
+@dataclass(slots=True)
+class FileEvent:
+    """A file operation on a watched path, successful (``errno == 0``) or a failed attempt."""
+
+    timestamp_ns: int  # wall clock, ns since the epoch
+    op: FileOp
+    path: bytes
+    process: Process
+    errno: int = 0
+    target_path: bytes | None = None  # rename/link: the new name; symlink: the link's content
+    mode: int | None = None  # chmod/create/mkdir/mknod: the mode asked for
+    owner_uid: int | None = None  # chown: new owner (None when unchanged)
+    owner_gid: int | None = None
+    inode: int | None = None
+    device: int | None = None
+    flags: int = 0  # vigil.events.layout.EV_* flags (truncated paths, ...)
+    source: str = "kernel"  # "kernel", "rescan", "startup-scan"
+
+    @property
+    def failed(self) -> bool:
+        return self.errno != 0
+
+
+@dataclass(slots=True)
+class ExecEvent:
+    timestamp_ns: int
+    process: Process
+    flags: int = 0
+
+
+@dataclass(slots=True)
+class ExitEvent:
+    timestamp_ns: int
+    process: Process
+    exit_code: int  # the wait status: exit status << 8 | signal
+    flags: int = 0
+
+    @property
+    def status(self) -> int:
+        return (self.exit_code >> 8) & 0xFF
+
+    @property
+    def signal(self) -> int:
+        return self.exit_code & 0x7F
+
+
+@dataclass(slots=True)
+class LostEvents:
+    """The kernel side could not deliver ``count`` events of ``kind`` (ring buffer full)."""
+
+    timestamp_ns: int
+    kind: str
+    count: int
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+Event = FileEvent | ExecEvent | ExitEvent | LostEvents

@@ -1,0 +1,114 @@
+"""Vigil's exception tree (psutil-style typed errors at the C boundary).
+
+Owns the root error type of the whole product (`VigilError`) and the kernel-boundary
+subclasses. Other packages import `VigilError` from here and may subclass it; they do not add
+kernel errors elsewhere. Translating errno values into these types lives in vigil.kernel.libbpf.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+
+__all__ = [
+    "BpfPermissionError",
+    "KernelError",
+    "LibbpfError",
+    "LibbpfMissingError",
+    "NotSupportedError",
+    "VerifierError",
+    "VigilError",
+    "errno_name",
+]
+
+# The kernel's internal ENOTSUPP leaks out of bpf(2); Python's errno table does not know it.
+ENOTSUPP = 524
+
+
+def errno_name(err: int) -> str:
+    """'EPERM', 'ENOTSUPP', or 'errno 1234' for values nobody named."""
+    if err == ENOTSUPP:
+        return "ENOTSUPP"
+    return _errno.errorcode.get(err, f"errno {err}")
+
+
+def errno_text(err: int) -> str:
+    """'EPERM (Operation not permitted)': name plus the C library's description."""
+    if err == ENOTSUPP:
+        return "ENOTSUPP (operation not supported by the kernel)"
+    return f"{errno_name(err)} ({os.strerror(err)})"
+
+
+class VigilError(Exception):
+    """Root of every error Vigil raises on purpose; the CLI turns it into a message + exit code."""
+
+    exit_code: int = 2
+
+
+class KernelError(VigilError):
+    """The kernel or libbpf refused or could not do something."""
+
+    errno: int | None = None  # the errno behind it, when there was one
+
+
+class NotSupportedError(KernelError):
+    """A feature is missing on this kernel: says what, what it needs and what the kernel has."""
+
+    def __init__(self, what: str, needs: str, have: str, errno: int | None = None) -> None:
+        self.what = what
+        self.errno = errno
+        self.needs = needs
+        self.have = have
+        super().__init__(f"{what} not supported here: needs {needs}, kernel has {have}")
+
+
+class VerifierError(KernelError):
+    """The BPF verifier rejected a program.
+
+    `summary` holds the last few meaningful verifier lines (what a human needs first);
+    `log` holds the complete log and is shown only when asked for (it can be megabytes).
+    """
+
+    def __init__(self, program: str, summary: str, log: str, errno: int | None = None) -> None:
+        self.program = program
+        self.summary = summary
+        self.log = log
+        self.errno = errno
+        first = summary.strip().splitlines()[-1] if summary.strip() else "no verifier output"
+        super().__init__(f"the verifier rejected BPF program '{program}': {first}")
+
+
+class BpfPermissionError(KernelError):
+    """EPERM/EACCES from bpf(2) or mount(2): missing privileges, or a sandbox/lockdown/LSM."""
+
+    errno: int
+
+    def __init__(self, operation: str, errno: int = _errno.EPERM, hint: str | None = None) -> None:
+        self.operation = operation
+        self.errno = errno
+        if hint is None:
+            # As root the capabilities are there, so blaming them would send people the wrong way.
+            hint = (
+                "the kernel's lockdown, an LSM or the sandbox forbids it"
+                if os.geteuid() == 0
+                else "run as root (needs CAP_BPF+CAP_PERFMON, or CAP_SYS_ADMIN)"
+            )
+        self.hint = hint
+        super().__init__(f"{operation} failed with {errno_name(errno)}: {hint}")
+
+
+class LibbpfError(KernelError):
+    """A libbpf call failed with an errno that has no more specific type."""
+
+    errno: int
+
+    def __init__(self, operation: str, errno: int, detail: str | None = None) -> None:
+        self.operation = operation
+        self.errno = errno
+        self.detail = detail
+        msg = f"{operation} failed: {errno_text(errno)}"
+        super().__init__(f"{msg}: {detail}" if detail else msg)
+
+
+class LibbpfMissingError(KernelError):
+    """The system libbpf is not installed, cannot be loaded, or is older than Vigil needs."""
