@@ -41,7 +41,7 @@ ensure_venv() {
   # Reinstall only when the dependency list changed.
   local stamp="$VENV/.stamp-deps" want
   want=$(sha256sum pyproject.toml | cut -d' ' -f1)
-  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -x "$VENV/bin/vigil" ]; then
     "$VENV/bin/pip" install -q --upgrade pip >&2
     "$VENV/bin/pip" install -q -e ".[dev]" >&2
     echo "$want" > "$stamp"

@@ -568,7 +568,8 @@ static __always_inline void track_write(struct file *f)
 		bpf_map_update_elem(&wpending, &w.tgid, &one, BPF_ANY);
 }
 
-/* fd is being closed (close, or replaced by dup2/dup3). The last reference means "modified". */
+/* fd is being closed (close, or replaced by dup2/dup3). The last reference means "modified".
+ * Runs as its own program, reached by tail call only for files we track. */
 static __always_inline int on_close(int fd)
 {
 	struct file *f = fd_file(fd);
@@ -662,10 +663,71 @@ static __noinline int on_exit(long ret)
 	return emit_for_args(&in, ret);
 }
 
+/* The heavy handlers are verified once, as programs of their own, and reached from the small
+ * per-syscall programs by tail call (verifying them inline in ~45 exit programs took the
+ * verifier most of a minute). */
+SEC("tracepoint")
+int handle_sys_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_exit(ctx->ret);
+}
+
+struct close_arg {
+	__s32 fd;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct close_arg);
+} close_scratch SEC(".maps");
+
+SEC("tracepoint")
+int handle_close(void *ctx)
+{
+	__u32 zero = 0;
+	struct close_arg *a = bpf_map_lookup_elem(&close_scratch, &zero);
+
+	return a ? on_close(a->fd) : 0;
+}
+
+enum { H_SYS_EXIT = 0, H_CLOSE = 1 };
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__array(values, int (void *));
+} handlers SEC(".maps") = {
+	.values = {
+		[H_SYS_EXIT] = (void *)&handle_sys_exit,
+		[H_CLOSE] = (void *)&handle_close,
+	},
+};
+
+/* Cheap test first: most closes are of files nobody tracks. */
+static __always_inline int closing(void *ctx, int fd)
+{
+	__u32 zero = 0;
+	struct file *f = fd_file(fd);
+	__u64 key = (__u64)f;
+	struct close_arg *a;
+
+	if (!f || !bpf_map_lookup_elem(&wfiles, &key))
+		return 0;
+	a = bpf_map_lookup_elem(&close_scratch, &zero);
+	if (!a)
+		return 0;
+	a->fd = fd;
+	bpf_tail_call(ctx, &handlers, H_CLOSE);
+	return 0;
+}
+
 #define ENTER(sc) SEC("tracepoint/syscalls/sys_enter_" #sc) \
 	int enter_##sc(struct trace_event_raw_sys_enter *ctx)
 #define EXIT(sc) SEC("tracepoint/syscalls/sys_exit_" #sc) \
-	int exit_##sc(struct trace_event_raw_sys_exit *ctx) { return on_exit(ctx->ret); }
+	int exit_##sc(void *ctx) { bpf_tail_call(ctx, &handlers, H_SYS_EXIT); return 0; }
 #define ARG(n) (ctx->args[n])
 
 static __always_inline int remember_open(int dfd, __u64 path, __u32 flags, __u32 mode)
@@ -694,9 +756,9 @@ EXIT(openat2)
 ENTER(open_by_handle_at) { return remember_open(AT_FDCWD, 0, ARG(2), 0); }
 EXIT(open_by_handle_at)
 
-ENTER(close) { return on_close(ARG(0)); }
-ENTER(dup2) { return ARG(0) == ARG(1) ? 0 : on_close(ARG(1)); }
-ENTER(dup3) { return on_close(ARG(1)); }
+ENTER(close) { return closing(ctx, ARG(0)); }
+ENTER(dup2) { return ARG(0) == ARG(1) ? 0 : closing(ctx, ARG(1)); }
+ENTER(dup3) { return closing(ctx, ARG(1)); }
 
 static __always_inline int remember_path(__u32 op, int dfd, __u64 path, __u32 mode, __u32 uid,
 					 __u32 gid, __u32 flags, __u64 path2)

@@ -60,7 +60,8 @@ WATCH_EXCLUDE: Final = 2
 # offsets are exactly the C ones; tests/unit/test_layout.py checks them against the object's BTF.
 HDR = struct.Struct("=HHIQ")  # kind, flags, size, ktime_ns
 PROC = struct.Struct("=QQQ10I16s")
-FILE_TAIL = struct.Struct("=IiIIIIQQIHH")  # op ret mode owner_uid owner_gid oflags ino file_id dev len len2
+# op ret mode owner_uid owner_gid oflags ino file_id dev path_len path2_len
+FILE_TAIL = struct.Struct("=IiIIIIQQIHH")
 EXEC_TAIL = struct.Struct("=II")  # exe_len, args_len
 EXIT_TAIL = struct.Struct("=iI")  # exit_code, reserved
 
@@ -137,10 +138,10 @@ def decode(buf: memoryview | bytes, clock: Clock) -> Decoded | None:
     """Decodes one record. Returns None for a record of an unknown kind or a short record."""
     if len(buf) < HDR_SIZE:
         return None
-    kind, flags, size, ktime = HDR.unpack_from(buf, 0)
+    kind, flags, _size, ktime = HDR.unpack_from(buf, 0)
     ts = ktime + clock.mono_to_wall_ns
     if kind == Kind.FILE and len(buf) >= FILE_EVENT_SIZE:
-        (op, ret, mode, ouid, ogid, oflags, ino, file_id, dev, plen,
+        (op, ret, mode, ouid, ogid, _oflags, ino, file_id, dev, plen,
          p2len) = FILE_TAIL.unpack_from(buf, TAIL_OFF)
         start = FILE_EVENT_SIZE
         path = bytes(buf[start:start + plen])
@@ -160,7 +161,7 @@ def decode(buf: memoryview | bytes, clock: Clock) -> Decoded | None:
             mode=mode if fop in _MODE_OPS else None,
             owner_uid=None if ouid == NO_ID or fop != FileOp.CHOWN else ouid,
             owner_gid=None if ogid == NO_ID or fop != FileOp.CHOWN else ogid,
-            inode=ino or None, device=dev or None, flags=flags,
+            inode=ino or None, device=dev or None, flags=flags, file_id=file_id,
         )
     if kind == Kind.EXEC and len(buf) >= EXEC_EVENT_SIZE:
         exe_len, args_len = EXEC_TAIL.unpack_from(buf, TAIL_OFF)

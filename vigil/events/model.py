@@ -115,8 +115,9 @@ class FileEvent:
     owner_gid: int | None = None
     inode: int | None = None
     device: int | None = None
-    flags: int = 0  # vigil.events.layout.EV_* flags (truncated paths, ...)
+    flags: int = 0  # vigil.events.layout.Flag bits (truncated paths, ...)
     source: str = "kernel"  # "kernel", "rescan", "startup-scan"
+    file_id: int = 0  # modify: identity of the open file the kernel saw closed
 
     @property
     def failed(self) -> bool:

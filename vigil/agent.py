@@ -1,0 +1,155 @@
+"""The live agent: kernel backend -> ring -> decode -> pipeline -> outputs, until told to stop.
+
+Owns the run loop (wait, drain a batch, hand it on), the watch list given to the kernel, the drop
+accounting (per-CPU counters polled every second, reported as events and in the summary) and a
+clean stop. Does not own any stage itself: see vigil.kernel.backend, vigil.events.pipeline and
+vigil.outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vigil.config import Config
+from vigil.enrich.process import ProcessTable
+from vigil.enrich.users import NameCache
+from vigil.events.layout import Clock, decode_batch
+from vigil.events.model import Event, LostEvents
+from vigil.events.pipeline import Pipeline
+from vigil.fim.policy import Policy
+from vigil.kernel.backend import BackendSettings, TracepointBackend
+from vigil.kernel.errors import VigilError
+from vigil.outputs.base import Sink
+
+log = logging.getLogger(__name__)
+
+DROP_KINDS = ("drop_file", "drop_exec", "drop_exit")
+
+
+@dataclass
+class RunSummary:
+    delivered: Counter[str] = field(default_factory=Counter)
+    drops: dict[str, int] = field(default_factory=dict)
+    records: int = 0
+    filtered: int = 0
+    seconds: float = 0.0
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.drops.get(k, 0) for k in DROP_KINDS)
+
+    def line(self) -> str:
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.delivered.items())) or "none"
+        drops = ", ".join(f"{k[5:]} {self.drops.get(k, 0)}" for k in DROP_KINDS)
+        return (f"vigil: {sum(self.delivered.values())} events delivered ({kinds}) in "
+                f"{self.seconds:.1f}s; {self.dropped} dropped by the kernel side ({drops})")
+
+
+def kernel_watch_paths(config: Config) -> list[bytes]:
+    """Every realtime directory, plus its real path when it is reached through a symlink
+    (/bin -> /usr/bin): paths from syscall arguments are matched before symlinks resolve."""
+    out: list[bytes] = []
+    for d in config.directories:
+        if not d.realtime:
+            continue
+        for p in (d.path, os.path.realpath(d.path)):
+            if p not in out:
+                out.append(p)
+    return out
+
+
+class Agent:
+    def __init__(self, config: Config, sinks: Sequence[Sink], *, btf_path: str | None = None,
+                 obj_path: Path | None = None, poll_interval: float = 0.1) -> None:
+        self.config = config
+        self.sinks = list(sinks)
+        self.poll_interval = poll_interval
+        self.stop_event = threading.Event()
+        self._policy = Policy(config)
+        self._backend = TracepointBackend(
+            BackendSettings(
+                ring_bytes=config.ring_buffer_mb << 20,
+                exec_events=config.exec_events,
+                failed_errnos=config.failed_errnos,
+                btf_custom_path=btf_path,
+            ),
+            obj_path,
+        )
+        self.summary = RunSummary()
+
+    def _is_watched(self, path: bytes) -> bool:
+        return self._policy.watched(path) is not None
+
+    def run(self, duration: float | None = None) -> RunSummary:
+        if os.geteuid() != 0:
+            raise VigilError("vigil run needs root: it loads eBPF programs "
+                             "(CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN)")
+        t0 = time.monotonic()
+        with self._backend as backend:
+            n = backend.set_watches(kernel_watch_paths(self.config))
+            procs = ProcessTable()
+            procs.load_from_proc()
+            pipeline = Pipeline(self._is_watched, procs, NameCache(), backend.forget_open_file,
+                                report_processes=self.config.exec_events)
+            log.info("watching %d paths (%d kernel entries) with the %s backend; %d processes "
+                     "known", len(self.config.directories), n, backend.name, len(procs))
+            self._loop(backend, pipeline, t0, duration)
+            self.summary.filtered = pipeline.filtered
+        self.summary.seconds = time.monotonic() - t0
+        return self.summary
+
+    def _loop(self, backend: TracepointBackend, pipeline: Pipeline, t0: float,
+              duration: float | None) -> None:
+        reader = backend.reader
+        assert reader is not None
+        clock = Clock.now()
+        next_stats = time.monotonic() + 1.0
+        while True:
+            stopping = self.stop_event.is_set() or (
+                duration is not None and time.monotonic() - t0 >= duration)
+            if not stopping:
+                reader.wait(self.poll_interval)
+            while True:  # drain in bounded batches until the ring is empty
+                before = reader.records
+                events = pipeline.process(decode_batch(reader.drain(8 << 20), clock))
+                self._emit(events)
+                if reader.records == before:
+                    break
+            now = time.monotonic()
+            if stopping or now >= next_stats:
+                self._check_drops(backend)
+                next_stats = now + 1.0
+            if stopping:
+                self.summary.records = reader.records
+                return
+
+    def _emit(self, events: list[Event]) -> None:
+        if not events:
+            return
+        for ev in events:
+            self.summary.delivered[type(ev).__name__.removesuffix("Event").lower()] += 1
+        for sink in self.sinks:
+            sink.emit(events)
+
+    def _check_drops(self, backend: TracepointBackend) -> None:
+        counters = backend.counters()
+        lost: list[Event] = []
+        for kind in DROP_KINDS:
+            new = counters.get(kind, 0) - self.summary.drops.get(kind, 0)
+            if new > 0:
+                log.warning("kernel side dropped %d %s events (ring buffer full)", new, kind[5:])
+                lost.append(LostEvents(time.time_ns(), kind[5:], new))
+        self.summary.drops = counters
+        if lost:
+            for sink in self.sinks:
+                sink.emit(lost)
+
+    def stop(self) -> None:
+        self.stop_event.set()

@@ -1,0 +1,142 @@
+"""The ``vigil`` command: parses arguments, builds the pipeline, nothing else.
+
+Every error a user can cause ends here as one sentence on stderr and exit code 2; events go to
+stdout (or a file), diagnostics to stderr, never mixed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from vigil.kernel.errors import VerifierError, VigilError
+
+log = logging.getLogger("vigil")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from vigil.agent import Agent
+    from vigil.config import load_config
+    from vigil.outputs.base import Sink
+    from vigil.outputs.jsonl import JsonLinesSink
+    from vigil.outputs.pretty import PrettySink
+
+    config = load_config(args.config)
+    if args.watch:
+        config = config.with_watch_overrides(args.watch)
+    if args.no_exec:
+        from dataclasses import replace
+        config = replace(config, exec_events=False)
+    fmt = args.output or config.output
+    if fmt == "auto":
+        fmt = "pretty" if sys.stdout.isatty() else "json"
+    sinks: list[Sink] = [PrettySink(sys.stdout, colour=sys.stdout.isatty())
+                         if fmt == "pretty" else JsonLinesSink(sys.stdout)]
+    if config.json_file is not None:
+        sinks.append(JsonLinesSink.to_file(config.json_file))
+    agent = Agent(config, sinks, btf_path=args.btf)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        agent.stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        summary = agent.run(args.duration)
+    finally:
+        for sink in sinks:
+            sink.close()
+    print(summary.line(), file=sys.stderr)
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from vigil.doctor import collect, render
+
+    report = collect()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(render(report))
+    return 0 if report.can_run else 1
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from vigil.fim import oneshot
+
+    return oneshot.main(args)
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    from vigil.config import check_config_main
+
+    return check_config_main(args.file)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vigil", description="Who changed what, live: "
+                                "file changes, execs and their who-data, from eBPF.")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more diagnostics")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="stream live events")
+    run.add_argument("--config", type=Path, metavar="FILE", help="configuration (YAML)")
+    run.add_argument("--watch", type=Path, action="append", metavar="DIR",
+                     help="watch DIR (recursively) instead of the configured directories")
+    run.add_argument("-o", "--output", choices=("pretty", "json"),
+                     help="pretty lines (default on a terminal) or ECS JSON lines")
+    run.add_argument("--duration", type=float, metavar="SECONDS",
+                     help="stop cleanly after this many seconds")
+    run.add_argument("--no-exec", action="store_true", help="do not report execs and exits")
+    run.add_argument("--btf", metavar="FILE", help="kernel BTF to use instead of the running "
+                     "kernel's (for kernels without /sys/kernel/btf/vmlinux)")
+    run.set_defaults(func=_run)
+
+    doctor = sub.add_parser("doctor", help="what this kernel supports and what Vigil will use")
+    doctor.add_argument("--json", action="store_true", help="machine-readable report")
+    doctor.set_defaults(func=_doctor)
+
+    from vigil.fim import oneshot
+
+    scan = sub.add_parser("scan", help="one-shot baseline (--init) or check (--check)")
+    oneshot.configure_parser(scan)
+    scan.set_defaults(func=_scan)
+
+    config = sub.add_parser("config", help="configuration tools")
+    csub = config.add_subparsers(dest="config_command", required=True)
+    check = csub.add_parser("check", help="validate a configuration file")
+    check.add_argument("file", type=Path)
+    check.set_defaults(func=_config_check)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else
+        logging.WARNING,
+        format="vigil: %(message)s", stream=sys.stderr)
+    try:
+        rc: int = args.func(args)
+        return rc
+    except VerifierError as e:
+        print(f"vigil: {e}", file=sys.stderr)
+        if args.verbose:
+            print(e.log, file=sys.stderr)
+        else:
+            print("vigil: run with -v for the full verifier log", file=sys.stderr)
+        return e.exit_code
+    except VigilError as e:
+        print(f"vigil: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""From decoded kernel records to the events a user sees: pairing, canonical paths, filtering,
+who-data.
+
+Owns: turning open-for-write notices and closes into "created"/"modified" events (and finishing
+files a process still held when it exited), making paths that came from syscall arguments
+canonical (".", "..", "//", symlinked directories), the exact user-space check of the watch
+policy (the kernel's LPM match is a coarse, never-missing pre-filter), and enrichment from the
+process table and name caches. Works on whole batches. Does not own reading the ring or outputs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Final
+
+from vigil.enrich.process import ProcessTable
+from vigil.enrich.users import NameCache
+from vigil.events.layout import Flag, RawFile
+from vigil.events.model import Event, ExecEvent, ExitEvent, FileEvent, FileOp, Process
+
+MAX_OPEN_FILES: Final = 65536
+_TWO_PATHS: Final = frozenset({FileOp.RENAME, FileOp.LINK})
+# Ops whose target names a directory entry that may be gone (or replaced) after the call: the
+# final component is never resolved, only its directory.
+_DIR_CACHE_SIZE: Final = 4096
+
+
+class _OpenFile:
+    __slots__ = ("path", "process", "tgid")
+
+    def __init__(self, path: bytes, process: Process) -> None:
+        self.path = path
+        self.process = process
+        self.tgid = process.pid
+
+
+def normalize(path: bytes) -> bytes:
+    """Lexically canonical absolute path: no "//", "." or ".." components, no trailing "/".
+
+    ".." is applied to the text; ``canonical_dir`` then resolves symlinked directories, which
+    is what the kernel did, since it walks ".." after following links.
+    """
+    out: list[bytes] = []
+    for part in path.split(b"/"):
+        if part in (b"", b"."):
+            continue
+        if part == b"..":
+            if out:
+                out.pop()
+            continue
+        out.append(part)
+    return b"/" + b"/".join(out)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        is_watched: Callable[[bytes], bool],
+        procs: ProcessTable,
+        names: NameCache,
+        forget_open_file: Callable[[int], None],
+        *,
+        report_processes: bool = True,
+    ) -> None:
+        self._report_processes = report_processes
+        self._is_watched = is_watched
+        self._procs = procs
+        self._names = names
+        self._forget = forget_open_file
+        self._open: OrderedDict[int, _OpenFile] = OrderedDict()
+        self._by_tgid: dict[int, set[int]] = {}
+        self._dirs: OrderedDict[bytes, bytes] = OrderedDict()
+        self.filtered = 0
+
+    # ---- paths ---------------------------------------------------------------------------
+
+    def canonical_dir(self, directory: bytes) -> bytes:
+        """realpath of a directory, cached (a handful of lstat calls on a miss)."""
+        hit = self._dirs.get(directory)
+        if hit is not None:
+            return hit
+        real = os.path.realpath(directory)
+        self._dirs[directory] = real
+        if len(self._dirs) > _DIR_CACHE_SIZE:
+            self._dirs.popitem(last=False)
+        return real
+
+    def canonical(self, path: bytes, flags: int) -> bytes:
+        if flags & Flag.UNNORMALIZED:
+            path = normalize(path)
+        if not flags & Flag.FROM_ARG or path == b"/":
+            return path  # resolved from a kernel object: already what the kernel used
+        directory, _, name = path.rpartition(b"/")
+        real = self.canonical_dir(directory or b"/")
+        return (real.rstrip(b"/") + b"/" + name) if name else real
+
+    def _invalidate_dirs(self, ev: FileEvent) -> None:
+        # A renamed, removed or replaced directory changes what cached names resolve to.
+        if ev.op in (FileOp.RENAME, FileOp.RMDIR, FileOp.SYMLINK, FileOp.DELETE) and self._dirs:
+            self._dirs.clear()
+
+    # ---- the batch -----------------------------------------------------------------------
+
+    def process(self, records: Iterable[object]) -> list[Event]:
+        out: list[Event] = []
+        for rec in records:
+            if isinstance(rec, FileEvent):
+                self._file(rec, out)
+            elif isinstance(rec, RawFile):
+                self._opened(rec, out)
+            elif isinstance(rec, ExecEvent):
+                self._procs.on_exec(rec.process)
+                self._enrich(rec.process)
+                if self._report_processes:
+                    out.append(rec)
+            elif isinstance(rec, ExitEvent):
+                self._exited(rec, out)
+        return out
+
+    def _file(self, ev: FileEvent, out: list[Event]) -> None:
+        if ev.op == FileOp.MODIFY:
+            self._closed(ev)
+        if ev.flags & (Flag.FROM_ARG | Flag.UNNORMALIZED):
+            self._invalidate_dirs(ev)
+            ev.path = self.canonical(ev.path, ev.flags)
+            if ev.target_path is not None and ev.op in _TWO_PATHS:
+                ev.target_path = self.canonical(ev.target_path, ev.flags)
+        if not (self._is_watched(ev.path) or (
+                ev.op in _TWO_PATHS and ev.target_path is not None
+                and self._is_watched(ev.target_path))):
+            self.filtered += 1
+            return
+        self._enrich(ev.process)
+        out.append(ev)
+
+    def _opened(self, raw: RawFile, out: list[Event]) -> None:
+        ev = raw.event
+        if not self._is_watched(ev.path):
+            self.filtered += 1
+            return
+        self._open[raw.file_id] = _OpenFile(ev.path, ev.process)
+        self._by_tgid.setdefault(ev.process.pid, set()).add(raw.file_id)
+        if len(self._open) > MAX_OPEN_FILES:  # the kernel's LRU forgot it too
+            fid, old = self._open.popitem(last=False)
+            self._by_tgid.get(old.tgid, set()).discard(fid)
+        if raw.created:
+            self._enrich(ev.process)
+            out.append(ev)
+
+    def _closed(self, ev: FileEvent) -> None:
+        fid = ev.file_id
+        entry = self._open.pop(fid, None) if fid else None
+        if entry is not None:
+            fids = self._by_tgid.get(entry.tgid)
+            if fids is not None:
+                fids.discard(fid)
+                if not fids:
+                    del self._by_tgid[entry.tgid]
+
+    def _exited(self, ev: ExitEvent, out: list[Event]) -> None:
+        fids = self._by_tgid.pop(ev.process.pid, None)
+        self._enrich(ev.process)
+        if fids:
+            # Exiting closes every file: the files it still held open for writing are final.
+            for fid in sorted(fids):
+                entry = self._open.pop(fid, None)
+                if entry is None:
+                    continue
+                self._forget(fid)
+                out.append(FileEvent(ev.timestamp_ns, FileOp.MODIFY, entry.path, ev.process,
+                                     file_id=fid))
+        if self._report_processes:
+            out.append(ev)
+
+    def _enrich(self, p: Process) -> None:
+        self._procs.enrich(p)
+        names = self._names
+        p.user_name = names.user(p.uid)
+        p.euser_name = p.user_name if p.euid == p.uid else names.user(p.euid)
+        p.group_name = names.group(p.gid)

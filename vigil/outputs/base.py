@@ -1,0 +1,18 @@
+"""What an output is: something that takes batches of events and can be closed.
+
+Owns the ``Sink`` protocol only. Each output module implements it; the agent fans every batch
+out to all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from vigil.events.model import Event
+
+
+class Sink(Protocol):
+    def emit(self, events: Sequence[Event]) -> None: ...
+
+    def close(self) -> None: ...

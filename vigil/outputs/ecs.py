@@ -1,0 +1,220 @@
+"""Events as Elastic Common Schema documents.
+
+Owns the mapping of kernel events (file, exec, exit, lost) to ECS fields, the shared process/user
+fields (also used by the FIM mapping in ``vigil.outputs.ecs_fim``) and the rendering of byte
+paths. Fields ECS does not define live under ``vigil.*``. Does not own where documents go.
+
+Names are bytes: a text field is always valid UTF-8 (undecodable bytes become U+FFFD) and, when
+the bytes were not UTF-8, ``<field>_bytes_b64`` carries them exactly.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno as errno_mod
+import os
+import socket
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from vigil.events.model import (
+    SCHEMA_VERSION,
+    Event,
+    ExecEvent,
+    ExitEvent,
+    FileEvent,
+    FileOp,
+    LostEvents,
+    Process,
+)
+
+ECS_VERSION: Final = "8.11.0"
+UNSET_ID: Final = 0xFFFFFFFF
+
+_FILE_TYPES: Final = {
+    FileOp.CREATE: ["creation"],
+    FileOp.MKDIR: ["creation"],
+    FileOp.MKNOD: ["creation"],
+    FileOp.LINK: ["creation"],
+    FileOp.SYMLINK: ["creation"],
+    FileOp.DELETE: ["deletion"],
+    FileOp.RMDIR: ["deletion"],
+    FileOp.OPEN: ["access"],
+}
+
+
+def iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="microseconds").replace(
+        "+00:00", "Z")
+
+
+def text(b: bytes) -> str:
+    return b.decode("utf-8", "replace")
+
+
+def path_fields(path: bytes, prefix: str = "path") -> dict[str, str]:
+    """``{prefix: text}`` plus ``{prefix}_bytes_b64`` when the bytes are not valid UTF-8."""
+    try:
+        return {prefix: path.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {prefix: path.decode("utf-8", "replace"),
+                f"{prefix}_bytes_b64": base64.b64encode(path).decode("ascii")}
+
+
+def host_fields() -> dict[str, Any]:
+    name = socket.gethostname()
+    return {"name": name, "hostname": name, "os": {"kernel": os.uname().release},
+            "architecture": os.uname().machine}
+
+
+def _command_line(args: list[bytes] | None) -> str | None:
+    if not args:
+        return None
+    return " ".join(text(a) for a in args)
+
+
+def process_to_ecs(p: Process | None) -> dict[str, Any]:
+    """``process.*`` (effective user under process.user, real under process.real_user) and the
+    acting ``user.*``/``group.*``; the login uid and the rest under ``vigil.process``."""
+    if p is None:
+        return {}
+    proc: dict[str, Any] = {
+        "pid": p.pid,
+        "entity_id": p.entity_id,
+        "name": text(p.comm),
+        "thread": {"id": p.tid},
+        "parent": {"pid": p.ppid, "entity_id": p.parent_entity_id},
+        "user": {"id": str(p.euid)},
+        "real_user": {"id": str(p.uid)},
+        "group": {"id": str(p.egid)},
+        "real_group": {"id": str(p.gid)},
+    }
+    if p.euser_name:
+        proc["user"]["name"] = p.euser_name
+    if p.user_name:
+        proc["real_user"]["name"] = p.user_name
+    if p.executable is not None:
+        proc.update(path_fields(p.executable, "executable"))
+    if p.args is not None:
+        proc["args"] = [text(a) for a in p.args]
+        proc["args_count"] = len(p.args)
+        proc["command_line"] = _command_line(p.args)
+    if p.parent_executable is not None:
+        proc["parent"].update(path_fields(p.parent_executable, "executable"))
+    if p.parent_args is not None:
+        proc["parent"]["command_line"] = _command_line(p.parent_args)
+    user: dict[str, Any] = {"id": str(p.uid)}
+    if p.user_name:
+        user["name"] = p.user_name
+    group: dict[str, Any] = {"id": str(p.gid)}
+    if p.group_name:
+        group["name"] = p.group_name
+    out: dict[str, Any] = {"process": proc, "user": user, "group": group}
+    vp: dict[str, Any] = {
+        "login_uid": None if p.auid == UNSET_ID else p.auid,
+        "session_id": None if p.session_id == UNSET_ID else p.session_id,
+        "cgroup_id": p.cgroup_id,
+        "mnt_ns": p.mnt_ns,
+        "start_ticks": p.start_time,
+    }
+    out["vigil"] = {"process": vp}
+    if p.container_id:
+        out["container"] = {"id": p.container_id}
+    return out
+
+
+def _base(ts: int, host: dict[str, Any]) -> dict[str, Any]:
+    return {"@timestamp": iso(ts), "ecs": {"version": ECS_VERSION}, "host": host}
+
+
+def _merge_vigil(doc: dict[str, Any], extra: dict[str, Any]) -> None:
+    doc.setdefault("vigil", {}).update(extra)
+
+
+def file_to_ecs(ev: FileEvent, host: dict[str, Any]) -> dict[str, Any]:
+    doc = _base(ev.timestamp_ns, host)
+    doc.update(process_to_ecs(ev.process))
+    event: dict[str, Any] = {
+        "kind": "event",
+        "category": ["file"],
+        "type": _FILE_TYPES.get(ev.op, ["change"]),
+        "action": ev.op.action,
+        "outcome": "failure" if ev.failed else "success",
+        "module": "vigil",
+        "dataset": "vigil.file",
+    }
+    f: dict[str, Any] = {}
+    vfile: dict[str, Any] = {"operation": ev.op.name.lower()}
+    if ev.op in (FileOp.RENAME, FileOp.LINK) and ev.target_path is not None:
+        # ECS puts the name the file has now in file.path; the old name goes to vigil.file
+        f.update(path_fields(ev.target_path))
+        vfile.update(path_fields(ev.path, "original_path"))
+    else:
+        f.update(path_fields(ev.path))
+        if ev.op == FileOp.SYMLINK and ev.target_path is not None:
+            f.update(path_fields(ev.target_path, "target_path"))
+        elif ev.op in (FileOp.SETXATTR, FileOp.REMOVEXATTR) and ev.target_path is not None:
+            vfile["xattr"] = text(ev.target_path)
+    name = f["path"].rsplit("/", 1)
+    f["name"] = name[-1]
+    f["directory"] = name[0] or "/"
+    if ev.inode:
+        f["inode"] = str(ev.inode)
+    if ev.mode is not None:
+        f["mode"] = f"{ev.mode & 0o7777:04o}"
+    if ev.owner_uid is not None:
+        f["uid"] = str(ev.owner_uid)
+    if ev.owner_gid is not None:
+        f["gid"] = str(ev.owner_gid)
+    doc["event"] = event
+    doc["file"] = f
+    if ev.failed:
+        doc["error"] = {"code": errno_mod.errorcode.get(ev.errno, str(ev.errno)),
+                        "message": os.strerror(ev.errno)}
+    vfile["source"] = ev.source
+    if ev.flags:
+        vfile["flags"] = ev.flags
+    _merge_vigil(doc, {"file": vfile, "schema_version": SCHEMA_VERSION})
+    return doc
+
+
+def exec_to_ecs(ev: ExecEvent, host: dict[str, Any]) -> dict[str, Any]:
+    doc = _base(ev.timestamp_ns, host)
+    doc.update(process_to_ecs(ev.process))
+    doc["event"] = {"kind": "event", "category": ["process"], "type": ["start"],
+                    "action": "exec", "outcome": "success", "module": "vigil",
+                    "dataset": "vigil.process"}
+    _merge_vigil(doc, {"schema_version": SCHEMA_VERSION})
+    return doc
+
+
+def exit_to_ecs(ev: ExitEvent, host: dict[str, Any]) -> dict[str, Any]:
+    doc = _base(ev.timestamp_ns, host)
+    doc.update(process_to_ecs(ev.process))
+    doc["process"]["exit_code"] = ev.status if not ev.signal else 128 + ev.signal
+    doc["event"] = {"kind": "event", "category": ["process"], "type": ["end"],
+                    "action": "exit", "module": "vigil", "dataset": "vigil.process"}
+    extra: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+    if ev.signal:
+        extra["exit"] = {"signal": ev.signal}
+    _merge_vigil(doc, extra)
+    return doc
+
+
+def lost_to_ecs(ev: LostEvents, host: dict[str, Any]) -> dict[str, Any]:
+    doc = _base(ev.timestamp_ns, host)
+    doc["event"] = {"kind": "metric", "category": ["host"], "type": ["info"],
+                    "action": "events-lost", "module": "vigil", "dataset": "vigil.agent"}
+    doc["vigil"] = {"drops": {"kind": ev.kind, "count": ev.count, **ev.extra},
+                    "schema_version": SCHEMA_VERSION}
+    return doc
+
+
+def to_ecs(ev: Event, host: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(ev, FileEvent):
+        return file_to_ecs(ev, host)
+    if isinstance(ev, ExecEvent):
+        return exec_to_ecs(ev, host)
+    if isinstance(ev, ExitEvent):
+        return exit_to_ecs(ev, host)
+    return lost_to_ecs(ev, host)

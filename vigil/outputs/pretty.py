@@ -1,0 +1,85 @@
+"""One readable, optionally coloured line per event, for a person at a terminal.
+
+Owns the line format. Names are shown with non-printable bytes escaped (a newline in a file name
+must not forge a second line).
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import time
+from collections.abc import Sequence
+from typing import IO
+
+from vigil.events.model import Event, ExecEvent, ExitEvent, FileEvent, FileOp, Process
+
+_RESET = "\033[0m"
+_COLOURS = {"red": "\033[31m", "green": "\033[32m", "yellow": "\033[33m", "blue": "\033[34m",
+            "magenta": "\033[35m", "cyan": "\033[36m", "dim": "\033[2m", "bold": "\033[1m"}
+_OP_COLOUR = {FileOp.DELETE: "red", FileOp.RMDIR: "red", FileOp.CREATE: "green",
+              FileOp.MKDIR: "green", FileOp.MODIFY: "yellow", FileOp.RENAME: "magenta"}
+
+
+def shown(b: bytes | None) -> str:
+    """Bytes as text with anything non-printable escaped (\\n, \\xff, ...)."""
+    if b is None:
+        return "?"
+    s = b.decode("utf-8", "backslashreplace")
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in s)
+
+
+class PrettySink:
+    def __init__(self, stream: IO[str], *, colour: bool) -> None:
+        self._stream = stream
+        self._colour = colour
+
+    def _c(self, name: str, s: str) -> str:
+        return f"{_COLOURS[name]}{s}{_RESET}" if self._colour else s
+
+    def _who(self, p: Process) -> str:
+        user = p.user_name or str(p.uid)
+        if p.euid != p.uid:
+            user += f"(euid {p.euser_name or p.euid})"
+        if p.auid not in (p.uid, 0xFFFFFFFF):
+            user += f"[login {p.auid}]"
+        exe = shown(p.executable) if p.executable else shown(p.comm)
+        return self._c("dim", f"by {user} pid {p.pid} ({shown(p.comm)}) {exe} "
+                              f"ppid {p.ppid}")
+
+    def line(self, ev: Event) -> str:
+        if isinstance(ev, FileEvent):
+            ts = ev.timestamp_ns
+            what = ev.op.action
+            colour = _OP_COLOUR.get(ev.op, "cyan")
+            if ev.failed:
+                what = f"FAILED {ev.op.name.lower()} {errno_mod.errorcode.get(ev.errno, ev.errno)}"
+                colour = "red"
+            target = f" -> {shown(ev.target_path)}" if ev.target_path is not None else ""
+            body = f"{self._c(colour, what.upper() if ev.failed else what):<20} " \
+                   f"{shown(ev.path)}{target} {self._who(ev.process)}"
+        elif isinstance(ev, ExecEvent):
+            ts = ev.timestamp_ns
+            args = " ".join(shown(a) for a in ev.process.args or [])
+            body = f"{self._c('blue', 'exec'):<20} {shown(ev.process.executable)} " \
+                   f"[{args}] {self._who(ev.process)}"
+        elif isinstance(ev, ExitEvent):
+            ts = ev.timestamp_ns
+            how = f"signal {ev.signal}" if ev.signal else f"status {ev.status}"
+            body = f"{self._c('dim', 'exit'):<20} pid {ev.process.pid} " \
+                   f"({shown(ev.process.comm)}) {how}"
+        else:
+            ts = ev.timestamp_ns
+            body = self._c("bold", f"LOST {ev.count} {ev.kind} events (ring buffer full)")
+        clock = time.strftime("%H:%M:%S", time.localtime(ts / 1e9))
+        return f"{clock}.{ts // 1_000_000 % 1000:03d} {body}"
+
+    def emit(self, events: Sequence[Event]) -> None:
+        if events:
+            self._stream.write("".join(self.line(ev) + "\n" for ev in events))
+            self._stream.flush()
+
+    def close(self) -> None:
+        self._stream.flush()
