@@ -939,3 +939,11 @@ int handle_exit(void *ctx)
 	submit(e, sizeof(struct vigil_exit_event), VIGIL_STAT_DROP_EXIT);
 	return 0;
 }
+
+/* Anchors: put every record type into the object's BTF, so user space can check its mirror of
+ * the layout against what was compiled (tests/unit/test_layout.py). Never read. */
+struct vigil_file_event *const volatile anchor_file_event;
+struct vigil_exec_event *const volatile anchor_exec_event;
+struct vigil_exit_event *const volatile anchor_exit_event;
+struct vigil_watch_key *const volatile anchor_watch_key;
+struct vigil_watch_val *const volatile anchor_watch_val;

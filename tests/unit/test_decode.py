@@ -1,0 +1,76 @@
+"""Decoding raw records built with the C layout (pure logic, no kernel)."""
+
+from __future__ import annotations
+
+from vigil.events import layout
+from vigil.events.layout import Clock, Flag, RawFile, decode
+from vigil.events.model import ExecEvent, ExitEvent, FileEvent, FileOp
+
+CLOCK = Clock(mono_to_wall_ns=1_000_000_000_000, clk_tck=100)
+
+
+def proc_bytes(pid: int = 42, comm: bytes = b"touch") -> bytes:
+    return layout.PROC.pack(
+        123 * 10_000_000, 7 * 10_000_000, 99, pid, pid + 1, 1, 1000, 1000, 0, 0, 1000, 3, 4026,
+        comm)
+
+
+def file_record(op: int, path: bytes, path2: bytes = b"", ret: int = 0, flags: int = 0,
+                file_id: int = 0) -> bytes:
+    tail = layout.FILE_TAIL.pack(op, ret, 0o644, 0xFFFFFFFF, 0xFFFFFFFF, 0, 77, file_id, 8,
+                                 len(path), len(path2))
+    body = proc_bytes() + tail + path + path2
+    return layout.HDR.pack(layout.Kind.FILE, flags, layout.HDR_SIZE + len(body), 5) + body
+
+
+def test_file_event_fields() -> None:
+    ev = decode(file_record(FileOp.RENAME, b"/w/a", b"/w/b"), CLOCK)
+    assert isinstance(ev, FileEvent)
+    assert ev.op is FileOp.RENAME
+    assert (ev.path, ev.target_path) == (b"/w/a", b"/w/b")
+    assert ev.timestamp_ns == 1_000_000_000_005
+    p = ev.process
+    assert (p.pid, p.tid, p.ppid, p.uid, p.euid, p.auid, p.session_id) == (42, 43, 1, 1000, 0,
+                                                                           1000, 3)
+    assert p.comm == b"touch"
+    # boot-time ns become clock ticks, the unit of /proc/PID/stat field 22
+    assert (p.start_time, p.parent_start_time) == (123, 7)
+    assert ev.inode == 77 and ev.errno == 0
+
+
+def test_failed_attempt_has_errno_and_no_owner() -> None:
+    ev = decode(file_record(FileOp.DELETE, b"/w/x", ret=-13), CLOCK)
+    assert isinstance(ev, FileEvent)
+    assert ev.failed and ev.errno == 13
+    assert ev.owner_uid is None and ev.mode is None
+
+
+def test_open_write_is_internal() -> None:
+    raw = decode(file_record(layout.OP_OPEN_WRITE, b"/w/n", flags=Flag.CREATED, file_id=5),
+                 CLOCK)
+    assert isinstance(raw, RawFile)
+    assert raw.created and raw.file_id == 5 and raw.event.path == b"/w/n"
+
+
+def test_invalid_utf8_and_newline_survive() -> None:
+    name = b"/w/bad\xff\nname"
+    ev = decode(file_record(FileOp.CREATE, name), CLOCK)
+    assert isinstance(ev, FileEvent) and ev.path == name
+
+
+def test_exec_and_exit() -> None:
+    exe, args = b"/usr/bin/true", b"true\0--x\0y z\0"
+    body = proc_bytes(comm=b"true") + layout.EXEC_TAIL.pack(len(exe), len(args)) + exe + args
+    rec = layout.HDR.pack(layout.Kind.EXEC, 0, 16 + len(body), 1) + body
+    ev = decode(rec, CLOCK)
+    assert isinstance(ev, ExecEvent)
+    assert ev.process.executable == exe and ev.process.args == [b"true", b"--x", b"y z"]
+    body = proc_bytes() + layout.EXIT_TAIL.pack(3 << 8, 0)
+    ex = decode(layout.HDR.pack(layout.Kind.EXIT, 0, 16 + len(body), 1) + body, CLOCK)
+    assert isinstance(ex, ExitEvent) and ex.status == 3 and ex.signal == 0
+
+
+def test_unknown_or_short_records_are_skipped() -> None:
+    assert decode(b"\x01\x00", CLOCK) is None
+    assert decode(layout.HDR.pack(9, 0, 16, 0), CLOCK) is None
+    assert decode(file_record(200, b"/x"), CLOCK) is None

@@ -1,0 +1,158 @@
+"""Reading one path into a `FileRecord`: attributes, hashes, and (for diffs) the content.
+
+Owns how files are opened (never following a symlink unless asked, never blocking on a fifo that
+replaced a file, never opening special files), chunked hashing and per-file errors. Does not own
+walking (vigil.fim.walk), scheduling work across threads (vigil.fim.scanner) or storage.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from vigil.config import DirectoryConfig
+from vigil.fim.model import FileRecord, kind_of
+
+CHUNK = 1 << 20  # read size: large enough to amortise syscalls, small enough to stay flat
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)
+
+
+class _Hasher(Protocol):
+    def update(self, data: bytes | memoryview, /) -> Any: ...
+    def hexdigest(self) -> str: ...
+
+
+def _hasher(algo: str) -> _Hasher:
+    if algo == "blake3":
+        import blake3  # optional extra; the configuration already checked it is installed
+
+        hasher: _Hasher = blake3.blake3()
+        return hasher
+    return _CONSTRUCTORS[algo]()
+
+
+# hashlib.sha256() is a direct C call; hashlib.new("sha256") looks the name up every time.
+_CONSTRUCTORS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1, "md5": hashlib.md5}
+
+
+@dataclass(slots=True)
+class Limits:
+    max_file_size: int  # larger regular files get attributes only
+    content_upto: int  # keep the content of files up to this size (diffs); -1 = never
+
+
+def _error_text(e: OSError) -> str:
+    name = errno.errorcode.get(e.errno or 0, "EIO")
+    return f"{name}: {e.strerror}"
+
+
+def _open(path: bytes, follow: bool) -> int:
+    flags = _OPEN_FLAGS if follow else _OPEN_FLAGS | os.O_NOFOLLOW
+    try:
+        return os.open(path, flags)
+    except PermissionError:
+        # O_NOATIME is only allowed to the file's owner (or CAP_FOWNER); retry without it.
+        if not flags & getattr(os, "O_NOATIME", 0):
+            raise
+        return os.open(path, flags & ~getattr(os, "O_NOATIME", 0))
+
+
+def record_from_stat(path: bytes, st: os.stat_result) -> FileRecord:
+    return FileRecord(path, kind_of(st.st_mode), st.st_size, st.st_mode, st.st_uid, st.st_gid,
+                      st.st_mtime_ns, st.st_ino, st.st_dev)
+
+
+def build_record(path: bytes, st: os.stat_result, dcfg: DirectoryConfig,
+                 limits: Limits) -> tuple[FileRecord, bytes | None] | None:
+    """The record of ``path`` whose lstat (or stat, when following) is ``st``; with the content
+    when it is small enough to keep for a diff. None when the file vanished meanwhile."""
+    rec = record_from_stat(path, st)
+    want_hashes = "hashes" in dcfg.check and dcfg.hashes
+    if rec.kind == "symlink":
+        if want_hashes:
+            # The link's content is its target: hashing it catches a retargeted link.
+            try:
+                target = os.readlink(path)
+            except FileNotFoundError:
+                return None
+            except OSError as e:
+                rec.error = _error_text(e)
+                return rec, None
+            for algo in dcfg.hashes:
+                h = _hasher(algo)
+                h.update(target)
+                rec.hashes[algo] = h.hexdigest()
+        return rec, None
+    if rec.kind != "file" or not want_hashes:
+        return rec, None  # directories and special files: attributes only, never opened
+    if st.st_size > limits.max_file_size:
+        rec.error = f"too large to hash ({st.st_size} > {limits.max_file_size} bytes)"
+        return rec, None
+    try:
+        fd = _open(path, dcfg.follow_symlinks)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # replaced by a symlink since the walk saw it
+            return None
+        rec.error = _error_text(e)
+        return rec, None
+    try:
+        fst = os.fstat(fd)
+        if not stat.S_ISREG(fst.st_mode):
+            return None  # replaced by something else between lstat and open
+        rec = record_from_stat(path, fst)
+        return rec, _hash_fd(fd, fst.st_size, rec, dcfg.hashes, limits)
+    except OSError as e:
+        rec.error = _error_text(e)
+        return rec, None
+    finally:
+        os.close(fd)
+
+
+def _hash_fd(fd: int, size: int, rec: FileRecord, algos: tuple[str, ...],
+             limits: Limits) -> bytes | None:
+    hashers = [_hasher(a) for a in algos]
+    keep = size <= limits.content_upto
+    # One read of size+1 bytes sees EOF for a file that did not grow: one syscall per small file.
+    data = os.read(fd, min(size + 1, CHUNK))
+    kept: list[bytes] = []
+    total = 0
+    if len(data) < CHUNK:
+        for h in hashers:
+            h.update(data)
+        total = len(data)
+        if len(data) > size:  # grew while being read: read the rest
+            kept, total = _hash_rest(fd, hashers, [data], total, keep)
+        else:
+            kept = [data]
+    else:
+        for h in hashers:
+            h.update(data)
+        kept, total = _hash_rest(fd, hashers, [data] if keep else [], len(data), keep)
+    if total > limits.max_file_size:
+        rec.error = f"too large to hash ({total} > {limits.max_file_size} bytes)"
+        return None
+    rec.hashes = {a: h.hexdigest() for a, h in zip(algos, hashers, strict=True)}
+    if keep and total <= limits.content_upto:
+        return b"".join(kept)
+    return None
+
+
+def _hash_rest(fd: int, hashers: list[_Hasher], kept: list[bytes], total: int,
+               keep: bool) -> tuple[list[bytes], int]:
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            chunk = view[:n]
+            for h in hashers:
+                h.update(chunk)  # hashlib releases the GIL on large buffers
+            total += n
+            if keep:
+                kept.append(bytes(chunk))
+    return kept, total

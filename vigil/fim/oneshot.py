@@ -1,0 +1,99 @@
+"""``vigil scan --init`` / ``vigil scan --check``: AIDE-style one-shot integrity checks.
+
+Owns the scan subcommand's options, its report (text or ECS JSON lines) and exit codes: 0 nothing
+changed, 1 changes found, 2 error. Needs no eBPF and no root: any readable tree and a writable
+database path (``--db``) will do. Does not own the scanning itself (vigil.fim.scanner); the CLI
+(vigil.cli) only wires ``configure_parser`` and ``main`` under ``scan``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from vigil.config import Config, load_config
+from vigil.fim.scanner import Scanner
+from vigil.fim.store import Store
+from vigil.kernel.errors import VigilError
+from vigil.outputs.ecs_fim import fim_to_ecs, fim_to_line
+
+EXIT_OK, EXIT_CHANGED, EXIT_ERROR = 0, 1, 2
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--init", action="store_true", help="build (or rebuild) the baseline")
+    mode.add_argument("--check", action="store_true",
+                      help="compare the disk with the baseline; exit 1 when something changed")
+    p.add_argument("--config", type=Path, metavar="FILE", help="configuration file (YAML)")
+    p.add_argument("--watch", type=Path, action="append", metavar="DIR",
+                   help="watch DIR instead of the configured directories (repeatable)")
+    p.add_argument("--db", type=Path, metavar="PATH",
+                   help="baseline database (default: the configuration's `database`)")
+    p.add_argument("--format", choices=("text", "json"), default="text",
+                   help="report format: readable lines, or ECS JSON lines")
+
+
+def _report(cfg: Config, args: argparse.Namespace, out: TextIO) -> int:
+    db = args.db or cfg.database
+    try:
+        store = Store(db)
+    except VigilError as e:
+        hint = "" if args.db else " (use --db PATH for a database you can write)"
+        raise type(e)(f"{e}{hint}") from None
+    with store:
+        if args.check and store.last_complete_scan() is None:
+            print(f"vigil scan: no baseline in {db}: run `vigil scan --init` first",
+                  file=sys.stderr)
+            return EXIT_ERROR
+        scanner = Scanner(cfg, store, update=bool(args.init))
+        host = {"hostname": os.uname().nodename}
+        started = time.monotonic()
+        changes = 0
+        for ev in scanner.scan("manual-scan"):
+            changes += 1
+            if args.init:
+                continue  # the first baseline is not a list of changes
+            if args.format == "json":
+                out.write(json.dumps(fim_to_ecs(ev, host), ensure_ascii=False) + "\n")
+            else:
+                out.write(fim_to_line(ev) + "\n")
+                if ev.diff and ev.diff != "binary":
+                    out.write("".join(f"    {line}\n" for line in ev.diff.splitlines()))
+        stats = scanner.stats
+        for msg in stats.error_samples:
+            print(f"vigil scan: warning: {msg}", file=sys.stderr)
+        took = time.monotonic() - started
+        summary = (f"{'baseline' if args.init else 'checked'}: {stats.seen} entries, "
+                   f"{stats.hashed_bytes / 1e6:.1f} MB hashed in {took:.2f}s; "
+                   f"{'' if args.init else f'{changes} changes; '}{stats.errors} errors")
+        print(summary, file=sys.stderr if args.format == "json" else out)
+        if args.check and changes:
+            return EXIT_CHANGED
+        return EXIT_OK
+
+
+def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    try:
+        cfg = load_config(args.config)
+        if args.watch:
+            cfg = cfg.with_watch_overrides(args.watch)
+        return _report(cfg, args, out or sys.stdout)
+    except VigilError as e:
+        print(f"vigil scan: {e}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _standalone() -> int:
+    p = argparse.ArgumentParser(prog="vigil scan", description=__doc__.split("\n")[0])
+    configure_parser(p)
+    return main(p.parse_args())
+
+
+if __name__ == "__main__":
+    sys.exit(_standalone())

@@ -1,0 +1,219 @@
+"""Realtime reconciliation: kernel file events in, baseline updates and FIM events out.
+
+Owns turning the raw operations (vigil.events.model.FileEvent) into what a FIM user expects:
+coalescing write bursts (a file is hashed once, when closed or after a quiet period), recognising
+write-to-temp-then-rename as a modification of the target with the writer's who-data, renames,
+deletions, attribute changes, and the startup check / rescan after drops. Does not own walking or
+hashing (vigil.fim.scanner, vigil.fim.hashing) nor reading events from the kernel.
+
+Known limits: a file created and deleted before it was ever finalized (a transient temp file)
+yields no FIM event (the raw file events still show it); vim's backup-rename save (file -> file~,
+write a new file, delete file~) is reported as renamed + added + deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from vigil.config import Config
+from vigil.events.model import FileEvent, FileOp, Process
+from vigil.fim.diffs import ContentDiffs
+from vigil.fim.hashing import Limits, build_record
+from vigil.fim.model import FileRecord, FimEvent, classify, compare
+from vigil.fim.policy import Policy
+from vigil.fim.scanner import Scanner
+from vigil.fim.store import Store
+
+QUIET_NS = 500_000_000
+
+# Operations that change a directory's entries, hence its mtime and size.
+_NAMESPACE_OPS = {FileOp.CREATE, FileOp.DELETE, FileOp.RMDIR, FileOp.RENAME, FileOp.LINK,
+                  FileOp.SYMLINK, FileOp.MKDIR, FileOp.MKNOD}
+_CONTENT_OPS = {FileOp.MODIFY, FileOp.TRUNCATE}
+_ATTR_OPS = {FileOp.CHMOD: None, FileOp.CHOWN: None, FileOp.SETXATTR: "xattrs",
+             FileOp.REMOVEXATTR: "xattrs"}
+
+
+@dataclass(slots=True)
+class _Pending:
+    process: Process  # the last writer
+    last_ns: int
+    created: bool  # new file: held for the quiet period, it may be a temp file renamed over another
+    closed: bool
+
+
+class Reconciler:
+    def __init__(self, config: Config, store: Store, *, quiet_ns: int = QUIET_NS) -> None:
+        self.config = config
+        self.store = store
+        self.quiet_ns = quiet_ns
+        self.policy = Policy(config)
+        self.diffs = ContentDiffs(config, store, self.policy)
+        self.pending: dict[bytes, _Pending] = {}
+
+    # -- entry points --------------------------------------------------------------------------
+
+    def handle(self, events: Iterable[FileEvent], now_ns: int) -> list[FimEvent]:
+        """Apply a batch of file events; FIM events for what could be settled now."""
+        out: list[FimEvent] = []
+        with self.store.transaction():
+            for ev in events:
+                if ev.failed:
+                    continue  # a failed attempt changed nothing on disk
+                out += self._one(ev)
+            # Closed writes to files that already existed: hashed once per batch.
+            for path in [p for p, pd in self.pending.items() if pd.closed and not pd.created]:
+                pd = self.pending.pop(path)
+                out += self._settle(path, pd.process, now_ns)
+            self.diffs.enforce_quota()
+        return out
+
+    def flush(self, now_ns: int) -> list[FimEvent]:
+        """Settle files quiet for ``quiet_ns`` (created files, writes never seen closed)."""
+        due = [p for p, pd in self.pending.items() if now_ns - pd.last_ns >= self.quiet_ns]
+        out: list[FimEvent] = []
+        if due:
+            with self.store.transaction():
+                for path in due:
+                    out += self._settle(path, self.pending.pop(path).process, now_ns)
+                self.diffs.enforce_quota()
+        return out
+
+    def startup_check(self) -> Iterator[FimEvent]:
+        """What changed while Vigil was not running (who-data unknown: process is None)."""
+        return Scanner(self.config, self.store).scan("startup-scan")
+
+    def rescan(self, paths: list[bytes]) -> Iterator[FimEvent]:
+        """After dropped events: rescan the watched trees holding ``paths``."""
+        for p in paths:
+            self.pending.pop(p, None)
+        return Scanner(self.config, self.store).scan("rescan", roots=paths)
+
+    # -- one event -----------------------------------------------------------------------------
+
+    def _one(self, ev: FileEvent) -> list[FimEvent]:
+        path, now = ev.path, ev.timestamp_ns
+        if not self._live(path) and not (ev.op == FileOp.RENAME and self._live(ev.target_path)):
+            return []  # unwatched, or watched by scheduled scans only (they must see the change)
+        op = ev.op
+        if op in _NAMESPACE_OPS:
+            self._refresh_parent(path)
+            if ev.target_path and op in (FileOp.RENAME, FileOp.LINK):
+                self._refresh_parent(ev.target_path)
+        if op == FileOp.CREATE:
+            self.pending[path] = _Pending(ev.process, now, created=True, closed=False)
+            return []
+        if op in _CONTENT_OPS:
+            pd = self.pending.get(path)
+            closed = op == FileOp.MODIFY
+            if pd is None:
+                self.pending[path] = _Pending(ev.process, now, False, closed)
+            else:
+                pd.process, pd.last_ns, pd.closed = ev.process, now, pd.closed or closed
+            return []
+        if op in _ATTR_OPS:
+            if path in self.pending:
+                return []  # settled with its content
+            extra = _ATTR_OPS[op]
+            return self._settle(path, ev.process, now, extra=[extra] if extra else [])
+        if op in (FileOp.MKDIR, FileOp.SYMLINK, FileOp.MKNOD):
+            return self._settle(path, ev.process, now)
+        if op == FileOp.LINK and ev.target_path:
+            return self._settle(ev.target_path, ev.process, now)
+        if op in (FileOp.DELETE, FileOp.RMDIR):
+            return self._delete(path, ev.process, now)
+        if op == FileOp.RENAME and ev.target_path:
+            return self._rename(path, ev.target_path, ev.process, now)
+        return []
+
+    def _refresh_parent(self, path: bytes) -> None:
+        """Keep the parent directory's row current without an event: the kernel reports the
+        entry that changed, not the directory's mtime, and a later scan must not flag it."""
+        parent = path.rsplit(b"/", 1)[0] or b"/"
+        old = self.store.get(parent)
+        if old is None:
+            return
+        try:
+            st = os.lstat(parent)
+        except OSError:
+            return
+        old.size, old.mtime_ns = st.st_size, st.st_mtime_ns
+        self.store.put_many([old])
+
+    def _live(self, path: bytes | None) -> bool:
+        dcfg = self.policy.directory_for(path) if path else None
+        return dcfg is not None and dcfg.realtime
+
+    def _delete(self, path: bytes, process: Process, now: int) -> list[FimEvent]:
+        self.pending.pop(path, None)
+        old = self.store.get(path)
+        if old is None:
+            return []
+        if old.kind == "dir":
+            self.store.delete_subtree(path)
+        self.store.delete_many([path])
+        dcfg = self.policy.directory_for(path)
+        return [FimEvent("deleted", path, "realtime", now, before=old.to_dict(), process=process,
+                         tags=dcfg.tags if dcfg else ())]
+
+    def _rename(self, src: bytes, dst: bytes, process: Process, now: int) -> list[FimEvent]:
+        pd = self.pending.pop(src, None)
+        self.pending.pop(dst, None)
+        old_src = self.store.get(src)
+        dst_watched = self._live(dst)
+        if old_src is None:
+            # A file new to the baseline took this name: with a temp file renamed over a watched
+            # file this is its modification, by whoever wrote the temp file.
+            return self._settle(dst, pd.process if pd else process, now) if dst_watched else []
+        self.store.delete_many([src])
+        if not dst_watched:
+            src_cfg = self.policy.directory_for(src)
+            return [FimEvent("deleted", src, "realtime", now, before=old_src.to_dict(),
+                             process=process, tags=src_cfg.tags if src_cfg else ())]
+        if old_src.kind == "dir":
+            self.store.rename_subtree(src, dst)
+        return self._settle(dst, process, now, renamed_from=old_src)
+
+    # -- settling one path against the baseline ------------------------------------------------
+
+    def _settle(self, path: bytes, process: Process | None, now: int,
+                extra: list[str] | None = None,
+                renamed_from: FileRecord | None = None) -> list[FimEvent]:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return []  # gone again: its DELETE (or RENAME) event settles it
+        dcfg = self.policy.watched(path, stat.S_ISDIR(st.st_mode))
+        if dcfg is None or not dcfg.realtime:
+            return []
+        if dcfg.follow_symlinks and stat.S_ISLNK(st.st_mode):
+            with contextlib.suppress(OSError):
+                st = os.stat(path)
+        limits = Limits(self.config.scan.max_file_size, self.diffs.content_limit(path, dcfg))
+        built = build_record(path, st, dcfg, limits)
+        if built is None:
+            return []
+        rec, content = built
+        old = renamed_from or self.store.get(path)
+        diff = None
+        if old is None:
+            action, changed = "added", []
+            self.diffs.update(path, dcfg, content, now)
+        else:
+            changed = compare(old, rec, dcfg.check, dcfg.hashes) + (extra or [])
+            if not changed and renamed_from is None:
+                return []
+            action = "renamed" if renamed_from else classify(changed, dcfg.hashes)
+            if renamed_from is not None:
+                self.diffs.forget(renamed_from.path)
+            if (action == "modified" or renamed_from) and rec.kind == "file":
+                diff = self.diffs.update(path, dcfg, content, now)
+        self.store.put_many([rec])
+        return [FimEvent(action, path, "realtime", now,
+                         old_path=renamed_from.path if renamed_from else None,
+                         changed_attributes=changed, before=old.to_dict() if old else None,
+                         after=rec.to_dict(), diff=diff, process=process, tags=dcfg.tags)]

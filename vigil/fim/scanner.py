@@ -1,0 +1,182 @@
+"""Scans: walk the watched directories, hash, compare with the baseline, report and (optionally)
+update it.
+
+Owns the streaming pipeline walk -> batch of N -> hash (large files on a thread pool) -> compare
+with the stored rows of that batch's key range -> write in one transaction -> yield changes.
+Deletions are found by merging the byte-ordered walk with the byte-ordered rows (vigil.fim.walk
+explains the order), so neither the tree nor the baseline is ever held in memory. Does not own the
+traversal rules (vigil.fim.walk), reading files (vigil.fim.hashing) or realtime events.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from vigil.config import Config, DirectoryConfig
+from vigil.fim.diffs import ContentDiffs
+from vigil.fim.hashing import Limits, build_record
+from vigil.fim.model import FileRecord, FimEvent, classify, compare
+from vigil.fim.policy import Policy
+from vigil.fim.store import Store
+from vigil.fim.walk import Entry, walk
+
+BATCH = 1000
+INLINE_MAX = 256 * 1024  # smaller files are hashed on the walking thread: a thread hop costs more
+
+Built = tuple[FileRecord, bytes | None] | None
+
+
+@dataclass
+class ScanStats:
+    seen: int = 0
+    hashed_bytes: int = 0
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    truncated: bool = False  # stopped at scan.max_files
+
+    def error(self, msg: str) -> None:
+        self.errors += 1
+        if len(self.error_samples) < 20:
+            self.error_samples.append(msg)
+
+
+class Scanner:
+    def __init__(self, config: Config, store: Store, *, update: bool = True,
+                 batch_size: int = BATCH, clock: Callable[[], int] = time.time_ns) -> None:
+        self.config = config
+        self.store = store
+        self.update = update  # False: compare only (`vigil scan --check`), the baseline stays
+        self.batch_size = batch_size
+        self.clock = clock
+        self.policy = Policy(config)
+        self.diffs = ContentDiffs(config, store, self.policy)
+        self.stats = ScanStats()
+
+    def scan(self, source: str, roots: list[bytes] | None = None) -> Iterator[FimEvent]:
+        """Scan every watched directory (or those holding one of ``roots``) and yield changes."""
+        self.stats = ScanStats()
+        dirs = [d for d in self.config.directories
+                if roots is None or any(self.policy.directory_for(r) is d for r in roots)]
+        scan_id = self.store.begin_scan(source, self.clock()) if self.update else 0
+        with ThreadPoolExecutor(max_workers=self.config.scan.hash_workers) as pool:
+            for dcfg in dirs:
+                if self.stats.truncated:
+                    break
+                yield from self._scan_root(dcfg, source, scan_id, pool)
+        if self.update:
+            self.store.end_scan(scan_id, self.clock(), self.stats.seen)
+
+    def _on_walk_error(self, path: bytes, err: OSError) -> None:
+        self.stats.error(f"{os.fsdecode(path)}: {err.strerror}")
+
+    def _scan_root(self, dcfg: DirectoryConfig, source: str, scan_id: int,
+                   pool: ThreadPoolExecutor) -> Iterator[FimEvent]:
+        try:
+            os.stat(dcfg.path)
+        except FileNotFoundError:
+            pass  # gone: every stored row below it is reported deleted
+        except OSError as err:
+            self._on_walk_error(dcfg.path, err)  # unknown, not deleted: leave the rows alone
+            return
+        after: bytes | None = None
+        unknown: list[bytes] = []  # directories whose content was not listed: rows kept as is
+        batch: list[Entry] = []
+        for entry in walk(dcfg, self.policy, self._on_walk_error):
+            if not entry.complete:
+                unknown.append(entry.path + b"/")
+            if not entry.recorded:
+                continue
+            if self.stats.seen >= self.config.scan.max_files:
+                self.stats.truncated = True
+                self.stats.error(f"stopped at scan.max_files={self.config.scan.max_files}")
+                break
+            batch.append(entry)
+            self.stats.seen += 1
+            if len(batch) >= self.batch_size:
+                yield from self._batch(dcfg, batch, after, batch[-1].path, unknown, source,
+                                       scan_id, pool)
+                after, batch = batch[-1].path, []
+        # The last batch also owns every stored row after it: those files are gone (unless the
+        # scan was cut short, when nothing past it is known).
+        upto = batch[-1].path if self.stats.truncated and batch else None
+        if self.stats.truncated and not batch:
+            return
+        yield from self._batch(dcfg, batch, after, upto, unknown, source, scan_id, pool)
+
+    def _build_all(self, dcfg: DirectoryConfig, batch: list[Entry],
+                   pool: ThreadPoolExecutor) -> list[Built]:
+        jobs: list[Future[Built] | Built] = []
+        for e in batch:
+            lim = Limits(self.config.scan.max_file_size, self.diffs.content_limit(e.path, dcfg))
+            if e.st.st_size > INLINE_MAX and self.config.scan.hash_workers > 1:
+                jobs.append(pool.submit(build_record, e.path, e.st, dcfg, lim))
+            else:
+                jobs.append(build_record(e.path, e.st, dcfg, lim))
+        return [j.result() if isinstance(j, Future) else j for j in jobs]
+
+    def _batch(self, dcfg: DirectoryConfig, batch: list[Entry], after: bytes | None,
+               upto: bytes | None, unknown: list[bytes], source: str, scan_id: int,
+               pool: ThreadPoolExecutor) -> Iterator[FimEvent]:
+        built = self._build_all(dcfg, batch, pool)
+        now = self.clock()
+        new: dict[bytes, tuple[FileRecord, bytes | None]] = {}
+        for b in built:
+            if b is not None:  # None: vanished mid-scan, so absent like any deleted file
+                new[b[0].path] = b
+                self.stats.hashed_bytes += b[0].size if b[0].hashes else 0
+        old: dict[bytes, FileRecord] = {}
+        if after is None and dcfg.path in new:
+            root_row = self.store.get(dcfg.path)
+            if root_row:
+                old[dcfg.path] = root_row
+        events: list[FimEvent] = []
+        gone: list[bytes] = []
+        for row in self.store.iter_subtree(dcfg.path, after, upto):
+            if row.path in new:
+                old[row.path] = row
+            elif any(row.path.startswith(u) for u in unknown) or \
+                    self.policy.owned_elsewhere(row.path, dcfg):
+                continue
+            elif self.policy.watched(row.path, row.kind == "dir") is None:
+                gone.append(row.path)  # no longer monitored (settings changed): drop quietly
+            else:
+                gone.append(row.path)
+                events.append(FimEvent("deleted", row.path, source, now, before=row.to_dict(),
+                                       tags=dcfg.tags))
+        writes: list[FileRecord] = []
+        # --check compares only: the batch runs in a transaction that is rolled back.
+        with self.store.transaction() if self.update else self.store.scratch():
+            for path, (rec, content) in new.items():
+                ev = self._compare(dcfg, old.get(path), rec, content, source, now)
+                if ev is not None:
+                    events.append(ev)
+                    writes.append(rec)
+            if self.update:
+                self.store.put_many(writes, scan_id)
+                self.store.delete_many(gone)
+                self.diffs.enforce_quota()
+        events.sort(key=lambda ev: ev.path)
+        yield from events
+
+    def _compare(self, dcfg: DirectoryConfig, old: FileRecord | None, rec: FileRecord,
+                 content: bytes | None, source: str, now: int) -> FimEvent | None:
+        if old is None:
+            if self.update:
+                self.diffs.update(rec.path, dcfg, content, now)
+            return FimEvent("added", rec.path, source, now, after=rec.to_dict(), tags=dcfg.tags)
+        if rec.error and not rec.hashes and old.hashes and (rec.size, rec.mtime_ns) == (
+                old.size, old.mtime_ns):
+            rec.hashes = dict(old.hashes)  # unreadable now: keep what was known
+        changed = compare(old, rec, dcfg.check, dcfg.hashes)
+        if not changed:
+            return None
+        action = classify(changed, dcfg.hashes)
+        diff = None
+        if action == "modified" and rec.kind == "file":
+            diff = self.diffs.update(rec.path, dcfg, content, now)
+        return FimEvent(action, rec.path, source, now, changed_attributes=changed,
+                        before=old.to_dict(), after=rec.to_dict(), diff=diff, tags=dcfg.tags)
