@@ -33,7 +33,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define SCAN_MASK (2 * VIGIL_PATH_MAX - 1)
 #define LEN_MAX (VIGIL_PATH_MAX - 1)	/* longest path string kept; also a mask */
 
-const volatile __u32 cfg_exec_events = 1;	/* report execs and exits of every process */
 const volatile __u64 cfg_failed_errnos = (1ULL << 1) | (1ULL << 13) | (1ULL << 30); /* EPERM EACCES EROFS */
 const volatile __u64 cfg_wakeup_bytes = 1 << 20; /* wake the reader once this much is pending */
 const volatile __u32 cfg_self_tgid = 0;		/* the agent: its own file operations are ignored */
@@ -878,7 +877,7 @@ int handle_exec(void *ctx)
 	__u32 len = 0, alen;
 	unsigned long astart, aend;
 
-	if (!cfg_exec_events || !wb || !pb)
+	if (!wb || !pb)
 		return 0;
 	struct file *exe = BPF_CORE_READ(t, mm, exe_file);
 
@@ -925,9 +924,6 @@ int handle_exit(void *ctx)
 			flags |= VIGIL_F_PENDING_WRITES;
 		bpf_map_delete_elem(&wpending, &tgid);
 	}
-	if (!cfg_exec_events && !flags)
-		return 0;
-
 	struct vigil_exit_event *e = new_event(VIGIL_EV_EXIT);
 
 	if (!e)

@@ -24,9 +24,10 @@ from vigil.events.layout import Clock, decode_batch
 from vigil.events.model import Event, LostEvents
 from vigil.events.pipeline import Pipeline
 from vigil.fim.policy import Policy
+from vigil.fim.service import FimService
 from vigil.kernel.backend import BackendSettings, TracepointBackend
 from vigil.kernel.errors import VigilError
-from vigil.outputs.base import Sink
+from vigil.outputs.base import Output, Sink
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,11 @@ def kernel_watch_paths(config: Config) -> list[bytes]:
 
 class Agent:
     def __init__(self, config: Config, sinks: Sequence[Sink], *, btf_path: str | None = None,
-                 obj_path: Path | None = None, poll_interval: float = 0.1) -> None:
+                 obj_path: Path | None = None, poll_interval: float = 0.1,
+                 fim: bool = True) -> None:
         self.config = config
+        self._fim_enabled = fim
+        self._fim: FimService | None = None
         self.sinks = list(sinks)
         self.poll_interval = poll_interval
         self.stop_event = threading.Event()
@@ -76,7 +80,6 @@ class Agent:
         self._backend = TracepointBackend(
             BackendSettings(
                 ring_bytes=config.ring_buffer_mb << 20,
-                exec_events=config.exec_events,
                 failed_errnos=config.failed_errnos,
                 btf_custom_path=btf_path,
             ),
@@ -100,7 +103,14 @@ class Agent:
                                 report_processes=self.config.exec_events)
             log.info("watching %d paths (%d kernel entries) with the %s backend; %d processes "
                      "known", len(self.config.directories), n, backend.name, len(procs))
-            self._loop(backend, pipeline, t0, duration)
+            if self._fim_enabled:
+                self._fim = FimService(self.config)
+                self._fim.start()
+            try:
+                self._loop(backend, pipeline, t0, duration)
+            finally:
+                if self._fim is not None:
+                    self._fim.close()
             self.summary.filtered = pipeline.filtered
         self.summary.seconds = time.monotonic() - t0
         return self.summary
@@ -120,8 +130,12 @@ class Agent:
                 before = reader.records
                 events = pipeline.process(decode_batch(reader.drain(8 << 20), clock))
                 self._emit(events)
+                if self._fim is not None and events:
+                    self._emit(self._fim.handle(events, time.time_ns()))
                 if reader.records == before:
                     break
+            if self._fim is not None:
+                self._emit(self._fim.tick(time.time_ns()))
             now = time.monotonic()
             if stopping or now >= next_stats:
                 self._check_drops(backend)
@@ -130,7 +144,7 @@ class Agent:
                 self.summary.records = reader.records
                 return
 
-    def _emit(self, events: list[Event]) -> None:
+    def _emit(self, events: Sequence[Output]) -> None:
         if not events:
             return
         for ev in events:
@@ -150,6 +164,8 @@ class Agent:
         if lost:
             for sink in self.sinks:
                 sink.emit(lost)
+            if self._fim is not None:
+                self._fim.rescan_after_drops()
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -11,6 +11,7 @@ import json
 import logging
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
@@ -30,8 +31,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.watch:
         config = config.with_watch_overrides(args.watch)
     if args.no_exec:
-        from dataclasses import replace
         config = replace(config, exec_events=False)
+    if args.db:
+        config = replace(config, database=args.db)
     fmt = args.output or config.output
     if fmt == "auto":
         fmt = "pretty" if sys.stdout.isatty() else "json"
@@ -39,7 +41,7 @@ def _run(args: argparse.Namespace) -> int:
                          if fmt == "pretty" else JsonLinesSink(sys.stdout)]
     if config.json_file is not None:
         sinks.append(JsonLinesSink.to_file(config.json_file))
-    agent = Agent(config, sinks, btf_path=args.btf)
+    agent = Agent(config, sinks, btf_path=args.btf, fim=not args.no_fim)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         agent.stop()
@@ -93,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--duration", type=float, metavar="SECONDS",
                      help="stop cleanly after this many seconds")
     run.add_argument("--no-exec", action="store_true", help="do not report execs and exits")
+    run.add_argument("--no-fim", action="store_true",
+                     help="raw file events only: no baseline, hashes or diffs")
+    run.add_argument("--db", type=Path, metavar="PATH",
+                     help="baseline database (default: the configuration's `database`)")
     run.add_argument("--btf", metavar="FILE", help="kernel BTF to use instead of the running "
                      "kernel's (for kernels without /sys/kernel/btf/vmlinux)")
     run.set_defaults(func=_run)

@@ -17,7 +17,7 @@ from typing import Any
 from vigil.events.model import Process
 
 ACTIONS = ("added", "modified", "deleted", "renamed", "attributes-changed")
-SOURCES = ("realtime", "startup-scan", "rescan", "scheduled-scan", "manual-scan")
+SOURCES = ("realtime", "initial-scan", "startup-scan", "rescan", "scheduled-scan", "manual-scan")
 
 # check name in the configuration -> record attributes it compares
 _CHECK_FIELDS = {

@@ -20,7 +20,8 @@ from vigil.config import Config, load_config
 from vigil.fim.scanner import Scanner
 from vigil.fim.store import Store
 from vigil.kernel.errors import VigilError
-from vigil.outputs.ecs_fim import fim_to_ecs, fim_to_line
+from vigil.outputs.ecs_fim import fim_to_ecs
+from vigil.outputs.pretty import fim_to_line
 
 EXIT_OK, EXIT_CHANGED, EXIT_ERROR = 0, 1, 2
 

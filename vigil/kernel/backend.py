@@ -34,7 +34,6 @@ _U64 = struct.Struct("=Q")
 @dataclass(frozen=True)
 class BackendSettings:
     ring_bytes: int = 16 << 20
-    exec_events: bool = True
     failed_errnos: tuple[str, ...] = ("EPERM", "EACCES", "EROFS")
     ignore_tgid: int = field(default_factory=os.getpid)
     wakeup_bytes: int = 1 << 20
@@ -83,7 +82,6 @@ class TracepointBackend:
                         self.skipped.append(tp)
             spec.set_max_entries("events", s.ring_bytes)
             spec.set_rodata(
-                cfg_exec_events=int(s.exec_events),
                 cfg_failed_errnos=errno_mask(s.failed_errnos),
                 cfg_wakeup_bytes=s.wakeup_bytes,
                 cfg_self_tgid=s.ignore_tgid,

@@ -12,8 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from vigil.events.model import Event
+from vigil.fim.model import FimEvent
+from vigil.outputs.base import Output
 from vigil.outputs.ecs import host_fields, to_ecs
+from vigil.outputs.ecs_fim import fim_to_ecs
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -31,11 +33,13 @@ class JsonLinesSink:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         return cls(os.fdopen(fd, "a", encoding="utf-8", buffering=1 << 20), owns_stream=True)
 
-    def emit(self, events: Sequence[Event]) -> None:
+    def emit(self, events: Sequence[Output]) -> None:
         if not events:
             return
         host = self._host
-        self._stream.write("".join(_dumps(to_ecs(ev, host)) + "\n" for ev in events))
+        self._stream.write("".join(
+            _dumps(fim_to_ecs(ev, host) if isinstance(ev, FimEvent) else to_ecs(ev, host)) + "\n"
+            for ev in events))
         self._stream.flush()
         self.written += len(events)
 

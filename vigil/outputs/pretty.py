@@ -11,7 +11,10 @@ import time
 from collections.abc import Sequence
 from typing import IO
 
-from vigil.events.model import Event, ExecEvent, ExitEvent, FileEvent, FileOp, Process
+from vigil.events.model import ExecEvent, ExitEvent, FileEvent, FileOp, Process
+from vigil.fim.model import FimEvent
+from vigil.outputs.base import Output
+from vigil.outputs.ecs import iso
 
 _RESET = "\033[0m"
 _COLOURS = {"red": "\033[31m", "green": "\033[32m", "yellow": "\033[33m", "blue": "\033[34m",
@@ -49,7 +52,9 @@ class PrettySink:
         return self._c("dim", f"by {user} pid {p.pid} ({shown(p.comm)}) {exe} "
                               f"ppid {p.ppid}")
 
-    def line(self, ev: Event) -> str:
+    def line(self, ev: Output) -> str:
+        if isinstance(ev, FimEvent):
+            return fim_to_line(ev)
         if isinstance(ev, FileEvent):
             ts = ev.timestamp_ns
             what = ev.op.action
@@ -76,10 +81,28 @@ class PrettySink:
         clock = time.strftime("%H:%M:%S", time.localtime(ts / 1e9))
         return f"{clock}.{ts // 1_000_000 % 1000:03d} {body}"
 
-    def emit(self, events: Sequence[Event]) -> None:
+    def emit(self, events: Sequence[Output]) -> None:
         if events:
             self._stream.write("".join(self.line(ev) + "\n" for ev in events))
             self._stream.flush()
 
     def close(self) -> None:
         self._stream.flush()
+
+
+def fim_to_line(ev: FimEvent) -> str:
+    """One readable line per file-integrity change (also ``vigil scan``'s text report)."""
+    parts = [iso(ev.timestamp_ns), f"FIM {ev.action:<18}", shown(ev.path)]
+    if ev.old_path is not None:
+        parts.append(f"(from {shown(ev.old_path)})")
+    if ev.changed_attributes:
+        parts.append("[" + ", ".join(ev.changed_attributes) + "]")
+    if ev.process is not None:
+        p = ev.process
+        who = p.user_name or str(p.uid)
+        parts.append(f"by {shown(p.executable or p.comm)} pid {p.pid} user {who}")
+    else:
+        parts.append(f"by unknown ({ev.source})")
+    if ev.diff == "binary":
+        parts.append("(binary content changed)")
+    return "  ".join(parts)
