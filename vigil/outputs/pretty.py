@@ -54,7 +54,7 @@ class PrettySink:
 
     def line(self, ev: Output) -> str:
         if isinstance(ev, FimEvent):
-            return fim_to_line(ev)
+            return fim_to_line(ev, marker="FIM ")
         if isinstance(ev, FileEvent):
             ts = ev.timestamp_ns
             what = ev.op.action
@@ -90,9 +90,10 @@ class PrettySink:
         self._stream.flush()
 
 
-def fim_to_line(ev: FimEvent) -> str:
-    """One readable line per file-integrity change (also ``vigil scan``'s text report)."""
-    parts = [iso(ev.timestamp_ns), f"FIM {ev.action:<18}", shown(ev.path)]
+def fim_to_line(ev: FimEvent, marker: str = "") -> str:
+    """One readable line per file-integrity change (also ``vigil scan``'s text report); the live
+    output marks it apart from the raw kernel events with ``marker``."""
+    parts = [iso(ev.timestamp_ns), f"{marker}{ev.action:<18}", shown(ev.path)]
     if ev.old_path is not None:
         parts.append(f"(from {shown(ev.old_path)})")
     if ev.changed_attributes:
