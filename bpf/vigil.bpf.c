@@ -75,8 +75,10 @@ struct inflight {
 	__u32 gid;
 };
 
+/* A plain hash, not an LRU: an LRU would silently evict a syscall in progress; a full hash
+ * fails the update, and that is counted. Every syscall exit (interrupted ones too) deletes. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);	/* LRU: a thread killed mid-syscall cannot leak */
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);
 	__type(value, struct inflight);

@@ -31,7 +31,13 @@ from vigil.outputs.base import Output, Sink
 
 log = logging.getLogger(__name__)
 
-DROP_KINDS = ("drop_file", "drop_exec", "drop_exit")
+# Counters that mean "an event may be missing": failed ring reserves, and file syscalls that
+# could not be followed from enter to exit because the in-flight table was full.
+DROP_KINDS = ("drop_file", "drop_exec", "drop_exit", "inflight_full")
+
+
+def _kind(counter: str) -> str:
+    return counter.removeprefix("drop_").removesuffix("_full")
 
 
 @dataclass
@@ -48,7 +54,7 @@ class RunSummary:
 
     def line(self) -> str:
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.delivered.items())) or "none"
-        drops = ", ".join(f"{k[5:]} {self.drops.get(k, 0)}" for k in DROP_KINDS)
+        drops = ", ".join(f"{_kind(k)} {self.drops.get(k, 0)}" for k in DROP_KINDS)
         return (f"vigil: {sum(self.delivered.values())} events delivered ({kinds}) in "
                 f"{self.seconds:.1f}s; {self.dropped} dropped by the kernel side ({drops})")
 
@@ -158,8 +164,8 @@ class Agent:
         for kind in DROP_KINDS:
             new = counters.get(kind, 0) - self.summary.drops.get(kind, 0)
             if new > 0:
-                log.warning("kernel side dropped %d %s events (ring buffer full)", new, kind[5:])
-                lost.append(LostEvents(time.time_ns(), kind[5:], new))
+                log.warning("kernel side lost %d %s events", new, _kind(kind))
+                lost.append(LostEvents(time.time_ns(), _kind(kind), new))
         self.summary.drops = counters
         if lost:
             for sink in self.sinks:

@@ -77,7 +77,7 @@ class PrettySink:
                    f"({shown(ev.process.comm)}) {how}"
         else:
             ts = ev.timestamp_ns
-            body = self._c("bold", f"LOST {ev.count} {ev.kind} events (ring buffer full)")
+            body = self._c("bold", f"LOST {ev.count} {ev.kind} events in the kernel side")
         clock = time.strftime("%H:%M:%S", time.localtime(ts / 1e9))
         return f"{clock}.{ts // 1_000_000 % 1000:03d} {body}"
 
