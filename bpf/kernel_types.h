@@ -91,6 +91,7 @@ struct files_struct {
 } CORE;
 
 struct fs_struct {
+	int umask;
 	struct path root;
 	struct path pwd;
 } CORE;

@@ -313,6 +313,21 @@ static __always_inline int needs_normalizing(struct pathbuf *pb, __u32 start, __
 	return 0;
 }
 
+/* "/proc/<pid>/root/...", "/proc/self/cwd/...", "/dev/fd/N/...": links the kernel follows to
+ * anywhere, so the string says nothing about where the operation lands. */
+static __always_inline int through_magic_link(struct pathbuf *pb, __u32 start, char first)
+{
+	char head[8] = {};
+
+	if (first != '/')
+		return 0;
+	bpf_probe_read_kernel(head, sizeof(head), &pb->d[start & LEN_MAX]);
+	return (head[1] == 'p' && head[2] == 'r' && head[3] == 'o' && head[4] == 'c' &&
+		head[5] == '/') ||
+	       (head[1] == 'd' && head[2] == 'e' && head[3] == 'v' && head[4] == '/' &&
+		head[5] == 'f' && head[6] == 'd' && head[7] == '/');
+}
+
 /* Builds the absolute path named by (dfd, user string) into pb->d[0..), returns its length.
  * The base directory comes from kernel objects (the dfd's file, the cwd, the root). */
 static __noinline __u32 path_of_arg(struct pathbuf *pb, struct walkbuf *wb, int dfd,
@@ -358,7 +373,7 @@ static __noinline __u32 path_of_arg(struct pathbuf *pb, struct walkbuf *wb, int 
 	n = bpf_probe_read_user_str(&pb->d[pos], VIGIL_PATH_MAX, upath);
 	if (n <= 1)
 		return pos;
-	if (needs_normalizing(pb, pos, n - 1))
+	if (needs_normalizing(pb, pos, n - 1) || through_magic_link(pb, pos, first))
 		*flags |= VIGIL_F_UNNORMALIZED;
 	pos += n - 1;
 	if (pos > LEN_MAX) {
@@ -480,10 +495,18 @@ static __noinline int emit_for_file(struct inflight *in, long ret, struct file *
 		return 0;
 	file_event_init(e, in, ret);
 	set_inode(e, BPF_CORE_READ(f, f_inode));
+	if (in->op == VIGIL_OP_OPEN_WRITE)	/* what the file got, umask and ACLs applied */
+		e->mode = BPF_CORE_READ(f, f_inode, i_mode) & 07777;
 	e->file_id = file_id;
 	len = clamp_len(len);
 	put_path(e, 0, pb, len);
 	e->path_len = len;
+	if (in->path2) {	/* f*xattr: the attribute's name */
+		long n = bpf_probe_read_user_str(pb->d, VIGIL_PATH_MAX, (const char *)in->path2);
+
+		e->path2_len = n > 1 ? n - 1 : 0;
+		put_path(e, len, pb, e->path2_len);
+	}
 	send_file(e, flags);
 	return 1;
 }
@@ -770,11 +793,22 @@ static __always_inline int remember_path(__u32 op, int dfd, __u64 path, __u32 mo
 	return remember(&in);
 }
 
-static __always_inline int remember_fd(__u32 op, int fd, __u32 mode, __u32 uid, __u32 gid)
+static __always_inline int remember_fd(__u32 op, int fd, __u32 mode, __u32 uid, __u32 gid,
+				       __u64 name)
 {
 	struct inflight in = { .kind = SC_FD, .op = op, .dfd1 = fd, .mode = mode, .uid = uid,
-			       .gid = gid };
+			       .gid = gid, .path2 = name };
 	return remember(&in);
+}
+
+/* The mode a new directory or node gets: permission bits less the task's umask (a default
+ * ACL on the parent would override it; then this is what was asked, not what was given). */
+static __always_inline __u32 umasked(__u32 mode)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	__u32 umask = BPF_CORE_READ(t, fs, umask);
+
+	return (mode & ~07777) | (mode & 07777 & ~umask);
 }
 
 static __always_inline int remember_path2(__u32 kind, __u32 op, int dfd1, __u64 p1, int dfd2,
@@ -815,13 +849,13 @@ EXIT(symlink)
 ENTER(symlinkat) { return remember_path2(SC_SYMLINK, VIGIL_OP_SYMLINK, ARG(1), ARG(2), 0, ARG(0), 0); }
 EXIT(symlinkat)
 
-ENTER(mkdir) { return remember_path(VIGIL_OP_MKDIR, AT_FDCWD, ARG(0), ARG(1), NO_ID, NO_ID, 0, 0); }
+ENTER(mkdir) { return remember_path(VIGIL_OP_MKDIR, AT_FDCWD, ARG(0), umasked(ARG(1)), NO_ID, NO_ID, 0, 0); }
 EXIT(mkdir)
-ENTER(mkdirat) { return remember_path(VIGIL_OP_MKDIR, ARG(0), ARG(1), ARG(2), NO_ID, NO_ID, 0, 0); }
+ENTER(mkdirat) { return remember_path(VIGIL_OP_MKDIR, ARG(0), ARG(1), umasked(ARG(2)), NO_ID, NO_ID, 0, 0); }
 EXIT(mkdirat)
-ENTER(mknod) { return remember_path(VIGIL_OP_MKNOD, AT_FDCWD, ARG(0), ARG(1), NO_ID, NO_ID, 0, 0); }
+ENTER(mknod) { return remember_path(VIGIL_OP_MKNOD, AT_FDCWD, ARG(0), umasked(ARG(1)), NO_ID, NO_ID, 0, 0); }
 EXIT(mknod)
-ENTER(mknodat) { return remember_path(VIGIL_OP_MKNOD, ARG(0), ARG(1), ARG(2), NO_ID, NO_ID, 0, 0); }
+ENTER(mknodat) { return remember_path(VIGIL_OP_MKNOD, ARG(0), ARG(1), umasked(ARG(2)), NO_ID, NO_ID, 0, 0); }
 EXIT(mknodat)
 
 ENTER(chmod) { return remember_path(VIGIL_OP_CHMOD, AT_FDCWD, ARG(0), ARG(1), NO_ID, NO_ID, 0, 0); }
@@ -830,7 +864,7 @@ ENTER(fchmodat) { return remember_path(VIGIL_OP_CHMOD, ARG(0), ARG(1), ARG(2), N
 EXIT(fchmodat)
 ENTER(fchmodat2) { return remember_path(VIGIL_OP_CHMOD, ARG(0), ARG(1), ARG(2), NO_ID, NO_ID, ARG(3), 0); }
 EXIT(fchmodat2)
-ENTER(fchmod) { return remember_fd(VIGIL_OP_CHMOD, ARG(0), ARG(1), NO_ID, NO_ID); }
+ENTER(fchmod) { return remember_fd(VIGIL_OP_CHMOD, ARG(0), ARG(1), NO_ID, NO_ID, 0); }
 EXIT(fchmod)
 
 ENTER(chown) { return remember_path(VIGIL_OP_CHOWN, AT_FDCWD, ARG(0), 0, ARG(1), ARG(2), 0, 0); }
@@ -839,12 +873,12 @@ ENTER(lchown) { return remember_path(VIGIL_OP_CHOWN, AT_FDCWD, ARG(0), 0, ARG(1)
 EXIT(lchown)
 ENTER(fchownat) { return remember_path(VIGIL_OP_CHOWN, ARG(0), ARG(1), 0, ARG(2), ARG(3), ARG(4), 0); }
 EXIT(fchownat)
-ENTER(fchown) { return remember_fd(VIGIL_OP_CHOWN, ARG(0), 0, ARG(1), ARG(2)); }
+ENTER(fchown) { return remember_fd(VIGIL_OP_CHOWN, ARG(0), 0, ARG(1), ARG(2), 0); }
 EXIT(fchown)
 
 ENTER(truncate) { return remember_path(VIGIL_OP_TRUNCATE, AT_FDCWD, ARG(0), 0, NO_ID, NO_ID, 0, 0); }
 EXIT(truncate)
-ENTER(ftruncate) { return remember_fd(VIGIL_OP_TRUNCATE, ARG(0), 0, NO_ID, NO_ID); }
+ENTER(ftruncate) { return remember_fd(VIGIL_OP_TRUNCATE, ARG(0), 0, NO_ID, NO_ID, 0); }
 EXIT(ftruncate)
 
 /* xattr syscalls: path2 carries the attribute name */
@@ -852,7 +886,7 @@ ENTER(setxattr) { return remember_path(VIGIL_OP_SETXATTR, AT_FDCWD, ARG(0), 0, N
 EXIT(setxattr)
 ENTER(lsetxattr) { return remember_path(VIGIL_OP_SETXATTR, AT_FDCWD, ARG(0), 0, NO_ID, NO_ID, 0x100, ARG(1)); }
 EXIT(lsetxattr)
-ENTER(fsetxattr) { return remember_fd(VIGIL_OP_SETXATTR, ARG(0), 0, NO_ID, NO_ID); }
+ENTER(fsetxattr) { return remember_fd(VIGIL_OP_SETXATTR, ARG(0), 0, NO_ID, NO_ID, ARG(1)); }
 EXIT(fsetxattr)
 ENTER(setxattrat) { return remember_path(VIGIL_OP_SETXATTR, ARG(0), ARG(1), 0, NO_ID, NO_ID, ARG(2), ARG(3)); }
 EXIT(setxattrat)
@@ -860,7 +894,7 @@ ENTER(removexattr) { return remember_path(VIGIL_OP_REMOVEXATTR, AT_FDCWD, ARG(0)
 EXIT(removexattr)
 ENTER(lremovexattr) { return remember_path(VIGIL_OP_REMOVEXATTR, AT_FDCWD, ARG(0), 0, NO_ID, NO_ID, 0x100, ARG(1)); }
 EXIT(lremovexattr)
-ENTER(fremovexattr) { return remember_fd(VIGIL_OP_REMOVEXATTR, ARG(0), 0, NO_ID, NO_ID); }
+ENTER(fremovexattr) { return remember_fd(VIGIL_OP_REMOVEXATTR, ARG(0), 0, NO_ID, NO_ID, ARG(1)); }
 EXIT(fremovexattr)
 ENTER(removexattrat) { return remember_path(VIGIL_OP_REMOVEXATTR, ARG(0), ARG(1), 0, NO_ID, NO_ID, ARG(2), ARG(3)); }
 EXIT(removexattrat)

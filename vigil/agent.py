@@ -20,7 +20,7 @@ from pathlib import Path
 from vigil.config import Config
 from vigil.enrich.process import ProcessTable
 from vigil.enrich.users import NameCache
-from vigil.events.layout import Clock, decode_batch
+from vigil.events.layout import Clock, Decoder
 from vigil.events.model import Event, LostEvents
 from vigil.events.pipeline import Pipeline
 from vigil.fim.policy import Policy
@@ -125,7 +125,7 @@ class Agent:
               duration: float | None) -> None:
         reader = backend.reader
         assert reader is not None
-        clock = Clock.now()
+        decoder = Decoder(Clock.now())
         next_stats = time.monotonic() + 1.0
         while True:
             stopping = self.stop_event.is_set() or (
@@ -134,7 +134,7 @@ class Agent:
                 reader.wait(self.poll_interval)
             while True:  # drain in bounded batches until the ring is empty
                 before = reader.records
-                events = pipeline.process(decode_batch(reader.drain(8 << 20), clock))
+                events = pipeline.process(decoder.decode_batch(reader.drain(8 << 20)))
                 self._emit(events)
                 if self._fim is not None and events:
                     self._emit(self._fim.handle(events, time.time_ns()))

@@ -37,8 +37,9 @@ def _run(args: argparse.Namespace) -> int:
     fmt = args.output or config.output
     if fmt == "auto":
         fmt = "pretty" if sys.stdout.isatty() else "json"
-    sinks: list[Sink] = [PrettySink(sys.stdout, colour=sys.stdout.isatty())
-                         if fmt == "pretty" else JsonLinesSink(sys.stdout)]
+    out = sys.stdout.fileno()
+    sinks: list[Sink] = [PrettySink(out, colour=sys.stdout.isatty())
+                         if fmt == "pretty" else JsonLinesSink(out)]
     if config.json_file is not None:
         sinks.append(JsonLinesSink.to_file(config.json_file))
     agent = Agent(config, sinks, btf_path=args.btf, fim=not args.no_fim)

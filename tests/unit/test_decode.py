@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from vigil.events import layout
-from vigil.events.layout import Clock, Flag, RawFile, decode
+from vigil.events.layout import Clock, Decoder, Flag, RawFile
 from vigil.events.model import ExecEvent, ExitEvent, FileEvent, FileOp
 
 CLOCK = Clock(mono_to_wall_ns=1_000_000_000_000, clk_tck=100)
+
+
+def decode(rec: bytes, clock: Clock) -> object:
+    return Decoder(clock).decode(rec)
 
 
 def proc_bytes(pid: int = 42, comm: bytes = b"touch") -> bytes:
@@ -74,3 +78,17 @@ def test_unknown_or_short_records_are_skipped() -> None:
     assert decode(b"\x01\x00", CLOCK) is None
     assert decode(layout.HDR.pack(9, 0, 16, 0), CLOCK) is None
     assert decode(file_record(200, b"/x"), CLOCK) is None
+
+
+def test_who_data_is_shared_until_an_exec() -> None:
+    d = Decoder(CLOCK)
+    a = d.decode(file_record(FileOp.CHMOD, b"/w/a"))
+    b = d.decode(file_record(FileOp.CHMOD, b"/w/b"))
+    assert isinstance(a, FileEvent) and isinstance(b, FileEvent)
+    assert a.process is b.process
+    exe, args = b"/usr/bin/new", b"new\0"
+    body = proc_bytes() + layout.EXEC_TAIL.pack(len(exe), len(args)) + exe + args
+    ex = d.decode(layout.HDR.pack(layout.Kind.EXEC, 0, 16 + len(body), 1) + body)
+    c = d.decode(file_record(FileOp.CHMOD, b"/w/c"))
+    assert isinstance(ex, ExecEvent) and isinstance(c, FileEvent)
+    assert c.process is not a.process  # same pid/start/comm, but it exec'd: not the old object

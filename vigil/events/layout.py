@@ -1,6 +1,6 @@
 """The binary layout of kernel records (mirror of bpf/vigil_events.h) and their decoding.
 
-Owns: struct formats, constants shared with the BPF side, and ``decode_batch``, which turns a
+Owns: struct formats, constants shared with the BPF side, and the ``Decoder``, which turns a
 batch of raw records into typed events. Does not own enrichment (executable, user names: see
 ``vigil.enrich``) nor reading the ring (``vigil.kernel.ringbuf``).
 
@@ -91,6 +91,7 @@ LAYOUTS: Final[dict[str, tuple[tuple[str, ...], tuple[struct.Struct, ...]]]] = {
 }
 
 NO_ID: Final = 0xFFFFFFFF
+_F_CREATED: Final = int(Flag.CREATED)
 
 
 class RawFile:
@@ -123,34 +124,71 @@ class Clock:
         return cls(offset, os.sysconf("SC_CLK_TCK"))
 
 
-def _proc(buf: memoryview | bytes, off: int, clock: Clock) -> Process:
-    (start, pstart, cgroup, pid, tid, ppid, uid, gid, euid, egid, auid, ses, mntns,
-     comm) = PROC.unpack_from(buf, off)
-    tick = clock.ns_per_tick
-    return Process(
-        pid=pid, tid=tid, ppid=ppid, start_time=start // tick, parent_start_time=pstart // tick,
-        uid=uid, gid=gid, euid=euid, egid=egid, auid=auid, session_id=ses,
-        comm=comm.split(b"\0", 1)[0], cgroup_id=cgroup, mnt_ns=mntns,
-    )
+class Decoder:
+    """Turns raw records into typed events.
 
+    Records of one process carry the same who-data block; it is decoded once and the Process
+    object shared by its events (so enrichment and rendering run once per process, not once per
+    event). An exec changes what a process is without changing that block's identity fields, so
+    every exec empties the cache.
+    """
 
-def decode(buf: memoryview | bytes, clock: Clock) -> Decoded | None:
-    """Decodes one record. Returns None for a record of an unknown kind or a short record."""
-    if len(buf) < HDR_SIZE:
+    _CACHE_MAX: Final = 4096
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._procs: dict[bytes, Process] = {}
+
+    def _proc(self, buf: memoryview | bytes, fresh: bool = False) -> Process:
+        key = bytes(buf[PROC_OFF:TAIL_OFF])
+        if not fresh:
+            hit = self._procs.get(key)
+            if hit is not None:
+                return hit
+        (start, pstart, cgroup, pid, tid, ppid, uid, gid, euid, egid, auid, ses, mntns,
+         comm) = PROC.unpack_from(key)
+        tick = self.clock.ns_per_tick
+        p = Process(
+            pid=pid, tid=tid, ppid=ppid, start_time=start // tick,
+            parent_start_time=pstart // tick, uid=uid, gid=gid, euid=euid, egid=egid, auid=auid,
+            session_id=ses, comm=comm.split(b"\0", 1)[0], cgroup_id=cgroup, mnt_ns=mntns,
+        )
+        if fresh or len(self._procs) >= self._CACHE_MAX:
+            self._procs.clear()
+        self._procs[key] = p
+        return p
+
+    def decode(self, buf: memoryview | bytes) -> Decoded | None:
+        """One record; None for a record of an unknown kind or a short record."""
+        if len(buf) < HDR_SIZE:
+            return None
+        kind, flags, _size, ktime = HDR.unpack_from(buf, 0)
+        ts = ktime + self.clock.mono_to_wall_ns
+        if kind == Kind.FILE and len(buf) >= FILE_EVENT_SIZE:
+            return self._file(buf, ts, flags)
+        if kind == Kind.EXEC and len(buf) >= EXEC_EVENT_SIZE:
+            exe_len, args_len = EXEC_TAIL.unpack_from(buf, TAIL_OFF)
+            start = EXEC_EVENT_SIZE
+            proc = self._proc(buf, fresh=True)
+            proc.executable = bytes(buf[start:start + exe_len])
+            proc.args = split_args(bytes(buf[start + exe_len:start + exe_len + args_len]))
+            return ExecEvent(ts, proc, flags)
+        if kind == Kind.EXIT and len(buf) >= EXIT_EVENT_SIZE:
+            (code, _reserved) = EXIT_TAIL.unpack_from(buf, TAIL_OFF)
+            return ExitEvent(ts, self._proc(buf), code, flags)
         return None
-    kind, flags, _size, ktime = HDR.unpack_from(buf, 0)
-    ts = ktime + clock.mono_to_wall_ns
-    if kind == Kind.FILE and len(buf) >= FILE_EVENT_SIZE:
+
+    def _file(self, buf: memoryview | bytes, ts: int, flags: int) -> Decoded | None:
         (op, ret, mode, ouid, ogid, _oflags, ino, file_id, dev, plen,
          p2len) = FILE_TAIL.unpack_from(buf, TAIL_OFF)
         start = FILE_EVENT_SIZE
         path = bytes(buf[start:start + plen])
         path2 = bytes(buf[start + plen:start + plen + p2len]) if p2len else None
-        proc = _proc(buf, PROC_OFF, clock)
+        proc = self._proc(buf)
         if op == OP_OPEN_WRITE:
             ev = FileEvent(ts, FileOp.CREATE, path, proc, inode=ino, device=dev, flags=flags,
                            mode=mode)
-            return RawFile(ev, file_id, bool(flags & Flag.CREATED))
+            return RawFile(ev, file_id, bool(flags & _F_CREATED))
         try:
             fop = FileOp(op)
         except ValueError:
@@ -163,18 +201,12 @@ def decode(buf: memoryview | bytes, clock: Clock) -> Decoded | None:
             owner_gid=None if ogid == NO_ID or fop != FileOp.CHOWN else ogid,
             inode=ino or None, device=dev or None, flags=flags, file_id=file_id,
         )
-    if kind == Kind.EXEC and len(buf) >= EXEC_EVENT_SIZE:
-        exe_len, args_len = EXEC_TAIL.unpack_from(buf, TAIL_OFF)
-        start = EXEC_EVENT_SIZE
-        proc = _proc(buf, PROC_OFF, clock)
-        proc.executable = bytes(buf[start:start + exe_len])
-        raw_args = bytes(buf[start + exe_len:start + exe_len + args_len])
-        proc.args = split_args(raw_args)
-        return ExecEvent(ts, proc, flags)
-    if kind == Kind.EXIT and len(buf) >= EXIT_EVENT_SIZE:
-        (code, _reserved) = EXIT_TAIL.unpack_from(buf, TAIL_OFF)
-        return ExitEvent(ts, _proc(buf, PROC_OFF, clock), code, flags)
-    return None
+
+    def decode_batch(self, records: Iterable[memoryview | bytes]) -> Iterator[Decoded]:
+        for rec in records:
+            ev = self.decode(rec)
+            if ev is not None:
+                yield ev
 
 
 _MODE_OPS = frozenset({FileOp.CHMOD, FileOp.CREATE, FileOp.MKDIR, FileOp.MKNOD, FileOp.OPEN})
@@ -185,10 +217,3 @@ def split_args(raw: bytes) -> list[bytes]:
     if raw.endswith(b"\0"):
         raw = raw[:-1]
     return raw.split(b"\0") if raw else []
-
-
-def decode_batch(records: Iterable[memoryview | bytes], clock: Clock) -> Iterator[Decoded]:
-    for rec in records:
-        ev = decode(rec, clock)
-        if ev is not None:
-            yield ev

@@ -89,6 +89,7 @@ class Process:
     group_name: str | None = None
     euser_name: str | None = None
     container_id: str | None = None
+    enriched: bool = False  # set once the pipeline has filled the fields above
 
     @property
     def entity_id(self) -> str:

@@ -21,10 +21,14 @@ from vigil.events.layout import Flag, RawFile
 from vigil.events.model import Event, ExecEvent, ExitEvent, FileEvent, FileOp, Process
 
 MAX_OPEN_FILES: Final = 65536
+# Plain ints: IntFlag arithmetic costs a Python call per test on the hot path.
+F_FROM_ARG: Final = int(Flag.FROM_ARG)
+F_UNNORMALIZED: Final = int(Flag.UNNORMALIZED)
 _TWO_PATHS: Final = frozenset({FileOp.RENAME, FileOp.LINK})
 # Ops whose target names a directory entry that may be gone (or replaced) after the call: the
 # final component is never resolved, only its directory.
 _DIR_CACHE_SIZE: Final = 4096
+_DIR_CHANGING: Final = frozenset({FileOp.RENAME, FileOp.RMDIR, FileOp.SYMLINK})
 
 
 class _OpenFile:
@@ -88,23 +92,25 @@ class Pipeline:
         return real
 
     def canonical(self, path: bytes, flags: int) -> bytes:
-        if flags & Flag.UNNORMALIZED:
+        if flags & F_UNNORMALIZED:
             path = normalize(path)
-        if not flags & Flag.FROM_ARG or path == b"/":
+        if not flags & F_FROM_ARG or path == b"/":
             return path  # resolved from a kernel object: already what the kernel used
         directory, _, name = path.rpartition(b"/")
         real = self.canonical_dir(directory or b"/")
         return (real.rstrip(b"/") + b"/" + name) if name else real
 
     def _invalidate_dirs(self, ev: FileEvent) -> None:
-        # A renamed, removed or replaced directory changes what cached names resolve to.
-        if ev.op in (FileOp.RENAME, FileOp.RMDIR, FileOp.SYMLINK, FileOp.DELETE) and self._dirs:
+        # A renamed or removed directory changes what cached names resolve to. (A deleted
+        # symlink does too; the cache lives for one batch only, which bounds that window.)
+        if ev.op in _DIR_CHANGING and self._dirs:
             self._dirs.clear()
 
     # ---- the batch -----------------------------------------------------------------------
 
     def process(self, records: Iterable[object]) -> list[Event]:
         out: list[Event] = []
+        self._dirs.clear()
         for rec in records:
             if isinstance(rec, FileEvent):
                 self._file(rec, out)
@@ -122,7 +128,7 @@ class Pipeline:
     def _file(self, ev: FileEvent, out: list[Event]) -> None:
         if ev.op == FileOp.MODIFY:
             self._closed(ev)
-        if ev.flags & (Flag.FROM_ARG | Flag.UNNORMALIZED):
+        if ev.flags & (F_FROM_ARG | F_UNNORMALIZED):
             self._invalidate_dirs(ev)
             ev.path = self.canonical(ev.path, ev.flags)
             if ev.target_path is not None and ev.op in _TWO_PATHS:
@@ -175,6 +181,9 @@ class Pipeline:
             out.append(ev)
 
     def _enrich(self, p: Process) -> None:
+        if p.enriched:  # shared by every event of this process since its last exec
+            return
+        p.enriched = True
         self._procs.enrich(p)
         names = self._names
         p.user_name = names.user(p.uid)

@@ -53,11 +53,16 @@ class _Matcher:
         return self.search is not None and self.search.search(path) is not None
 
 
+_ANCESTOR_CACHE_MAX = 65536
+
+
 class Policy:
     def __init__(self, config: Config) -> None:
         self.config = config
         # Longest first, so /etc/ssh's settings win over /etc's for /etc/ssh/sshd_config.
         self._dirs = sorted(config.directories, key=lambda d: len(d.path), reverse=True)
+        # parent directory -> whether every ancestor up to its watched root may be watched
+        self._ancestors_ok: dict[bytes, bool] = {}
         self._ignore: dict[bytes, _Matcher] = {}
 
     def directory_for(self, path: bytes) -> DirectoryConfig | None:
@@ -105,12 +110,20 @@ class Policy:
         dcfg = self.directory_for(path)
         if dcfg is None or not self.recorded(path, dcfg, is_dir):
             return None
-        parent = path.rsplit(b"/", 1)[0] or b"/"
-        while len(parent) > len(dcfg.path) and _under(dcfg.path, parent):
-            if parent in PSEUDO_FS or self.ignored(parent, dcfg):
-                return None
-            parent = parent.rsplit(b"/", 1)[0] or b"/"
-        return dcfg
+        first = path.rsplit(b"/", 1)[0] or b"/"
+        ok = self._ancestors_ok.get(first)
+        if ok is None:
+            ok = True
+            parent = first
+            while len(parent) > len(dcfg.path) and _under(dcfg.path, parent):
+                if parent in PSEUDO_FS or self.ignored(parent, dcfg):
+                    ok = False
+                    break
+                parent = parent.rsplit(b"/", 1)[0] or b"/"
+            if len(self._ancestors_ok) >= _ANCESTOR_CACHE_MAX:
+                self._ancestors_ok.clear()
+            self._ancestors_ok[first] = ok
+        return dcfg if ok else None
 
     def nodiff(self, path: bytes, dcfg: DirectoryConfig) -> bool:
         return any(p.matches(path) for p in dcfg.nodiff)

@@ -54,6 +54,7 @@ class Reconciler:
         self.policy = Policy(config)
         self.diffs = ContentDiffs(config, store, self.policy)
         self.pending: dict[bytes, _Pending] = {}
+        self._dirty_parents: set[bytes] = set()
 
     # -- entry points --------------------------------------------------------------------------
 
@@ -65,6 +66,10 @@ class Reconciler:
                 if ev.failed:
                     continue  # a failed attempt changed nothing on disk
                 out += self._one(ev)
+            # Once per directory per batch: a burst in one directory touches its row once.
+            for parent in sorted(self._dirty_parents):
+                self._refresh_dir(parent)
+            self._dirty_parents.clear()
             # Closed writes to files that already existed: hashed once per batch.
             for path in [p for p, pd in self.pending.items() if pd.closed and not pd.created]:
                 pd = self.pending.pop(path)
@@ -133,7 +138,9 @@ class Reconciler:
     def _refresh_parent(self, path: bytes) -> None:
         """Keep the parent directory's row current without an event: the kernel reports the
         entry that changed, not the directory's mtime, and a later scan must not flag it."""
-        parent = path.rsplit(b"/", 1)[0] or b"/"
+        self._dirty_parents.add(path.rsplit(b"/", 1)[0] or b"/")
+
+    def _refresh_dir(self, parent: bytes) -> None:
         old = self.store.get(parent)
         if old is None:
             return

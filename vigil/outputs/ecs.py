@@ -73,11 +73,42 @@ def _command_line(args: list[bytes] | None) -> str | None:
     return " ".join(text(a) for a in args)
 
 
+def _who_key(p: Process) -> tuple[object, ...]:
+    return (p.pid, p.start_time, p.tid, p.ppid, p.parent_start_time, p.uid, p.euid, p.gid,
+            p.egid, p.auid, p.session_id, p.comm, p.cgroup_id, p.mnt_ns, p.executable,
+            tuple(p.args) if p.args is not None else None, p.parent_executable,
+            tuple(p.parent_args) if p.parent_args is not None else None, p.user_name,
+            p.euser_name, p.group_name, p.container_id)
+
+
+_WHO_CACHE: dict[tuple[object, ...], tuple[dict[str, Any], dict[str, Any]]] = {}
+_WHO_CACHE_MAX: Final = 4096
+
+
+def _who(p: Process) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(top-level process/user/group/container fields, vigil.process fields), built once per
+    distinct who-data: a burst from one process renders its who-data once. Shared: never
+    mutate what this returns."""
+    key = _who_key(p)
+    hit = _WHO_CACHE.get(key)
+    if hit is None:
+        if len(_WHO_CACHE) >= _WHO_CACHE_MAX:
+            _WHO_CACHE.clear()
+        hit = _WHO_CACHE[key] = _build_who(p)
+    return hit
+
+
 def process_to_ecs(p: Process | None) -> dict[str, Any]:
     """``process.*`` (effective user under process.user, real under process.real_user) and the
-    acting ``user.*``/``group.*``; the login uid and the rest under ``vigil.process``."""
+    acting ``user.*``/``group.*``; the login uid and the rest under ``vigil.process``. A fresh
+    dict the caller may change."""
     if p is None:
         return {}
+    top, vp = _build_who(p)
+    return {**top, "vigil": {"process": vp}}
+
+
+def _build_who(p: Process) -> tuple[dict[str, Any], dict[str, Any]]:
     proc: dict[str, Any] = {
         "pid": p.pid,
         "entity_id": p.entity_id,
@@ -117,23 +148,24 @@ def process_to_ecs(p: Process | None) -> dict[str, Any]:
         "mnt_ns": p.mnt_ns,
         "start_ticks": p.start_time,
     }
-    out["vigil"] = {"process": vp}
     if p.container_id:
         out["container"] = {"id": p.container_id}
-    return out
+    return out, vp
 
 
 def _base(ts: int, host: dict[str, Any]) -> dict[str, Any]:
     return {"@timestamp": iso(ts), "ecs": {"version": ECS_VERSION}, "host": host}
 
 
-def _merge_vigil(doc: dict[str, Any], extra: dict[str, Any]) -> None:
-    doc.setdefault("vigil", {}).update(extra)
+def _with_who(doc: dict[str, Any], p: Process, vigil: dict[str, Any]) -> dict[str, Any]:
+    top, vp = _who(p)
+    doc.update(top)
+    doc["vigil"] = {"process": vp, "schema_version": SCHEMA_VERSION, **vigil}
+    return doc
 
 
 def file_to_ecs(ev: FileEvent, host: dict[str, Any]) -> dict[str, Any]:
     doc = _base(ev.timestamp_ns, host)
-    doc.update(process_to_ecs(ev.process))
     event: dict[str, Any] = {
         "kind": "event",
         "category": ["file"],
@@ -174,30 +206,24 @@ def file_to_ecs(ev: FileEvent, host: dict[str, Any]) -> dict[str, Any]:
     vfile["source"] = ev.source
     if ev.flags:
         vfile["flags"] = ev.flags
-    _merge_vigil(doc, {"file": vfile, "schema_version": SCHEMA_VERSION})
-    return doc
+    return _with_who(doc, ev.process, {"file": vfile})
 
 
 def exec_to_ecs(ev: ExecEvent, host: dict[str, Any]) -> dict[str, Any]:
     doc = _base(ev.timestamp_ns, host)
-    doc.update(process_to_ecs(ev.process))
     doc["event"] = {"kind": "event", "category": ["process"], "type": ["start"],
                     "action": "exec", "outcome": "success", "module": "vigil",
                     "dataset": "vigil.process"}
-    _merge_vigil(doc, {"schema_version": SCHEMA_VERSION})
-    return doc
+    return _with_who(doc, ev.process, {})
 
 
 def exit_to_ecs(ev: ExitEvent, host: dict[str, Any]) -> dict[str, Any]:
     doc = _base(ev.timestamp_ns, host)
-    doc.update(process_to_ecs(ev.process))
-    doc["process"]["exit_code"] = ev.status if not ev.signal else 128 + ev.signal
     doc["event"] = {"kind": "event", "category": ["process"], "type": ["end"],
                     "action": "exit", "module": "vigil", "dataset": "vigil.process"}
-    extra: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
-    if ev.signal:
-        extra["exit"] = {"signal": ev.signal}
-    _merge_vigil(doc, extra)
+    _with_who(doc, ev.process, {"exit": {"signal": ev.signal}} if ev.signal else {})
+    doc["process"] = {**doc["process"],
+                      "exit_code": ev.status if not ev.signal else 128 + ev.signal}
     return doc
 
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 import errno as errno_mod
 import time
 from collections.abc import Sequence
-from typing import IO
 
 from vigil.events.model import ExecEvent, ExitEvent, FileEvent, FileOp, Process
 from vigil.fim.model import FimEvent
-from vigil.outputs.base import Output
+from vigil.outputs.base import Output, write_all
 from vigil.outputs.ecs import iso
 
 _RESET = "\033[0m"
@@ -35,8 +34,8 @@ def shown(b: bytes | None) -> str:
 
 
 class PrettySink:
-    def __init__(self, stream: IO[str], *, colour: bool) -> None:
-        self._stream = stream
+    def __init__(self, fd: int, *, colour: bool) -> None:
+        self._fd = fd
         self._colour = colour
 
     def _c(self, name: str, s: str) -> str:
@@ -83,11 +82,10 @@ class PrettySink:
 
     def emit(self, events: Sequence[Output]) -> None:
         if events:
-            self._stream.write("".join(self.line(ev) + "\n" for ev in events))
-            self._stream.flush()
+            write_all(self._fd, "".join(self.line(ev) + "\n" for ev in events).encode())
 
     def close(self) -> None:
-        self._stream.flush()
+        pass
 
 
 def fim_to_line(ev: FimEvent, marker: str = "") -> str:

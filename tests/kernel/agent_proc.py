@@ -1,0 +1,320 @@
+"""The real ``vigil run`` as a subprocess for kernel tests, and the children that act under it.
+
+Owns starting the agent, collecting its ECS JSON lines on a reader thread, waiting for events,
+readiness and settling probes, stopping it and parsing its summary line; and running child
+processes (optionally as an unprivileged user) whose pid, comm and executable are known exactly.
+Does not own what the tests assert.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+VIGIL = ROOT / ".venv" / "bin" / "vigil"
+# Children run the system interpreter: the venv's python lives under /root (mode 0700), which
+# the unprivileged test user cannot reach.
+CHILD_PY = "/usr/bin/python3"
+
+Event = dict[str, Any]
+Pred = Callable[[Event], bool]
+
+SUMMARY_RE = re.compile(
+    r"^vigil: (?P<delivered>\d+) events delivered \((?P<kinds>[^)]*)\) in (?P<secs>[\d.]+)s; "
+    r"(?P<dropped>\d+) dropped by the kernel side \(file (?P<file>\d+), exec (?P<exec>\d+), "
+    r"exit (?P<exit>\d+)(?:, inflight (?P<inflight>\d+))?\)$")
+
+
+def get(ev: Event, dotted: str, default: Any = None) -> Any:
+    """``get(ev, "process.parent.pid")``: a nested field, or ``default`` when absent."""
+    cur: Any = ev
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return default
+        cur = cur[part]
+    return cur
+
+
+def is_file_event(ev: Event) -> bool:
+    return get(ev, "event.dataset") == "vigil.file"
+
+
+def under(prefix: str | Path) -> Pred:
+    """File events whose path (or, for renames and links, old path) is at or below ``prefix``."""
+    p = str(prefix).rstrip("/")
+
+    def pred(ev: Event) -> bool:
+        if not is_file_event(ev):
+            return False
+        for key in ("file.path", "vigil.file.original_path"):
+            v = get(ev, key)
+            if isinstance(v, str) and (v == p or v.startswith(p + "/")):
+                return True
+        return False
+
+    return pred
+
+
+@dataclass
+class Summary:
+    delivered: int
+    dropped: int
+    file: int
+    exec: int
+    exit: int
+    inflight: int
+    line: str
+
+
+@dataclass
+class AgentProc:
+    """One running ``vigil run ... -o json``; events accumulate in ``self.events``."""
+
+    args: Sequence[str]
+    db: Path
+    events: list[Event] = field(default_factory=list)
+    stderr_lines: list[str] = field(default_factory=list)
+    bad_lines: list[bytes] = field(default_factory=list)
+    keep: Pred | None = None  # when set, only matching events are kept (cheap for bursts)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _proc: subprocess.Popen[bytes] | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _seq: int = 0
+
+    def start(self) -> AgentProc:
+        cmd = [str(VIGIL), "run", *self.args, "-o", "json", "--db", str(self.db)]
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      cwd="/")
+        for target in (self._read_stdout, self._read_stderr):
+            t = threading.Thread(target=target, daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    def _read_stdout(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for line in self._proc.stdout:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                # keep reading (a dead reader would block the agent on a full pipe) and let
+                # stop() fail the test with the line
+                with self._cond:
+                    self.bad_lines.append(line)
+                continue
+            if self.keep is not None and not self.keep(ev):
+                continue
+            with self._cond:
+                self.events.append(ev)
+                self._cond.notify_all()
+
+    def _read_stderr(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        for line in self._proc.stderr:
+            with self._cond:
+                self.stderr_lines.append(line.decode(errors="replace").rstrip("\n"))
+                self._cond.notify_all()
+
+    def _alive_check(self) -> None:
+        assert self._proc is not None
+        if self._proc.poll() is not None:
+            raise AssertionError(f"vigil exited early ({self._proc.returncode}): "
+                                 + "\n".join(self.stderr_lines[-20:]))
+
+    def matching(self, pred: Pred) -> list[Event]:
+        with self._cond:
+            return [e for e in self.events if pred(e)]
+
+    def wait_for(self, pred: Pred, timeout: float = 10, count: int = 1) -> list[Event]:
+        """Every event matching ``pred`` once at least ``count`` have arrived; fails on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [e for e in self.events if pred(e)]
+                if len(found) >= count:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"timed out after {timeout}s waiting for {count} "
+                                         f"event(s); have {len(found)}")
+                self._alive_check()
+                self._cond.wait(min(left, 0.2))
+
+    def probe(self, directory: Path, timeout: float = 15, tries: float = 0.2) -> None:
+        """Create and delete a sentinel in ``directory`` until the agent reports it: both the
+        readiness check at start and the "everything before this was processed" barrier."""
+        self._seq += 1
+        sentinel = str(directory / f".vigil-probe-{os.getpid()}-{self._seq}")
+
+        def seen(ev: Event) -> bool:
+            return (is_file_event(ev) and get(ev, "event.action") == "deleted"
+                    and get(ev, "file.path") == sentinel)
+
+        deadline = time.monotonic() + timeout
+        while True:
+            with open(sentinel, "w"):
+                pass
+            os.unlink(sentinel)
+            try:
+                self.wait_for(seen, timeout=tries)
+                return
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+
+    def settle(self, directory: Path, pred: Pred | None = None) -> list[Event]:
+        """After a barrier probe in ``directory``: every event matching ``pred`` (default: file
+        events under ``directory``), without the probe's own."""
+        self.probe(directory)
+        time.sleep(0.05)  # events of other CPUs submitted just before the probe
+        pred = pred or under(directory)
+        return [e for e in self.matching(pred)
+                if ".vigil-probe-" not in str(get(e, "file.path", ""))]
+
+    def stop(self, timeout: float = 60) -> tuple[int, Summary | None]:
+        """SIGTERM, wait, and the exit code with the parsed summary line."""
+        assert self._proc is not None
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            rc = self._proc.wait()
+        for t in self._threads:
+            t.join(30)
+        assert not self.bad_lines, f"vigil wrote {len(self.bad_lines)} line(s) that are not " \
+            f"JSON, the first: {self.bad_lines[0][:2000]!r}"
+        summary = None
+        for line in self.stderr_lines:
+            m = SUMMARY_RE.match(line)
+            if m:
+                summary = Summary(int(m["delivered"]), int(m["dropped"]), int(m["file"]),
+                                  int(m["exec"]), int(m["exit"]), int(m["inflight"] or 0), line)
+        return rc, summary
+
+
+# ---------------------------------------------------------------------------------------------
+# The test user and the scratch area
+
+
+@dataclass(frozen=True)
+class UserIds:
+    name: str
+    uid: int
+    gid: int
+
+    @property
+    def ids(self) -> tuple[int, int]:
+        return (self.uid, self.gid)
+
+
+@dataclass(frozen=True)
+class Area:
+    root: Path
+    watched: Path  # <root>/w: what the session agent watches
+    outside: Path  # <root>/o: an unwatched sibling
+
+    def new_dirs(self, name: str, owner: UserIds | None) -> tuple[Path, Path]:
+        """A fresh pair (watched subdir, unwatched subdir) for one test, owned by ``owner``."""
+        pair = (self.watched / name, self.outside / name)
+        for d in pair:
+            d.mkdir()
+            if owner is not None:
+                os.chown(d, owner.uid, owner.gid)
+        return pair
+
+
+# ---------------------------------------------------------------------------------------------
+# Children
+
+
+# Prepended to every Python child: raw syscalls by number (x86_64), so the test knows exactly
+# which syscall ran instead of guessing what glibc picks.
+PRELUDE = r"""
+import ctypes, os, sys
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+NR = dict(open=2, ftruncate=77, truncate=76, rename=82, mkdir=83, rmdir=84, creat=85, link=86,
+          unlink=87, symlink=88, chmod=90, fchmod=91, chown=92, fchown=93, lchown=94,
+          setxattr=188, lsetxattr=189, fsetxattr=190, removexattr=197, lremovexattr=198,
+          fremovexattr=199, openat=257, mkdirat=258, fchownat=260, unlinkat=263, renameat=264,
+          linkat=265, symlinkat=266, fchmodat=268, renameat2=316, openat2=437, fchmodat2=452)
+AT_FDCWD = -100
+AT_REMOVEDIR = 0x200
+AT_SYMLINK_NOFOLLOW = 0x100
+def _arg(a):
+    if isinstance(a, str):
+        return a.encode()
+    if isinstance(a, int):
+        return ctypes.c_long(a)
+    return a
+def sc(name, *args):
+    r = _libc.syscall(ctypes.c_long(NR[name]), *[_arg(a) for a in args])
+    if r < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return r
+def try_sc(name, *args):
+    try:
+        sc(name, *args)
+        return 0
+    except OSError as e:
+        return e.errno
+"""
+
+
+@dataclass(frozen=True)
+class Child:
+    pid: int
+    ppid: int
+    uid: int
+    comm: str
+    exe: str
+    stdout: str
+
+
+def run_child(argv: Sequence[str], *, user: tuple[int, int] | None = None,
+              cwd: str | Path | None = None, expect_rc: int | None = 0,
+              timeout: float = 30) -> Child:
+    """Run ``argv`` (argv[0] an absolute path) to completion as ``user`` (uid, gid; no
+    supplementary groups) or as root. Its pid is known, its parent is this process."""
+    kw: dict[str, Any] = {}
+    if user is not None:
+        kw = {"user": user[0], "group": user[1], "extra_groups": []}
+    p = subprocess.Popen(list(argv), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         **kw)
+    out, err = p.communicate(timeout=timeout)
+    if expect_rc is not None:
+        assert p.returncode == expect_rc, f"{argv!r} exited {p.returncode}: {err.decode()}"
+    return Child(pid=p.pid, ppid=os.getpid(), uid=0 if user is None else user[0],
+                 comm=os.path.basename(argv[0])[:15], exe=os.path.realpath(argv[0]),
+                 stdout=out.decode())
+
+
+def py_child(code: str, **kw: Any) -> Child:
+    """A Python child running PRELUDE + ``code``."""
+    return run_child([CHILD_PY, "-c", PRELUDE + code], **kw)
+
+
+def of_pid(events: Iterable[Event], pid: int) -> list[Event]:
+    return [e for e in events if get(e, "process.pid") == pid]
+
+
+def actions(events: Iterable[Event]) -> list[str]:
+    return [get(e, "event.action") for e in events]
