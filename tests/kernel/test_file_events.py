@@ -363,3 +363,21 @@ def test_nothing_outside_the_watched_tree(agent: AgentProc, area: Area, test_use
     # Nothing anywhere outside the tree either, except the moves out of it (old path inside).
     inside = under(area.watched)
     assert [e for e in agent.matching(under(area.outside)) if not inside(e)] == []
+
+
+@pytest.mark.parametrize("via", ["/proc/self/cwd/", "/dev/fd/{fd}/"],
+                         ids=["proc-self-cwd", "dev-fd"])
+def test_magic_link_paths_are_not_an_escape(via: str, agent: AgentProc, test_user: UserIds,
+                                            dirs: tuple[Path, Path]) -> None:
+    """/proc/self/cwd and /dev/fd/N lead anywhere: the kernel must not judge them by their text,
+    and user space must resolve them as the acting process saw them (not as the agent does)."""
+    w, o = dirs
+    (w / "f").write_bytes(b"x")
+    os.chown(w / "f", test_user.uid, test_user.gid)
+    code = ("os.chdir(W)\nfd = os.open(W, os.O_RDONLY)\n"
+            f"sc('unlink', {via!r}.format(fd=fd) + 'f')\n"
+            "time.sleep(1.5)  # alive while the agent resolves its /proc entries\n")
+    child = py_child(child_code("import time\n" + code, w, o), user=test_user.ids)
+    evs = of_pid(agent.settle(w), child.pid)
+    assert [(get(e, "event.action"), get(e, "file.path")) for e in evs] == [
+        ("deleted", f"{w}/f")]

@@ -28,6 +28,7 @@ _TWO_PATHS: Final = frozenset({FileOp.RENAME, FileOp.LINK})
 # Ops whose target names a directory entry that may be gone (or replaced) after the call: the
 # final component is never resolved, only its directory.
 _DIR_CACHE_SIZE: Final = 4096
+_MAGIC: Final = (b"/proc/self/", b"/proc/thread-self/", b"/dev/fd/")
 _DIR_CHANGING: Final = frozenset({FileOp.RENAME, FileOp.RMDIR, FileOp.SYMLINK})
 
 
@@ -56,6 +57,16 @@ def normalize(path: bytes) -> bytes:
             continue
         out.append(part)
     return b"/" + b"/".join(out)
+
+
+def _own_proc(path: bytes, proc: Process) -> bytes:
+    """/proc/self, /proc/thread-self and /dev/fd as the acting process saw them (resolved here
+    they would name the agent's own cwd, root and fds)."""
+    if path.startswith(b"/proc/self/"):
+        return b"/proc/%d/" % proc.pid + path[len(b"/proc/self/"):]
+    if path.startswith(b"/proc/thread-self/"):
+        return b"/proc/%d/task/%d/" % (proc.pid, proc.tid) + path[len(b"/proc/thread-self/"):]
+    return b"/proc/%d/fd/" % proc.pid + path[len(b"/dev/fd/"):]
 
 
 class Pipeline:
@@ -91,11 +102,13 @@ class Pipeline:
             self._dirs.popitem(last=False)
         return real
 
-    def canonical(self, path: bytes, flags: int) -> bytes:
+    def canonical(self, path: bytes, flags: int, proc: Process | None = None) -> bytes:
         if flags & F_UNNORMALIZED:
             path = normalize(path)
         if not flags & F_FROM_ARG or path == b"/":
             return path  # resolved from a kernel object: already what the kernel used
+        if proc is not None and path.startswith(_MAGIC):
+            path = _own_proc(path, proc)
         directory, _, name = path.rpartition(b"/")
         real = self.canonical_dir(directory or b"/")
         return (real.rstrip(b"/") + b"/" + name) if name else real
@@ -130,9 +143,9 @@ class Pipeline:
             self._closed(ev)
         if ev.flags & (F_FROM_ARG | F_UNNORMALIZED):
             self._invalidate_dirs(ev)
-            ev.path = self.canonical(ev.path, ev.flags)
+            ev.path = self.canonical(ev.path, ev.flags, ev.process)
             if ev.target_path is not None and ev.op in _TWO_PATHS:
-                ev.target_path = self.canonical(ev.target_path, ev.flags)
+                ev.target_path = self.canonical(ev.target_path, ev.flags, ev.process)
         if not (self._is_watched(ev.path) or (
                 ev.op in _TWO_PATHS and ev.target_path is not None
                 and self._is_watched(ev.target_path))):
