@@ -95,3 +95,27 @@ def test_exit_finishes_files_left_open(tmp_path: Path) -> None:
     mods = [e for e in out if isinstance(e, FileEvent)]
     assert [(m.op, m.path) for m in mods] == [(FileOp.MODIFY, b"/w/kept")]
     assert forgotten == [11]
+
+
+def test_iso_timestamps() -> None:
+    from vigil.outputs.ecs import iso
+
+    assert iso(0) == "1970-01-01T00:00:00.000000Z"
+    assert iso(1_700_000_000_123_456_789) == "2023-11-14T22:13:20.123456Z"
+    assert iso(1_700_000_001_000_000_000) == "2023-11-14T22:13:21.000000Z"
+
+
+def test_renamed_directory_is_resolved_afresh(tmp_path: Path) -> None:
+    w = tmp_path / "w"
+    (w / "d").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(w / "d")
+    pl, _ = make(os.fsencode(w), tmp_path)
+    link = os.fsencode(tmp_path / "link")
+    assert pl.canonical(link + b"/a", Flag.FROM_ARG) == os.fsencode(w / "d" / "a")
+    (w / "d").rename(w / "e")  # the cached resolution of link/ is now wrong...
+    (tmp_path / "link").unlink()
+    (tmp_path / "link").symlink_to(w / "e")
+    # ...until the rename's event passes through the pipeline
+    pl._invalidate_dirs(FileEvent(2, FileOp.RENAME, os.fsencode(w / "d"), proc(),
+                                  target_path=os.fsencode(w / "e")))
+    assert pl.canonical(link + b"/b", Flag.FROM_ARG) == os.fsencode(w / "e" / "b")

@@ -114,10 +114,17 @@ class Pipeline:
         return (real.rstrip(b"/") + b"/" + name) if name else real
 
     def _invalidate_dirs(self, ev: FileEvent) -> None:
-        # A renamed or removed directory changes what cached names resolve to. (A deleted
-        # symlink does too; the cache lives for one batch only, which bounds that window.)
-        if ev.op in _DIR_CHANGING and self._dirs:
-            self._dirs.clear()
+        """Forgets cached directories at or below a renamed or removed name (as written, or as
+        resolved). A deleted symlink changes resolution too; the cache lives for one batch,
+        which bounds that window."""
+        if ev.op not in _DIR_CHANGING or not self._dirs:
+            return
+        gone = normalize(ev.path)
+        below = gone + b"/"
+        stale = [k for k, v in self._dirs.items()
+                 if k == gone or v == gone or k.startswith(below) or v.startswith(below)]
+        for k in stale:
+            del self._dirs[k]
 
     # ---- the batch -----------------------------------------------------------------------
 

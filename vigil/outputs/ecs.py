@@ -43,9 +43,16 @@ _FILE_TYPES: Final = {
 }
 
 
+_second: list[object] = [None, ""]
+
+
 def iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="microseconds").replace(
-        "+00:00", "Z")
+    """RFC 3339 UTC with microseconds; the date-and-seconds part is formatted once a second."""
+    sec, frac = divmod(ns, 1_000_000_000)
+    if _second[0] != sec:
+        _second[0] = sec
+        _second[1] = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_second[1]}.{frac // 1000:06d}Z"
 
 
 def text(b: bytes) -> str:
