@@ -525,6 +525,12 @@ static __noinline int emit_for_args(struct inflight *in, long ret)
 		return 0;
 	len = path_of_arg(pb, wb, in->dfd1, (const char *)in->path1, &flags);
 	hit = is_watched(pb, len) || (flags & (VIGIL_F_UNNORMALIZED | VIGIL_F_PATH_TRUNC));
+	if (!hit && in->kind == SC_SYMLINK && ret == 0) {
+		/* A new symlink anywhere may lead into a watched tree; later operations through it
+		 * would be matched by their text alone. Rare enough to send every one. */
+		hit = 1;
+		flags |= VIGIL_F_LINK_ANYWHERE;
+	}
 	if (!hit && in->kind != SC_PATH2)
 		return 0;
 

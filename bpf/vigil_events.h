@@ -50,6 +50,8 @@ enum vigil_ev_flags {
 	VIGIL_F_FROM_ARG = 16,		/* path built from a syscall argument, not a kernel object */
 	VIGIL_F_CREATED = 32,		/* open_write: the open created the file */
 	VIGIL_F_PENDING_WRITES = 64,	/* exit: the process still held watched files open for write */
+	VIGIL_F_LINK_ANYWHERE = 128,	/* symlink outside the watch list, sent so user space can
+					 * tell whether it leads into a watched tree */
 };
 
 /* Index into the per-CPU `stats` array: every failed ring-buffer reserve is counted. */

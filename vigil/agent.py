@@ -40,6 +40,10 @@ def _kind(counter: str) -> str:
     return counter.removeprefix("drop_").removesuffix("_full")
 
 
+# Symlinks into watched trees followed by name; the kernel's watch list holds 4096 entries.
+MAX_ALIASES = 2048
+
+
 @dataclass
 class RunSummary:
     delivered: Counter[str] = field(default_factory=Counter)
@@ -92,6 +96,18 @@ class Agent:
             obj_path,
         )
         self.summary = RunSummary()
+        self._aliases: set[bytes] = set()
+
+    def _watch_alias(self, link: bytes) -> None:
+        if link in self._aliases:
+            return
+        if len(self._aliases) >= MAX_ALIASES:
+            log.warning("not following symlink %r into a watched tree: %d already followed",
+                        link, MAX_ALIASES)
+            return
+        self._aliases.add(link)
+        self._backend.add_watch(link)
+        log.info("following symlink %s into a watched tree", os.fsdecode(link))
 
     def _is_watched(self, path: bytes) -> bool:
         return self._policy.watched(path) is not None
@@ -102,11 +118,13 @@ class Agent:
                              "(CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN)")
         t0 = time.monotonic()
         with self._backend as backend:
-            n = backend.set_watches(kernel_watch_paths(self.config))
+            roots = kernel_watch_paths(self.config)
+            n = backend.set_watches(roots)
             procs = ProcessTable()
             procs.load_from_proc()
             pipeline = Pipeline(self._is_watched, procs, NameCache(), backend.forget_open_file,
-                                report_processes=self.config.exec_events)
+                                report_processes=self.config.exec_events, roots=roots,
+                                watch_alias=self._watch_alias)
             log.info("watching %d paths (%d kernel entries) with the %s backend; %d processes "
                      "known", len(self.config.directories), n, backend.name, len(procs))
             if self._fim_enabled:

@@ -39,6 +39,7 @@ class Flag(enum.IntFlag):
     FROM_ARG = 16
     CREATED = 32
     PENDING_WRITES = 64
+    LINK_ANYWHERE = 128
 
 
 class Stat(enum.IntEnum):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 from vigil.enrich.process import ProcessTable
@@ -78,8 +78,12 @@ class Pipeline:
         forget_open_file: Callable[[int], None],
         *,
         report_processes: bool = True,
+        roots: Sequence[bytes] = (),
+        watch_alias: Callable[[bytes], None] | None = None,
     ) -> None:
         self._report_processes = report_processes
+        self._roots = [r.rstrip(b"/") or b"/" for r in roots]
+        self._watch_alias = watch_alias
         self._is_watched = is_watched
         self._procs = procs
         self._names = names
@@ -153,6 +157,8 @@ class Pipeline:
             ev.path = self.canonical(ev.path, ev.flags, ev.process)
             if ev.target_path is not None and ev.op in _TWO_PATHS:
                 ev.target_path = self.canonical(ev.target_path, ev.flags, ev.process)
+        if ev.op == FileOp.SYMLINK and not ev.failed and ev.target_path is not None:
+            self._follow_new_link(ev.path, ev.target_path)
         if not (self._is_watched(ev.path) or (
                 ev.op in _TWO_PATHS and ev.target_path is not None
                 and self._is_watched(ev.target_path))):
@@ -160,6 +166,19 @@ class Pipeline:
             return
         self._enrich(ev.process)
         out.append(ev)
+
+    def _follow_new_link(self, link: bytes, target: bytes) -> None:
+        """A symlink that leads into (or above) a watched tree becomes a watched name itself,
+        so that operations through it reach user space, which resolves them to the real path.
+        (The tracepoint backend matches path arguments by their text.)"""
+        if self._watch_alias is None:
+            return
+        base = link.rpartition(b"/")[0] or b"/"
+        real = os.path.realpath(target if target.startswith(b"/") else base + b"/" + target)
+        inside = real.rstrip(b"/") + b"/"
+        if any(real == r or r.startswith(inside) or real.startswith(r + b"/")
+               for r in self._roots):
+            self._watch_alias(link)
 
     def _opened(self, raw: RawFile, out: list[Event]) -> None:
         ev = raw.event

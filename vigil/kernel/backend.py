@@ -116,6 +116,11 @@ class TracepointBackend:
                 n += 1
         return n
 
+    def add_watch(self, path: bytes) -> None:
+        """One more watched name (a symlink leading into a watched tree)."""
+        m = self.obj.map("watched")
+        m.update(watch_key(path), _WATCH_VAL.pack(layout.WATCH_INCLUDE, 0))
+
     def counters(self) -> dict[str, int]:
         """The per-CPU counters, summed: drops per kind and full maps."""
         m = self.obj.map("stats")
