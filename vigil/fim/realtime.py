@@ -17,7 +17,7 @@ import contextlib
 import os
 import stat
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vigil.config import Config
 from vigil.events.model import FileEvent, FileOp, Process
@@ -170,12 +170,21 @@ class Reconciler:
     def _rename(self, src: bytes, dst: bytes, process: Process, now: int) -> list[FimEvent]:
         pd = self.pending.pop(src, None)
         self.pending.pop(dst, None)
+        writer = pd.process if pd else process
         old_src = self.store.get(src)
         dst_watched = self._live(dst)
-        if old_src is None:
-            # A file new to the baseline took this name: with a temp file renamed over a watched
-            # file this is its modification, by whoever wrote the temp file.
-            return self._settle(dst, pd.process if pd else process, now) if dst_watched else []
+        old_dst = self.store.get(dst) if dst_watched else None
+        if old_src is None or old_dst is not None:
+            # A name new to the baseline (a temp file, however long it lived) replacing the
+            # target: that is the target's modification, by whoever wrote the replacement.
+            if old_src is not None:
+                self.store.delete_many([src])
+            if not dst_watched:
+                return []
+            out = self._settle(dst, writer, now)
+            for ev in out:
+                ev.old_path = src if old_src is not None else ev.old_path
+            return out
         self.store.delete_many([src])
         if not dst_watched:
             src_cfg = self.policy.directory_for(src)
@@ -183,7 +192,17 @@ class Reconciler:
                              process=process, tags=src_cfg.tags if src_cfg else ())]
         if old_src.kind == "dir":
             self.store.rename_subtree(src, dst)
-        return self._settle(dst, process, now, renamed_from=old_src)
+        # The row moves with the name first: if dst is already gone again (mv a b && rm b),
+        # its DELETE still finds a row to report, and nothing vanishes silently.
+        moved = replace(old_src, path=dst)
+        self.store.put_many([moved])
+        out = self._settle(dst, process, now, renamed_from=old_src)
+        if not out:
+            dcfg = self.policy.directory_for(dst)
+            out = [FimEvent("renamed", dst, "realtime", now, old_path=src,
+                            before=old_src.to_dict(), after=moved.to_dict(), process=process,
+                            tags=dcfg.tags if dcfg else ())]
+        return out
 
     # -- settling one path against the baseline ------------------------------------------------
 
