@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from vigil.events.model import SCHEMA_VERSION
 from vigil.fim.model import FimEvent
-from vigil.outputs.ecs import iso, path_fields, process_to_ecs
+from vigil.outputs.ecs import ECS_VERSION, iso, path_fields, process_to_ecs
 
 _TYPES = {
     "added": ["creation"],
@@ -62,6 +63,7 @@ def fim_to_ecs(ev: FimEvent, host: dict[str, Any]) -> dict[str, Any]:
         fim.update(path_fields(ev.old_path, "old_path"))
     doc: dict[str, Any] = {
         "@timestamp": iso(ev.timestamp_ns),
+        "ecs": {"version": ECS_VERSION},
         "event": {"kind": "event", "category": ["file"], "type": _TYPES[ev.action],
                   "action": ev.action, "dataset": "vigil.fim", "module": "vigil"},
         "host": host,
@@ -69,6 +71,6 @@ def fim_to_ecs(ev: FimEvent, host: dict[str, Any]) -> dict[str, Any]:
         "tags": list(ev.tags),
     }
     who = process_to_ecs(ev.process)
-    doc["vigil"] = {"fim": fim, **who.pop("vigil", {})}
+    doc["vigil"] = {"fim": fim, "schema_version": SCHEMA_VERSION, **who.pop("vigil", {})}
     doc.update(who)
     return doc
