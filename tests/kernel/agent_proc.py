@@ -91,8 +91,11 @@ class AgentProc:
     _threads: list[threading.Thread] = field(default_factory=list)
     _seq: int = 0
 
+    verbose: bool = False  # `vigil -v run`: scan completions and the like logged on stderr
+
     def start(self) -> AgentProc:
-        cmd = [str(VIGIL), "run", *self.args, "-o", "json", "--db", str(self.db)]
+        cmd = [str(VIGIL), *(["-v"] if self.verbose else []), "run", *self.args, "-o", "json",
+               "--db", str(self.db)]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       cwd="/")
         for target in (self._read_stdout, self._read_stderr):

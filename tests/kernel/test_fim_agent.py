@@ -15,9 +15,7 @@ import os
 import platform
 import shutil
 import sqlite3
-import subprocess
 import tempfile
-import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -103,18 +101,11 @@ def check_no_who(ev: Event) -> None:
 # Agents with -v (the "initial-scan: ..." / "startup-scan: ..." / "rescan: ..." log lines)
 
 
+@dataclass
 class VerboseAgent(AgentProc):
     """AgentProc run as ``vigil -v run ...`` so that scan completions are logged on stderr."""
 
-    def start(self) -> VerboseAgent:
-        cmd = [str(VIGIL), "-v", "run", *self.args, "-o", "json", "--db", str(self.db)]
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      cwd="/")
-        for target in (self._read_stdout, self._read_stderr):
-            t = threading.Thread(target=target, daemon=True)
-            t.start()
-            self._threads.append(t)
-        return self
+    verbose: bool = True
 
     def wait_log(self, prefix: str, timeout: float = 60, count: int = 1) -> list[str]:
         """Stderr lines starting with ``vigil: <prefix>`` once ``count`` have been written."""
