@@ -670,3 +670,31 @@ def test_rename_then_delete_is_not_silent(fim: Fim) -> None:
     assert raw == ["renamed", "deleted"], raw
     assert got in ([("deleted", str(conf), None)],
                    [("renamed", str(tmp), str(conf)), ("deleted", str(tmp), None)]), got
+
+
+def test_scheduled_scan_finds_what_no_event_showed(scratch: Path) -> None:
+    """`scan.interval`: the agent walks the trees again on schedule and reports, with source
+    "scheduled-scan" and no who-data, a change no kernel event could attribute (a write through
+    a hard link outside the watched tree)."""
+    w, outside = scratch / "w", scratch / "o"
+    w.mkdir()
+    outside.mkdir()
+    silent = w / "silent.conf"
+    silent.write_bytes(b"before\n")
+    os.link(silent, outside / "alias")
+    cfg = write_config(scratch / "vigil.yaml", scratch, [{"path": str(w)}])
+    data = yaml.safe_load(cfg.read_text())
+    data["scan"] = {"interval": 3}
+    cfg.write_text(yaml.safe_dump(data))
+    agent = VerboseAgent(["--no-exec", "--config", str(cfg)],
+                         db=scratch / "state" / "baseline.db", keep=keep_useful).start()
+    try:
+        agent.wait_log("initial-scan:")
+        (outside / "alias").write_bytes(b"after, through the other name\n")
+        (ev,) = agent.wait_for(fim_at(silent, "modified"), timeout=30)
+    finally:
+        rc, _ = agent.stop()
+    assert rc == 0
+    assert get(ev, "vigil.fim.source") == "scheduled-scan"
+    assert get(ev, "vigil.fim.after.sha256") == sha(b"after, through the other name\n")
+    check_no_who(ev)
