@@ -51,3 +51,15 @@ def _group_name(gid: int) -> str | None:
         return grp.getgrgid(gid).gr_name
     except KeyError:
         return None
+
+
+_shared = NameCache()
+
+
+def user_name(uid: int) -> str | None:
+    """The account name of ``uid`` (cached, shared by every caller), None when it has none."""
+    return _shared.user(uid)
+
+
+def group_name(gid: int) -> str | None:
+    return _shared.group(gid)

@@ -7,13 +7,11 @@ reading files (vigil.fim.hashing) or rendering (vigil.outputs.ecs_fim).
 
 from __future__ import annotations
 
-import grp
-import pwd
 import stat
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
+from vigil.enrich.users import group_name, user_name
 from vigil.events.model import Process
 
 ACTIONS = ("added", "modified", "deleted", "renamed", "attributes-changed")
@@ -33,23 +31,14 @@ _ATTR_NAMES = {"size": "size", "mode": "mode", "uid": "uid", "gid": "gid", "mtim
                "inode": "inode"}
 
 
+_KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink",
+          stat.S_IFIFO: "fifo", stat.S_IFSOCK: "socket", stat.S_IFCHR: "chardev",
+          stat.S_IFBLK: "blockdev"}
+
+
 def kind_of(mode: int) -> str:
     """The file type word stored in the baseline for an ``st_mode``."""
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISDIR(mode):
-        return "dir"
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    if stat.S_ISFIFO(mode):
-        return "fifo"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    if stat.S_ISCHR(mode):
-        return "chardev"
-    if stat.S_ISBLK(mode):
-        return "blockdev"
-    return "unknown"
+    return _KINDS.get(stat.S_IFMT(mode), "unknown")
 
 
 @dataclass(slots=True)
@@ -134,19 +123,3 @@ def classify(changed: list[str], hashes: tuple[str, ...]) -> str:
     if "size" in changed:
         return "modified"
     return "attributes-changed"
-
-
-@lru_cache(maxsize=4096)
-def user_name(uid: int) -> str | None:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return None
-
-
-@lru_cache(maxsize=4096)
-def group_name(gid: int) -> str | None:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return None
