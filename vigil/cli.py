@@ -87,7 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0, help="more diagnostics")
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="stream live events")
+    # -v works before or after the subcommand (SUPPRESS: the subcommand must not reset it)
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                         help="more diagnostics")
+
+    run = sub.add_parser("run", help="stream live events", parents=[verbose])
     run.add_argument("--config", type=Path, metavar="FILE", help="configuration (YAML)")
     run.add_argument("--watch", type=Path, action="append", metavar="DIR",
                      help="watch DIR (recursively) instead of the configured directories")
@@ -104,13 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
                      "kernel's (for kernels without /sys/kernel/btf/vmlinux)")
     run.set_defaults(func=_run)
 
-    doctor = sub.add_parser("doctor", help="what this kernel supports and what Vigil will use")
+    doctor = sub.add_parser("doctor", help="what this kernel supports and what Vigil will use",
+                            parents=[verbose])
     doctor.add_argument("--json", action="store_true", help="machine-readable report")
     doctor.set_defaults(func=_doctor)
 
     from vigil.fim import oneshot
 
-    scan = sub.add_parser("scan", help="one-shot baseline (--init) or check (--check)")
+    scan = sub.add_parser("scan", help="one-shot baseline (--init) or check (--check)",
+                          parents=[verbose])
     oneshot.configure_parser(scan)
     scan.set_defaults(func=_scan)
 

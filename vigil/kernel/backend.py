@@ -14,7 +14,6 @@ import logging
 import os
 import struct
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,11 +137,10 @@ class TracepointBackend:
         if self.reader is not None:
             self.reader.close()
             self.reader = None
-        # Each detach waits for an RCU grace period (~40 ms): 80 of them in a row took 3 s,
-        # side by side they take ~0.1 s (ctypes releases the GIL during the call).
-        if self._links:
-            with ThreadPoolExecutor(max_workers=32) as pool:
-                list(pool.map(Link.destroy, self._links))
+        # Each detach of the last program on a tracepoint waits for the kernel to unregister it
+        # (~40 ms, serialised in the kernel: a thread pool does not help); ~3 s for all of them.
+        for link in self._links:
+            link.destroy()
         self._links = []
         if self._obj is not None:
             self._obj.close()
