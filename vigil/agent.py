@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,7 +112,10 @@ class Agent:
     def _is_watched(self, path: bytes) -> bool:
         return self._policy.watched(path) is not None
 
-    def run(self, duration: float | None = None) -> RunSummary:
+    def run(self, duration: float | None = None,
+            on_stop: Callable[[RunSummary], None] | None = None) -> RunSummary:
+        """Runs until ``duration`` passes or ``stop()``. ``on_stop`` gets the summary as soon as
+        the last events are out, before the ~3 s it takes the kernel to detach the programs."""
         if os.geteuid() != 0:
             raise VigilError("vigil run needs root: it loads eBPF programs "
                              "(CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN)")
@@ -136,7 +139,9 @@ class Agent:
                 if self._fim is not None:
                     self._fim.close()
             self.summary.filtered = pipeline.filtered
-        self.summary.seconds = time.monotonic() - t0
+            self.summary.seconds = time.monotonic() - t0
+            if on_stop is not None:
+                on_stop(self.summary)
         return self.summary
 
     def _loop(self, backend: TracepointBackend, pipeline: Pipeline, t0: float,

@@ -21,7 +21,7 @@ log = logging.getLogger("vigil")
 
 
 def _run(args: argparse.Namespace) -> int:
-    from vigil.agent import Agent
+    from vigil.agent import Agent, RunSummary
     from vigil.config import load_config
     from vigil.outputs.base import Sink
     from vigil.outputs.jsonl import JsonLinesSink
@@ -49,12 +49,16 @@ def _run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    def stopped(summary: RunSummary) -> None:
+        for sink in sinks:
+            sink.close()
+        print(summary.line(), file=sys.stderr, flush=True)
+
     try:
-        summary = agent.run(args.duration)
+        agent.run(args.duration, on_stop=stopped)
     finally:
         for sink in sinks:
             sink.close()
-    print(summary.line(), file=sys.stderr)
     return 0
 
 

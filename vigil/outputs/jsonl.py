@@ -45,5 +45,7 @@ class JsonLinesSink:
         self.written += len(events)
 
     def close(self) -> None:
+        """Idempotent: a second close must not close an fd number reused since."""
         if self._owns:
+            self._owns = False
             os.close(self._fd)
