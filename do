@@ -11,7 +11,7 @@ VENV="$ROOT/.venv"
 # Debian packages Vigil needs to build and test. The monitored host needs only libbpf1 and
 # python3; clang/llvm/bpftool are build tools.
 APT_PKGS=(clang llvm libbpf-dev libbpf1 bpftool make gcc libc6-dev python3 python3-venv
-          python3-pip util-linux passwd procps coreutils)
+          python3-pip linux-libc-dev util-linux passwd procps coreutils)
 
 die() { echo "do: $*" >&2; exit 2; }
 

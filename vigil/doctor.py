@@ -8,11 +8,14 @@ compact text; to_dict() is what the CLI prints for --json. It does not parse arg
 from __future__ import annotations
 
 import os
+import platform
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from vigil.kernel import libbpf, mounts, probes
+from vigil.kernel.backend import TRACEPOINT_BLIND_SPOTS
 from vigil.kernel.errors import VigilError
+from vigil.kernel.ringbuf import ORDERED_ARCHES
 
 # Backends from best to most universal: (name, probes it needs, implemented yet).
 _BACKENDS: list[tuple[str, tuple[str, ...], bool]] = [
@@ -28,6 +31,7 @@ class BackendChoice:
     chosen: str | None
     reason: str
     rejected: dict[str, str] = field(default_factory=dict)  # backend -> why not
+    blind_spots: tuple[str, ...] = ()  # what the chosen backend cannot see
 
 
 @dataclass
@@ -72,7 +76,8 @@ def _choose(results: dict[str, probes.Probe]) -> BackendChoice:
         elif not implemented:
             rejected[name] = "kernel supports it, but Vigil does not implement it yet"
         else:
-            return BackendChoice(name, "its probes passed", rejected)
+            spots = TRACEPOINT_BLIND_SPOTS if name == "tracepoint" else ()
+            return BackendChoice(name, "its probes passed", rejected, spots)
     if unknown:
         return BackendChoice(None, f"cannot tell whether Vigil can run here ({unknown[0].detail})",
                              rejected)
@@ -91,6 +96,9 @@ def collect() -> DoctorReport:
             problems.append(str(e))
     else:
         problems.append("not running as root: probes that need privileges are inconclusive")
+    if platform.machine() not in ORDERED_ARCHES:
+        problems.append(f"the ring buffer reader needs a strongly ordered CPU (x86); this is "
+                        f"{platform.machine()}: `vigil run` will refuse to start")
     try:
         major, minor = libbpf.version()
         libbpf_version: str | None = f"{major}.{minor}"
@@ -147,5 +155,7 @@ def render(report: DoctorReport) -> str:
         lines.append(f"backend       none: {b.reason}")
     for name, why in b.rejected.items():
         lines.append(f"  not {name}: {why}")
+    for gap in b.blind_spots:
+        lines.append(f"  cannot see: {gap}")
     lines.extend(f"problem       {p}" for p in r.problems)
     return "\n".join(lines)

@@ -77,6 +77,9 @@ def test_doctor_reports_a_backend() -> None:
         assert report.backend.rejected[better]
     assert "backend       tracepoint" in text
     assert report.to_dict()["can_run"] is True
+    # the product says what the chosen backend cannot see
+    assert any("io_uring" in gap for gap in report.backend.blind_spots)
+    assert "cannot see: io_uring" in text
 
 
 def test_ensure_mounted_on_a_fresh_namespace() -> None:

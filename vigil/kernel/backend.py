@@ -57,10 +57,21 @@ def watch_key(path: bytes) -> bytes:
     return _U32.pack(len(data) * 8) + data.ljust(layout.WATCH_KEY_LEN, b"\0")
 
 
+# What this backend cannot see; `vigil doctor` shows it, ARCHITECTURE.md explains it.
+TRACEPOINT_BLIND_SPOTS = (
+    "io_uring file operations (they never pass through syscall tracepoints)",
+    "operations through a symlink or bind mount into a watched tree made before Vigil started "
+    "(path arguments are matched by their text; new symlinks are followed)",
+    "close_range(), writes through mmap after close, files inherited by a child that outlives "
+    "the opener (scheduled scans and rescans after drops catch the result)",
+)
+
+
 class TracepointBackend:
     """Open -> configure -> load -> attach, then the maps user space needs while running."""
 
     name = "tracepoint"
+    blind_spots = TRACEPOINT_BLIND_SPOTS
 
     def __init__(self, settings: BackendSettings, obj_path: Path | None = None) -> None:
         self.settings = settings
