@@ -940,7 +940,7 @@ int handle_exec(void *ctx)
 	alen = aend > astart ? aend - astart : 0;
 	if (alen > LEN_MAX)
 		flags |= VIGIL_F_ARGS_TRUNC;
-	alen = clamp_len(alen);	/* VIGIL_ARGS_MAX == VIGIL_PATH_MAX */
+	alen = clamp_len(alen);	/* argv is kept up to the same 4095 bytes as a path */
 	if (bpf_probe_read_user(&e->data[len], alen, (void *)astart))
 		alen = 0;
 	e->args_len = alen;

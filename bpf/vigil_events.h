@@ -11,7 +11,6 @@
 
 #define VIGIL_COMM_LEN 16
 #define VIGIL_PATH_MAX 4096	/* a path is cut (and flagged) beyond this */
-#define VIGIL_ARGS_MAX 4096	/* argv bytes kept per exec */
 #define VIGIL_WATCH_KEY_LEN 256	/* the watch list matches on the first 256 bytes of a path */
 
 enum vigil_kind {

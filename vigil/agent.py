@@ -48,8 +48,6 @@ MAX_ALIASES = 2048
 class RunSummary:
     delivered: Counter[str] = field(default_factory=Counter)
     drops: dict[str, int] = field(default_factory=dict)
-    records: int = 0
-    filtered: int = 0
     seconds: float = 0.0
 
     @property
@@ -138,7 +136,8 @@ class Agent:
             finally:
                 if self._fim is not None:
                     self._fim.close()
-            self.summary.filtered = pipeline.filtered
+            log.info("%d records from the kernel, %d dropped by the exact user-space check",
+                     backend.reader.records if backend.reader else 0, pipeline.filtered)
             self.summary.seconds = time.monotonic() - t0
             if on_stop is not None:
                 on_stop(self.summary)
@@ -170,7 +169,6 @@ class Agent:
                 self._check_drops(backend)
                 next_stats = now + 1.0
             if stopping:
-                self.summary.records = reader.records
                 return
 
     def _emit(self, events: Sequence[Output]) -> None:

@@ -68,9 +68,6 @@ class RingReader:
         with contextlib.suppress(InterruptedError):
             self._epoll.poll(timeout)
 
-    def pending_bytes(self) -> int:
-        return int(_U64.unpack_from(self._data, 0)[0] - _U64.unpack_from(self._consumer, 0)[0])
-
     def drain(self, max_bytes: int | None = None) -> Iterator[memoryview]:
         """Yields every committed record; the consumer position advances when the batch ends.
 

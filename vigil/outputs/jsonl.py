@@ -25,7 +25,6 @@ class JsonLinesSink:
         self._fd = fd
         self._owns = owns_fd
         self._host: dict[str, Any] = host_fields()
-        self.written = 0
 
     @classmethod
     def to_file(cls, path: Path) -> JsonLinesSink:
@@ -42,7 +41,6 @@ class JsonLinesSink:
             dumps(fim_to_ecs(ev, host) if isinstance(ev, FimEvent) else to_ecs(ev, host),
                   option=nl)
             for ev in events))
-        self.written += len(events)
 
     def close(self) -> None:
         """Idempotent: a second close must not close an fd number reused since."""
