@@ -170,6 +170,72 @@ struct trace_event_raw_sys_exit {
 	long ret;
 } CORE;
 
+/* vfs_rename() takes its arguments in one struct since 5.12. */
+struct renamedata {
+	struct dentry *old_dentry;
+} CORE;
+
+/*
+ * Registers of a kprobe'd function, per architecture: where the first five arguments and the
+ * return value are (the kernel's calling convention, not the uapi one). Declared with the
+ * kernel's own field names so CO-RE relocates them; used by KP_ARG/KP_RET in vfs.bpf.h.
+ */
+#if defined(__TARGET_ARCH_x86) && defined(VIGIL_32BIT)
+struct pt_regs { long ax, dx, cx; } CORE;	/* i386: regparm(3) */
+#define KP_ARG0(r) BPF_CORE_READ(r, ax)
+#define KP_ARG1(r) BPF_CORE_READ(r, dx)
+#define KP_ARG2(r) BPF_CORE_READ(r, cx)
+#define KP_ARG3(r) 0
+#define KP_ARG4(r) 0
+#define KP_NARGS 3
+#define KP_RET(r) BPF_CORE_READ(r, ax)
+#elif defined(__TARGET_ARCH_x86)
+struct pt_regs { unsigned long di, si, dx, cx, r8, ax; } CORE;
+#define KP_ARG0(r) BPF_CORE_READ(r, di)
+#define KP_ARG1(r) BPF_CORE_READ(r, si)
+#define KP_ARG2(r) BPF_CORE_READ(r, dx)
+#define KP_ARG3(r) BPF_CORE_READ(r, cx)
+#define KP_ARG4(r) BPF_CORE_READ(r, r8)
+#define KP_NARGS 5
+#define KP_RET(r) BPF_CORE_READ(r, ax)
+#elif defined(__TARGET_ARCH_arm64) || defined(__TARGET_ARCH_riscv) || \
+	defined(__TARGET_ARCH_arm) || defined(__TARGET_ARCH_powerpc) || defined(__TARGET_ARCH_s390)
+#if defined(__TARGET_ARCH_arm64)
+struct pt_regs { u64 regs[31]; } CORE;
+#define KP_REG(r, n) BPF_CORE_READ(r, regs[n])
+#define KP_FIRST 0
+#elif defined(__TARGET_ARCH_riscv)
+struct pt_regs { unsigned long a0, a1, a2, a3, a4; } CORE;
+#define KP_REG(r, n) ((n) == 0 ? BPF_CORE_READ(r, a0) : (n) == 1 ? BPF_CORE_READ(r, a1) : \
+		      (n) == 2 ? BPF_CORE_READ(r, a2) : (n) == 3 ? BPF_CORE_READ(r, a3) : \
+		      BPF_CORE_READ(r, a4))
+#define KP_FIRST 0
+#elif defined(__TARGET_ARCH_arm)
+struct pt_regs { unsigned long uregs[18]; } CORE;
+#define KP_REG(r, n) BPF_CORE_READ(r, uregs[n])
+#define KP_FIRST 0
+#elif defined(__TARGET_ARCH_powerpc)
+struct pt_regs { unsigned long gpr[32]; } CORE;
+#define KP_REG(r, n) BPF_CORE_READ(r, gpr[n])
+#define KP_FIRST 3
+#else /* s390: the first argument is saved in orig_gpr2, gprs[2] becomes the return value */
+struct pt_regs { unsigned long gprs[16]; unsigned long orig_gpr2; } CORE;
+#define KP_REG(r, n) ((n) == 2 ? BPF_CORE_READ(r, orig_gpr2) : BPF_CORE_READ(r, gprs[n]))
+#define KP_FIRST 2
+#endif
+#define KP_ARG0(r) KP_REG(r, KP_FIRST + 0)
+#define KP_ARG1(r) KP_REG(r, KP_FIRST + 1)
+#define KP_ARG2(r) KP_REG(r, KP_FIRST + 2)
+#define KP_ARG3(r) KP_REG(r, KP_FIRST + 3)
+#define KP_ARG4(r) KP_REG(r, KP_FIRST + 4)
+#define KP_NARGS 5
+#if defined(__TARGET_ARCH_s390)
+#define KP_RET(r) BPF_CORE_READ(r, gprs[2])
+#else
+#define KP_RET(r) KP_REG(r, KP_FIRST)
+#endif
+#endif
+
 /* include/uapi/linux/openat2.h */
 struct open_how {
 	u64 flags;

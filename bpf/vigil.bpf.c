@@ -13,6 +13,7 @@
 #include "kernel_types.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
 #include "vigil_events.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -38,6 +39,9 @@ const volatile __u64 cfg_wakeup_bytes = 1 << 20; /* wake the reader once this mu
 const volatile __u32 cfg_self_tgid = 0;		/* the agent: its own file operations are ignored */
 const volatile __u32 cfg_fmode_write = 0x2;	/* FMODE_WRITE */
 const volatile __u32 cfg_fmode_created = 0x100000; /* FMODE_CREATED, since 4.19 */
+/* 1 when a VFS backend sees the last reference of a file go (__fput): exits then carry no
+ * "pending writes" and the close syscalls are not hooked. */
+const volatile __u32 cfg_close_at_fput = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -254,18 +258,24 @@ static __noinline __u32 walk_path(struct walkbuf *wb, struct dentry *dentry,
 	return wb->off;
 }
 
-/* Copies the path of a struct path into pb->d[0..), returns its length. */
-static __always_inline __u32 path_of(struct pathbuf *pb, struct walkbuf *wb, struct path *p,
-				     __u16 *flags)
+/* Copies the path of (dentry, mnt) into pb->d[0..), returns its length. */
+static __always_inline __u32 path_of_dentry(struct pathbuf *pb, struct walkbuf *wb,
+					    struct dentry *dentry, struct vfsmount *mnt,
+					    __u16 *flags)
 {
-	struct dentry *dentry = BPF_CORE_READ(p, dentry);
-	struct vfsmount *mnt = BPF_CORE_READ(p, mnt);
 	__u32 off = walk_path(wb, dentry, mnt, flags);
 	__u32 len = WALK_END - (off & WALK_MASK);
 
 	len = clamp_len(len);
 	bpf_probe_read_kernel(pb->d, len, &wb->d[off & WALK_MASK]);
 	return len;
+}
+
+/* Copies the path of a struct path into pb->d[0..), returns its length. */
+static __always_inline __u32 path_of(struct pathbuf *pb, struct walkbuf *wb, struct path *p,
+				     __u16 *flags)
+{
+	return path_of_dentry(pb, wb, BPF_CORE_READ(p, dentry), BPF_CORE_READ(p, mnt), flags);
 }
 
 static __always_inline struct file *fd_file(int fd)
@@ -905,6 +915,9 @@ EXIT(fremovexattr)
 ENTER(removexattrat) { return remember_path(VIGIL_OP_REMOVEXATTR, ARG(0), ARG(1), 0, NO_ID, NO_ID, ARG(2), ARG(3)); }
 EXIT(removexattrat)
 
+/* The LSM, fentry and kprobe backends: hooks on the VFS (vfs.bpf.h). */
+#include "vfs.bpf.h"
+
 /* ---- processes ------------------------------------------------------------------------- */
 
 SEC("tracepoint/sched/sched_process_exec")
@@ -960,7 +973,7 @@ int handle_exit(void *ctx)
 
 	if (BPF_CORE_READ(t, signal, live.counter) != 0)
 		return 0;	/* other threads remain: not the process's exit */
-	pending = bpf_map_lookup_elem(&wpending, &tgid);
+	pending = cfg_close_at_fput ? NULL : bpf_map_lookup_elem(&wpending, &tgid);
 	if (pending) {
 		if (*pending)
 			flags |= VIGIL_F_PENDING_WRITES;

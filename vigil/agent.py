@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections import Counter
@@ -25,7 +26,7 @@ from vigil.events.model import Event, LostEvents
 from vigil.events.pipeline import Pipeline
 from vigil.fim.policy import Policy
 from vigil.fim.service import FimService
-from vigil.kernel.backend import BackendSettings, TracepointBackend
+from vigil.kernel.backend import BackendSettings, KernelBackend, start_backend
 from vigil.kernel.errors import VigilError
 from vigil.outputs.base import Output, Sink
 
@@ -77,7 +78,7 @@ def kernel_watch_paths(config: Config) -> list[bytes]:
 class Agent:
     def __init__(self, config: Config, sinks: Sequence[Sink], *, btf_path: str | None = None,
                  obj_path: Path | None = None, poll_interval: float = 0.1,
-                 fim: bool = True) -> None:
+                 fim: bool = True, backend: str | None = None) -> None:
         self.config = config
         self._fim_enabled = fim
         self._fim: FimService | None = None
@@ -85,14 +86,14 @@ class Agent:
         self.poll_interval = poll_interval
         self.stop_event = threading.Event()
         self._policy = Policy(config)
-        self._backend = TracepointBackend(
-            BackendSettings(
-                ring_bytes=config.ring_buffer_mb << 20,
-                failed_errnos=config.failed_errnos,
-                btf_custom_path=btf_path,
-            ),
-            obj_path,
+        self._settings = BackendSettings(
+            ring_bytes=config.ring_buffer_mb << 20,
+            failed_errnos=config.failed_errnos,
+            btf_custom_path=btf_path,
         )
+        self._obj_path = obj_path
+        self._backend_name = backend  # None or "auto": the best that runs here
+        self._backend: KernelBackend | None = None
         self.summary = RunSummary()
         self._aliases: set[bytes] = set()
 
@@ -104,7 +105,8 @@ class Agent:
                         link, MAX_ALIASES)
             return
         self._aliases.add(link)
-        self._backend.add_watch(link)
+        if self._backend is not None:
+            self._backend.add_watch(link)
         log.info("following symlink %s into a watched tree", os.fsdecode(link))
 
     def _is_watched(self, path: bytes) -> bool:
@@ -118,6 +120,13 @@ class Agent:
             raise VigilError("vigil run needs root: it loads eBPF programs "
                              "(CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN)")
         t0 = time.monotonic()
+        self._backend, rejected = start_backend(self._settings, self._backend_name,
+                                                self._obj_path)
+        skipped = "; ".join(f"{name}: {why}" for name, why in rejected.items())
+        print(f"vigil: {self._backend.name} backend" + (f" (skipped {skipped})" if skipped
+                                                         else ""), file=sys.stderr, flush=True)
+        for note in self._backend.plan.notes:
+            log.info("%s", note)
         with self._backend as backend:
             roots = kernel_watch_paths(self.config)
             n = backend.set_watches(roots)
@@ -143,7 +152,7 @@ class Agent:
                 on_stop(self.summary)
         return self.summary
 
-    def _loop(self, backend: TracepointBackend, pipeline: Pipeline, t0: float,
+    def _loop(self, backend: KernelBackend, pipeline: Pipeline, t0: float,
               duration: float | None) -> None:
         reader = backend.reader
         assert reader is not None
@@ -179,7 +188,7 @@ class Agent:
         for sink in self.sinks:
             sink.emit(events)
 
-    def _check_drops(self, backend: TracepointBackend) -> None:
+    def _check_drops(self, backend: KernelBackend) -> None:
         counters = backend.counters()
         lost: list[Event] = []
         for kind in DROP_KINDS:

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 from vigil.kernel.errors import VerifierError, VigilError
+from vigil.kernel.hooks import BACKENDS
 
 log = logging.getLogger("vigil")
 
@@ -23,6 +24,7 @@ log = logging.getLogger("vigil")
 def _run(args: argparse.Namespace) -> int:
     from vigil.agent import Agent, RunSummary
     from vigil.config import load_config
+    from vigil.kernel.btf_source import resolve_btf
     from vigil.outputs.base import Sink
     from vigil.outputs.jsonl import JsonLinesSink
     from vigil.outputs.pretty import PrettySink
@@ -42,7 +44,13 @@ def _run(args: argparse.Namespace) -> int:
                          if fmt == "pretty" else JsonLinesSink(out)]
     if config.json_file is not None:
         sinks.append(JsonLinesSink.to_file(config.json_file))
-    agent = Agent(config, sinks, btf_path=args.btf, fim=not args.no_fim)
+    # The BTF libbpf relocates against: --btf/VIGIL_BTF, the kernel's own, a vmlinux file, or
+    # the shipped tailored BTF (vigil.kernel.btf_source). Only "kernel" allows BTF-based hooks.
+    btf = resolve_btf(args.btf)
+    if btf.kind != "kernel":
+        log.info("using %s", btf.describe())
+    agent = Agent(config, sinks, btf_path=btf.custom_path, fim=not args.no_fim,
+                  backend=args.backend)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         agent.stop()
@@ -110,7 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--db", type=Path, metavar="PATH",
                      help="baseline database (default: the configuration's `database`)")
     run.add_argument("--btf", metavar="FILE", help="kernel BTF to use instead of the running "
-                     "kernel's (for kernels without /sys/kernel/btf/vmlinux)")
+                     "kernel's (default: $VIGIL_BTF, the kernel's, a vmlinux file, or the "
+                     "shipped tailored BTF)")
+    run.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
+                     help="kernel hooks to use (default: the best that works here; see "
+                     "`vigil doctor`)")
     run.set_defaults(func=_run)
 
     doctor = sub.add_parser("doctor", help="what this kernel supports and what Vigil will use",
@@ -124,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
                           parents=[verbose])
     oneshot.configure_parser(scan)
     scan.set_defaults(func=_scan)
+
+    from vigil.btfhub import cli as btf_cli
+
+    btf = sub.add_parser("btf", help="BTF tools: fetch, extract, gen, check, which")
+    btf_cli.configure_parser(btf, verbose)
 
     config = sub.add_parser("config", help="configuration tools")
     csub = config.add_subparsers(dest="config_command", required=True)

@@ -13,17 +13,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from vigil.kernel import libbpf, mounts, probes
-from vigil.kernel.backend import TRACEPOINT_BLIND_SPOTS
+from vigil.kernel.backend import BackendSettings, plan_backends
 from vigil.kernel.errors import VigilError
 from vigil.kernel.ringbuf import ORDERED_ARCHES
-
-# Backends from best to most universal: (name, probes it needs, implemented yet).
-_BACKENDS: list[tuple[str, tuple[str, ...], bool]] = [
-    ("lsm", ("lsm", "ringbuf"), False),
-    ("fentry", ("fentry", "ringbuf"), False),
-    ("kprobe", ("kprobe", "ringbuf"), False),
-    ("tracepoint", ("tracepoint", "ringbuf"), True),
-]
 
 
 @dataclass
@@ -32,6 +24,8 @@ class BackendChoice:
     reason: str
     rejected: dict[str, str] = field(default_factory=dict)  # backend -> why not
     blind_spots: tuple[str, ...] = ()  # what the chosen backend cannot see
+    available: list[str] = field(default_factory=list)  # every backend that can run, best first
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -60,29 +54,20 @@ class DoctorReport:
         return d
 
 
-def _choose(results: dict[str, probes.Probe]) -> BackendChoice:
-    rejected: dict[str, str] = {}
-    unknown: list[probes.Probe] = []
-    for name, needs, implemented in _BACKENDS:
-        failed = [results[n] for n in needs if results[n].available is False]
-        unsure = [results[n] for n in needs if results[n].available is None]
-        if failed:
-            rejected[name] = "; ".join(f"{p.name} probe: {p.detail}" for p in failed)
-        elif unsure:
-            # The details are in the probe list already; repeating them per backend is noise.
-            names = ", ".join(p.name for p in unsure)
-            rejected[name] = f"cannot tell: {names} probe(s) inconclusive"
-            unknown.extend(unsure)
-        elif not implemented:
-            rejected[name] = "kernel supports it, but Vigil does not implement it yet"
-        else:
-            spots = TRACEPOINT_BLIND_SPOTS if name == "tracepoint" else ()
-            return BackendChoice(name, "its probes passed", rejected, spots)
-    if unknown:
-        return BackendChoice(None, f"cannot tell whether Vigil can run here ({unknown[0].detail})",
-                             rejected)
-    return BackendChoice(None, "Vigil cannot run here: no implemented backend passed its probes",
-                         rejected)
+def _choose() -> BackendChoice:
+    """The backend `vigil run` would start: the best whose probes passed and whose hooked
+    functions' prototypes are known here (vigil.kernel.backend.plan_backends)."""
+    try:
+        cands = plan_backends(BackendSettings(btf_custom_path=os.environ.get("VIGIL_BTF")))
+    except VigilError as e:
+        return BackendChoice(None, f"cannot plan backends: {e}")
+    available = [p.backend for p in cands.plans]
+    if not cands.plans:
+        return BackendChoice(None, "Vigil cannot run here: no backend passed its probes",
+                             cands.rejected)
+    best = cands.plans[0]
+    return BackendChoice(best.backend, "its probes passed and its hook prototypes are known",
+                         cands.rejected, best.blind_spots, available, list(best.notes))
 
 
 def collect() -> DoctorReport:
@@ -119,7 +104,7 @@ def collect() -> DoctorReport:
         libbpf_version=libbpf_version,
         probes=list(results.values()),
         ringbuf=probes.have_ringbuf() if libbpf_version else None,
-        backend=_choose(results),
+        backend=_choose(),
         mounted_now=mounted_now,
         problems=problems,
     )
@@ -153,8 +138,11 @@ def render(report: DoctorReport) -> str:
         lines.append(f"backend       {b.chosen} ({b.reason})")
     else:
         lines.append(f"backend       none: {b.reason}")
+    if len(b.available) > 1:
+        lines.append(f"  also possible: {', '.join(b.available[1:])}")
     for name, why in b.rejected.items():
         lines.append(f"  not {name}: {why}")
+    lines.extend(f"  note: {n}" for n in b.notes)
     for gap in b.blind_spots:
         lines.append(f"  cannot see: {gap}")
     lines.extend(f"problem       {p}" for p in r.problems)

@@ -1,10 +1,11 @@
-"""The syscall-tracepoint backend: Vigil's BPF object, configured, loaded and attached.
+"""A kernel backend: Vigil's BPF object, configured for one hook set, loaded and attached.
 
-Owns every decision that depends on the running kernel, in one place between open and load
-(STYLE.md, "named loading phases"): which syscall tracepoints exist here (legacy syscalls are
-absent on arm64, new ones on old kernels), the ring size, the settings written to .rodata. Then
-the watch list (an LPM trie) and the counters. Does not own decoding (``vigil.events``) nor
-what is done with events (``vigil.agent``).
+Owns the phases between open and load (STYLE.md, "named loading phases"): which programs load
+(the backend's Plan from vigil.kernel.hooks, less the syscall tracepoints this kernel lacks), the
+ring size, the settings written to .rodata; then the watch list (an LPM trie) and the counters;
+and choosing a backend: the best whose probes pass, whose plan fits this kernel's prototypes
+and which loads and attaches, falling back in order. Does not own decoding (``vigil.events``)
+nor what is done with events (``vigil.agent``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vigil.events import layout
+from vigil.kernel import hooks, probes
+from vigil.kernel.btf import Btf
+from vigil.kernel.errors import KernelError, VigilError
+from vigil.kernel.hooks import HookUnsupported, Plan
 from vigil.kernel.loader import BpfObjectSpec, Link, LoadedObject, bundled_object
 from vigil.kernel.mounts import ensure_mounted, tracepoint_exists
 from vigil.kernel.ringbuf import RingReader
@@ -57,54 +62,59 @@ def watch_key(path: bytes) -> bytes:
     return _U32.pack(len(data) * 8) + data.ljust(layout.WATCH_KEY_LEN, b"\0")
 
 
-# What this backend cannot see; `vigil doctor` shows it, ARCHITECTURE.md explains it.
-TRACEPOINT_BLIND_SPOTS = (
-    "io_uring file operations (they never pass through syscall tracepoints)",
-    "operations through a symlink or bind mount into a watched tree made before Vigil started "
-    "(path arguments are matched by their text; new symlinks are followed)",
-    "close_range(), writes through mmap after close, files inherited by a child that outlives "
-    "the opener (scheduled scans and rescans after drops catch the result)",
-)
+class KernelBackend:
+    """Open -> configure -> load -> attach one backend's programs, then the maps user space
+    needs while running. Which programs and settings: a vigil.kernel.hooks.Plan."""
 
-
-class TracepointBackend:
-    """Open -> configure -> load -> attach, then the maps user space needs while running."""
-
-    name = "tracepoint"
-    blind_spots = TRACEPOINT_BLIND_SPOTS
-
-    def __init__(self, settings: BackendSettings, obj_path: Path | None = None) -> None:
+    def __init__(self, settings: BackendSettings, plan: Plan, obj_path: Path | None = None) -> None:
         self.settings = settings
+        self.plan = plan
         self._path = obj_path or bundled_object(OBJECT_NAME)
         self._obj: LoadedObject | None = None
         self._links: list[Link] = []
         self.skipped: list[str] = []  # syscalls this kernel does not have
         self.reader: RingReader | None = None
 
-    def start(self) -> TracepointBackend:
+    @property
+    def name(self) -> str:
+        return self.plan.backend
+
+    @property
+    def blind_spots(self) -> tuple[str, ...]:
+        return self.plan.blind_spots
+
+    def start(self) -> KernelBackend:
         ensure_mounted(securityfs=False)
         s = self.settings
         with BpfObjectSpec.open(self._path, btf_custom_path=s.btf_custom_path) as spec:
             for prog in spec.programs:
-                if prog.section.startswith(_SYSCALL_PREFIX):
+                wanted = prog.name in self.plan.programs
+                if wanted and prog.section.startswith(_SYSCALL_PREFIX):
                     tp = prog.section[len(_SYSCALL_PREFIX):]
                     if not tracepoint_exists("syscalls", tp):
-                        spec.set_autoload(prog.name, False)
+                        wanted = False
                         self.skipped.append(tp)
+                spec.set_autoload(prog.name, wanted)
             spec.set_max_entries("events", s.ring_bytes)
             spec.set_rodata(
                 cfg_failed_errnos=errno_mask(s.failed_errnos),
                 cfg_wakeup_bytes=s.wakeup_bytes,
                 cfg_self_tgid=s.ignore_tgid,
+                **self.plan.rodata,
             )
             self._obj = spec.load()
         if self.skipped:
             log.info("syscalls absent on this kernel, not hooked: %s",
                      ", ".join(sorted({t.split("_", 2)[2] for t in self.skipped})))
         # Programs in a bare "tracepoint" section are tail-call targets, not attached.
-        self._links = self._obj.attach_all(
-            [p.name for p in self._obj.programs
-             if p.section != "tracepoint" and not _skipped(p.section, self.skipped)])
+        try:
+            for p in self._obj.programs:
+                if p.name in self.plan.programs and p.section != "tracepoint" \
+                        and not _skipped(p.section, self.skipped):
+                    self._links.append(self._obj.attach(p.name))
+        except BaseException:
+            self.close()
+            raise
         self.reader = RingReader(self._obj.map_fd("events"), s.ring_bytes)
         return self
 
@@ -157,8 +167,8 @@ class TracepointBackend:
             self._obj.close()
             self._obj = None
 
-    def __enter__(self) -> TracepointBackend:
-        return self.start()
+    def __enter__(self) -> KernelBackend:
+        return self if self._obj is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -166,3 +176,80 @@ class TracepointBackend:
 
 def _skipped(section: str, skipped: list[str]) -> bool:
     return section.startswith(_SYSCALL_PREFIX) and section[len(_SYSCALL_PREFIX):] in skipped
+
+
+# --- choosing a backend ------------------------------------------------------------------------
+
+
+class NoBackendError(VigilError):
+    """No backend can run here (or the one asked for cannot); says why for each."""
+
+    def __init__(self, rejected: dict[str, str], forced: str | None = None) -> None:
+        self.rejected = rejected
+        why = "\n".join(f"  {name}: {reason}" for name, reason in rejected.items())
+        head = (f"the {forced} backend cannot run here" if forced
+                else "no backend can run on this kernel")
+        super().__init__(f"{head}:\n{why}")
+
+
+@dataclass
+class Candidates:
+    """Backends that may run here, best first, and why each other one may not."""
+
+    plans: list[Plan]
+    rejected: dict[str, str]
+
+
+def plan_backends(settings: BackendSettings, forced: str | None = None,
+                  obj_path: Path | None = None) -> Candidates:
+    """Probes and prototypes decide; nothing is loaded but the probe programs."""
+    names = list(hooks.BACKENDS) if forced in (None, "auto") else [str(forced)]
+    path = obj_path or bundled_object(OBJECT_NAME)
+    with BpfObjectSpec.open(path) as spec:
+        programs = [hooks.Program(p.name, p.section) for p in spec.programs]
+    btf_path, own = hooks.kernel_btf_path(settings.btf_custom_path)
+    btf: Btf | None = None
+    btf_error = ""
+    if btf_path is not None:
+        try:
+            btf = Btf.parse(btf_path)
+        except KernelError as e:
+            btf_error = f"cannot read BTF {btf_path}: {e}"
+    out = Candidates([], {})
+    for name in names:
+        failed = [probes.probe(n) for n in hooks.NEEDED_PROBES[name]]
+        bad = [p for p in failed if p.available is not True]
+        if bad:
+            out.rejected[name] = "; ".join(f"{p.name} probe: {p.detail}" for p in bad)
+            continue
+        try:
+            if btf is None and name != "tracepoint" and btf_error:
+                raise HookUnsupported(btf_error)
+            out.plans.append(hooks.plan(name, programs, btf=btf, kernel_btf=own))
+        except HookUnsupported as e:
+            out.rejected[name] = str(e)
+    if btf is not None:
+        btf.close()
+    return out
+
+
+def start_backend(settings: BackendSettings, forced: str | None = None,
+                  obj_path: Path | None = None) -> tuple[KernelBackend, dict[str, str]]:
+    """The best backend that loads and attaches, started; and why better ones were skipped.
+
+    A backend whose probes passed but whose programs fail to load or attach is skipped with
+    the kernel's reason; with ``forced`` that failure is the error."""
+    cands = plan_backends(settings, forced, obj_path)
+    rejected = dict(cands.rejected)
+    if forced not in (None, "auto") and not cands.plans:
+        raise NoBackendError(rejected, forced)
+    for plan in cands.plans:
+        backend = KernelBackend(settings, plan, obj_path)
+        try:
+            return backend.start(), rejected
+        except KernelError as e:
+            if forced not in (None, "auto"):
+                raise
+            rejected[plan.backend] = f"probes passed but loading failed: {e}"
+            log.warning("the %s backend failed to start, falling back: %s", plan.backend, e)
+    raise NoBackendError(rejected)

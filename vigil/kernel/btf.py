@@ -230,6 +230,13 @@ class Btf:
             params.append((self._name(name_off), "..." if ptype == 0 else self.type_str(ptype)))
         return params
 
+    def func_return(self, func_name: str) -> str:
+        """The C return type of a BTF_KIND_FUNC ('int', 'struct dentry *', 'void')."""
+        fid = self.find(func_name, KIND_FUNC)
+        if fid is None:
+            raise KeyError(f"no function {func_name!r} in BTF {self.source}")
+        return self.type_str(self.type(self.type(fid).size_or_type).size_or_type)
+
     def datasec_vars(self, section_name: str) -> dict[str, tuple[int, int]]:
         """{variable: (offset, size)} of a DATASEC such as '.rodata', '.bss' or '.data'."""
         sid = self.find(section_name, KIND_DATASEC)

@@ -1,0 +1,296 @@
+"""Which BPF programs each backend loads, and the argument positions they need, from BTF.
+
+Owns the backend catalogue (best first: lsm, fentry, kprobe, tracepoint), the rule that picks a
+backend's programs out of the one BPF object by section, and the reading of the hooked kernel
+functions' prototypes from the BTF in use. A prototype this module does not recognise makes the
+backend unsupported (HookUnsupported, with the function and the prototype found), so Vigil falls
+back to another backend instead of reading the wrong argument. No kernel version is compared
+anywhere: vendor kernels backport signature changes.
+
+Does not load anything (vigil.kernel.backend) and does not probe the kernel (vigil.kernel.probes).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vigil.kernel.btf import Btf
+
+# Best first. `probes` are the feature probes (vigil.kernel.probes) a backend needs.
+BACKENDS: tuple[str, ...] = ("lsm", "fentry", "kprobe", "tracepoint")
+NEEDED_PROBES: dict[str, tuple[str, ...]] = {
+    "lsm": ("lsm", "fentry"),  # LSM hooks capture; fexit gives the result
+    "fentry": ("fentry",),
+    "kprobe": ("kprobe",),
+    "tracepoint": ("tracepoint",),
+}
+VFS_BACKENDS = frozenset({"lsm", "fentry", "kprobe"})
+
+# xattr changes have no path-level hook; the VFS backends keep these syscall tracepoints.
+XATTR_SYSCALLS = frozenset({
+    "setxattr", "lsetxattr", "fsetxattr", "setxattrat",
+    "removexattr", "lremovexattr", "fremovexattr", "removexattrat",
+})
+
+KP_MAX_ARGS = 5  # kp_arg() in bpf/vfs.bpf.h reads the first five register arguments
+FEXIT_MAX_SLOTS = 7  # ctx_arg() reads ctx[0..6]
+
+COMMON_BLIND_SPOTS = (
+    "failed opens (EACCES/EPERM at open) are not reported; other failed changes are",
+    "a change another LSM denies before Vigil's hook runs is not reported (it did not happen)",
+    "mknod(2) of a regular file (created empty); xattr changes submitted through io_uring",
+    "who-data of io_uring operations run by io-wq workers is the worker's on kernels where "
+    "those are kernel threads (before 5.12)",
+)
+
+BLIND_SPOTS: dict[str, tuple[str, ...]] = {
+    "tracepoint": (
+        "io_uring file operations (they never pass through syscall tracepoints)",
+        "operations through a symlink or bind mount into a watched tree made before Vigil "
+        "started (path arguments are matched by their text; new symlinks are followed)",
+        "close_range(), writes through mmap after close, files inherited by a child that "
+        "outlives the opener (scheduled scans and rescans after drops catch the result)",
+    ),
+    "lsm": COMMON_BLIND_SPOTS,
+    "fentry": COMMON_BLIND_SPOTS,
+    "kprobe": COMMON_BLIND_SPOTS,
+}
+
+
+class HookUnsupported(Exception):
+    """This backend cannot run on this kernel; the message says exactly why."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one backend loads: program names, .rodata settings, and notes for the log."""
+
+    backend: str
+    programs: frozenset[str]
+    rodata: dict[str, int] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def blind_spots(self) -> tuple[str, ...]:
+        return BLIND_SPOTS[self.backend]
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    section: str
+
+
+# --- argument positions ------------------------------------------------------------------------
+
+DENTRY = "struct dentry *"
+
+
+def _index(params: list[tuple[str, str]], names: Iterable[str], ctype: str) -> int | None:
+    for i, (pname, ptype) in enumerate(params):
+        if pname in names and ptype == ctype:
+            return i
+    return None
+
+
+@dataclass(frozen=True)
+class _Commit:
+    """A VFS function whose exit commits a captured change."""
+
+    func: str
+    key: str  # the .rodata names are pos_<key>, ret_<key>
+    ident: tuple[str, ...] = ("dentry",)
+
+
+_COMMITS = (
+    _Commit("vfs_unlink", "unlink"),
+    _Commit("vfs_rmdir", "rmdir"),
+    _Commit("vfs_mkdir", "mkdir"),
+    _Commit("vfs_mknod", "mknod"),
+    _Commit("vfs_symlink", "symlink"),
+    _Commit("vfs_link", "link", ("old_dentry",)),
+    _Commit("notify_change", "setattr"),
+    _Commit("do_truncate", "truncate"),
+)
+
+
+def _unsupported(func: str, params: list[tuple[str, str]], why: str) -> HookUnsupported:
+    proto = ", ".join(f"{t} {n}" for n, t in params) or "void"
+    return HookUnsupported(f"{func}({proto}): {why}")
+
+
+def _return_kind(btf: Btf, func: str) -> str:
+    """'int' or 'ptr' for the return value of ``func``."""
+    ret = btf.func_return(func)
+    if ret in ("int", "long"):
+        return "int"
+    if ret == DENTRY:
+        return "ptr"
+    raise HookUnsupported(f"{func} returns {ret}, expected int or {DENTRY}")
+
+
+def argument_positions(btf: Btf, max_index: int, ret_in_ctx: bool) -> dict[str, int]:
+    """The pos_*/ret_* settings of bpf/vfs.bpf.h, read from the prototypes in ``btf``.
+
+    ``max_index`` is the highest argument index the hook type can read; with ``ret_in_ctx``
+    (fexit) the return value is one more slot after the arguments, which must be readable too
+    (a kretprobe reads it from its register).
+    """
+    out: dict[str, int] = {}
+    for c in _COMMITS:
+        try:
+            params = btf.func_proto(c.func)
+        except KeyError:
+            raise HookUnsupported(f"{c.func} is not in the BTF in use ({btf.source})") from None
+        pos = _index(params, c.ident, DENTRY)
+        if pos is None:
+            raise _unsupported(c.func, params, f"no {DENTRY} argument named "
+                                               f"{' or '.join(c.ident)}")
+        out[f"pos_{c.key}"] = pos
+        out[f"ret_{c.key}"] = len(params)
+        kind = _return_kind(btf, c.func)
+        if c.key == "mkdir":
+            out["ret_ptr_mkdir"] = int(kind == "ptr")
+        elif kind != "int":
+            raise _unsupported(c.func, params, "returns a pointer, expected int")
+        if c.key == "truncate":
+            attrs = _index(params, ("time_attrs",), "unsigned int")
+            if attrs is None:
+                raise _unsupported(c.func, params, "no unsigned int time_attrs argument")
+            out["pos_truncate_attrs"] = attrs
+    if not _has_func(btf, "vfs_rename"):
+        raise HookUnsupported(f"vfs_rename is not in the BTF in use ({btf.source})")
+    params = btf.func_proto("vfs_rename")
+    if params and params[0][1] == "struct renamedata *":
+        out.update(pos_rename=0, rename_takes_struct=1)
+    else:
+        pos = _index(params, ("old_dentry",), DENTRY)
+        if pos is None:
+            raise _unsupported("vfs_rename", params, "neither a struct renamedata * first "
+                                                     f"argument nor a {DENTRY} old_dentry")
+        out.update(pos_rename=pos, rename_takes_struct=0)
+    out["ret_rename"] = len(params)
+    if _return_kind(btf, "vfs_rename") != "int":
+        raise _unsupported("vfs_rename", params, "returns a pointer, expected int")
+    too_far = {k: v for k, v in out.items()
+               if (k.startswith("pos_") and v > max_index)
+               or (ret_in_ctx and k.startswith("ret_") and not k.startswith("ret_ptr")
+                   and v > max_index + 1)}
+    if too_far:
+        raise HookUnsupported("argument positions beyond what the hook can read: "
+                              + ", ".join(f"{k}={v}" for k, v in sorted(too_far.items())))
+    return out
+
+
+def _has_func(btf: Btf, name: str) -> bool:
+    try:
+        btf.func_proto(name)
+    except KeyError:
+        return False
+    return True
+
+
+# --- programs per backend ----------------------------------------------------------------------
+
+_SYSCALLS = "tracepoint/syscalls/"
+
+
+def _syscall_of(section: str) -> str | None:
+    """'setxattr' for 'tracepoint/syscalls/sys_enter_setxattr'."""
+    if not section.startswith(_SYSCALLS):
+        return None
+    return section[len(_SYSCALLS):].split("_", 2)[2]
+
+
+def _common(p: Program) -> bool:
+    """Programs every backend loads: exec/exit, tail-call targets."""
+    return p.section.startswith("tracepoint/sched/") or p.section == "tracepoint"
+
+
+def _tracepoint_prog(p: Program) -> bool:
+    return p.section.startswith(_SYSCALLS)
+
+
+def _xattr_prog(p: Program) -> bool:
+    return _syscall_of(p.section) in XATTR_SYSCALLS
+
+
+@functools.lru_cache(maxsize=1)
+def kernel_symbols() -> frozenset[str]:
+    """Function names kprobes can attach to (/proc/kallsyms text symbols)."""
+    names: set[str] = set()
+    try:
+        with open("/proc/kallsyms") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[1] in "tTwW":
+                    names.add(parts[2])
+    except OSError:
+        pass
+    return frozenset(names)
+
+
+def plan(backend: str, programs: Iterable[Program], *, btf: Btf | None,
+         kernel_btf: bool = True,
+         symbols: Callable[[], frozenset[str]] = kernel_symbols) -> Plan:
+    """The programs and settings of ``backend`` here, or HookUnsupported.
+
+    ``btf`` is the BTF in use (the kernel's or a file given with --btf); ``kernel_btf`` says
+    whether it is the running kernel's own: LSM and fentry programs attach through it.
+    """
+    progs = list(programs)
+    if backend == "tracepoint":
+        chosen = {p.name for p in progs if _common(p) or _tracepoint_prog(p)}
+        return Plan(backend, frozenset(chosen))
+    if backend not in VFS_BACKENDS:
+        raise ValueError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+    if btf is None:
+        raise HookUnsupported("argument positions come from BTF, and no BTF is available")
+    if backend in ("lsm", "fentry") and not kernel_btf:
+        raise HookUnsupported("attaching to kernel functions needs the kernel's own BTF, "
+                              "and a tailored BTF is in use")
+    max_index = KP_MAX_ARGS - 1 if backend == "kprobe" else FEXIT_MAX_SLOTS - 2
+    rodata = argument_positions(btf, max_index, ret_in_ctx=backend != "kprobe")
+    rodata["cfg_close_at_fput"] = 1
+    notes: list[str] = []
+
+    def exists(func: str) -> bool:
+        if backend == "kprobe":
+            return func in symbols()
+        return _has_func(btf, func)
+
+    chosen = {p.name for p in progs if _common(p) or _xattr_prog(p)}
+    prefix = {"lsm": ("lsm/", "fexit/"), "fentry": ("fentry/", "fexit/"),
+              "kprobe": ("kprobe/", "kretprobe/")}[backend]
+    for p in progs:
+        kind, _, target = p.section.partition("/")
+        if not p.section.startswith(prefix):
+            continue
+        func = f"bpf_lsm_{target}" if kind == "lsm" else target
+        if exists(func):
+            chosen.add(p.name)
+        elif target in ("file_truncate", "security_file_truncate"):
+            notes.append(f"{func} absent: ftruncate is seen through path_truncate here")
+        elif target == "file_release":
+            notes.append("no file_release LSM hook here: the last close is seen by fentry "
+                         "on __fput")
+        else:
+            raise HookUnsupported(f"{func} does not exist on this kernel "
+                                  f"({'kallsyms' if backend == 'kprobe' else btf.source})")
+    if backend == "lsm" and not any(p.section == "lsm/file_release" and p.name in chosen
+                                    for p in progs):
+        if not _has_func(btf, "__fput"):
+            raise HookUnsupported("neither the file_release LSM hook nor __fput exists here")
+        chosen.update(p.name for p in progs if p.section == "fentry/__fput")
+    return Plan(backend, frozenset(chosen), rodata, tuple(notes))
+
+
+def kernel_btf_path(custom: str | None) -> tuple[Path | None, bool]:
+    """(the BTF to read prototypes from, whether it is the running kernel's own)."""
+    if custom:
+        return Path(custom), False
+    own = Path("/sys/kernel/btf/vmlinux")
+    return (own, True) if own.is_file() else (None, False)
