@@ -3,6 +3,8 @@
 #   ./do run [vigil run options]   install what is missing, build the BPF objects, run the agent
 #   ./do test [pytest options]     install what is missing, build, run the whole test suite
 # Both are idempotent: each step checks first and does nothing when already done.
+#   ./do test-kernels [--kernel 5.10|6.1|6.12 ...] [--backend auto|all|NAME ...]
+#                                  the VM kernel matrix (tests/vm; QEMU + virtme-ng, see README)
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(pwd)
@@ -11,7 +13,9 @@ VENV="$ROOT/.venv"
 # Debian packages Vigil needs to build and test. The monitored host needs only libbpf1 and
 # python3; clang/llvm/bpftool are build tools.
 APT_PKGS=(clang llvm libbpf-dev libbpf1 bpftool make gcc libc6-dev python3 python3-venv
-          python3-pip linux-libc-dev util-linux passwd procps coreutils)
+          python3-pip linux-libc-dev util-linux passwd procps coreutils
+          zstd lz4 xz-utils rpm    # vigil btf extract: kernel payloads; rpmbuild for its tests
+          liburing-dev)            # tests/kernel/uring_ops.c: changes made only through io_uring
 
 die() { echo "do: $*" >&2; exit 2; }
 
@@ -19,9 +23,9 @@ need_root() {
   [ "$(id -u)" -eq 0 ] || die "must run as root (it installs packages and loads eBPF programs)"
 }
 
-ensure_apt() {
+ensure_apt() {  # ensure_apt PKG...
   local missing=()
-  for p in "${APT_PKGS[@]}"; do
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -48,13 +52,25 @@ ensure_venv() {
   fi
 }
 
+# Host tools of the kernel matrix: QEMU (software emulation is enough), kmod for depmod,
+# busybox for virtme-ng's initramfs, e2fsprogs for the guest's scratch filesystem; virtme-ng
+# itself comes from pyproject's `vm` extra.
+VM_APT_PKGS=(qemu-system-x86 kmod busybox-static e2fsprogs dpkg apt)
+
+ensure_vm_tools() {
+  ensure_apt "${VM_APT_PKGS[@]}"
+  if [ ! -x "$VENV/bin/vng" ]; then
+    "$VENV/bin/pip" install -q -e ".[dev,vm]" >&2
+  fi
+}
+
 build_bpf() {
   make -s -C bpf >&2
 }
 
 setup() {
   need_root
-  ensure_apt
+  ensure_apt "${APT_PKGS[@]}"
   ensure_venv
   build_bpf
 }
@@ -72,11 +88,17 @@ case "$cmd" in
     "$VENV/bin/mypy" >&2
     exec "$VENV/bin/pytest" "$@"
     ;;
+  test-kernels)
+    setup
+    ensure_vm_tools
+    exec "$VENV/bin/python" tests/vm/matrix.py "$@"
+    ;;
   setup)
     setup
     ;;
   *)
     echo "usage: ./do run [vigil run options] | ./do test [pytest options] | ./do setup" >&2
+    echo "       ./do test-kernels [--kernel SERIES ...] [--backend auto|all|NAME ...]" >&2
     exit 2
     ;;
 esac

@@ -94,8 +94,10 @@ class AgentProc:
     verbose: bool = False  # `vigil -v run`: scan completions and the like logged on stderr
 
     def start(self) -> AgentProc:
+        # The kernel matrix (tests/vm) runs the suite once per backend.
+        backend = os.environ.get("VIGIL_TEST_BACKEND")
         cmd = [str(VIGIL), *(["-v"] if self.verbose else []), "run", *self.args, "-o", "json",
-               "--db", str(self.db)]
+               "--db", str(self.db), *(["--backend", backend] if backend else [])]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       cwd="/")
         for target in (self._read_stdout, self._read_stderr):

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from agent_proc import AgentProc, Event, Pred, UserIds, get, run_child
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.matrix]
 
 
 def _is(pid: int, action: str) -> Pred:

@@ -223,6 +223,19 @@ CASES += [Case("via-symlinked-dir-" + c.id, c.code, c.expect, c.files, c.subdirs
                c.outside_files, c.as_root) for c in SYMLINKED_DIR_CASES]
 
 
+# The kernel matrix's subset (`pytest -m matrix`, run on every kernel x backend by
+# ./do test-kernels): one case per kind of change, through the plain and the legacy syscalls,
+# small enough for a few minutes under software emulation. Cases about how a path argument is
+# spelled ("..", dirfds, symlinked directories) test the tracepoint backend's text matching.
+MATRIX = {
+    "create-openat", "create-open-legacy", "modify-existing", "truncate", "ftruncate",
+    "unlink-legacy", "unlinkat-removedir", "rmdir-legacy", "rename-legacy", "renameat2-noreplace",
+    "move-into-tree", "move-out-of-tree", "chmod-legacy", "fchmod", "chown-legacy", "fchown",
+    "setxattr", "lsetxattr-removexattr", "link-legacy", "symlink-legacy", "mkdir-legacy",
+    "mkdirat-dirfd",
+}
+
+
 def _prepare(case: Case, w: Path, o: Path, user: UserIds) -> None:
     for d in case.subdirs:
         (w / d).mkdir()
@@ -238,7 +251,9 @@ def _under_either(w: Path, o: Path) -> Pred:
     return lambda ev: pw(ev) or po(ev)
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=c.marks) for c in CASES])
+@pytest.mark.parametrize("case", [
+    pytest.param(c, id=c.id, marks=(*c.marks, *([pytest.mark.matrix] if c.id in MATRIX else [])))
+    for c in CASES])
 def test_file_operation(case: Case, agent: AgentProc, area: Area, test_user: UserIds,
                         dirs: tuple[Path, Path]) -> None:
     w, o = dirs
@@ -284,6 +299,7 @@ def test_fd_xattr_calls_name_the_attribute(call: str, agent: AgentProc, test_use
     assert get(ev, "vigil.file.xattr") == ("user.name" if call == "fsetxattr" else "user.pre")
 
 
+@pytest.mark.matrix
 def test_coreutils_relative_paths(agent: AgentProc, test_user: UserIds,
                                   dirs: tuple[Path, Path]) -> None:
     """Tools as users run them: cwd inside the tree, relative names; comm/exe are the tool's."""

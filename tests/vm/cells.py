@@ -1,0 +1,132 @@
+"""The cells of the kernel x backend matrix: what a cell says, and how it is decided.
+
+Owns the list of backends, which backend names a ``--backend`` request expands to, reading a
+backend's availability from ``vigil doctor --json``, the result of one cell (written by the guest
+as JSON, read back by the host), counting a JUnit XML report, and the Markdown table. Used on
+both sides of the VM boundary, so it needs nothing but the standard library.
+
+Does not own booting (matrix.py), the kernels (kernels.py) or running pytest (guest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+BACKENDS = ("lsm", "fentry", "kprobe", "tracepoint")
+AUTO = "auto"
+
+
+def expand(requested: Iterable[str]) -> list[str]:
+    """``auto``, ``all`` (every backend) or backend names, de-duplicated, in order."""
+    out: list[str] = []
+    for r in requested:
+        for name in (BACKENDS if r == "all" else (r,)):
+            if name != AUTO and name not in BACKENDS:
+                raise ValueError(f"unknown backend {name!r}: use auto, all or one of "
+                                 f"{', '.join(BACKENDS)}")
+            if name not in out:
+                out.append(name)
+    return out
+
+
+def availability(doctor: dict[str, Any], name: str) -> tuple[str, str]:
+    """("available" | "unsupported" | "unknown", reason) for backend ``name`` per the doctor.
+
+    The chosen backend is available; a rejected one is unsupported with the doctor's reason; a
+    name the report does not mention is unknown (the cell still runs, and its tests decide).
+    """
+    backend = doctor.get("backend") or {}
+    if name == AUTO or backend.get("chosen") == name:
+        return "available", str(backend.get("reason", ""))
+    rejected = backend.get("rejected") or {}
+    if name in rejected:
+        return "unsupported", str(rejected[name])
+    return "unknown", "not mentioned by vigil doctor"
+
+
+@dataclass
+class Counts:
+    tests: int = 0
+    failed: int = 0  # failures and errors
+    skipped: int = 0
+    failures: list[str] = field(default_factory=list)  # test ids
+
+
+def junit_counts(xml: Path) -> Counts | None:
+    """What a pytest JUnit XML report counts; None when missing or unreadable."""
+    try:
+        root = ET.parse(xml).getroot()
+    except (OSError, ET.ParseError):
+        return None
+    c = Counts()
+    for case in root.iter("testcase"):
+        c.tests += 1
+        if case.find("failure") is not None or case.find("error") is not None:
+            c.failed += 1
+            c.failures.append(f"{case.get('classname', '')}::{case.get('name', '')}")
+        elif case.find("skipped") is not None:
+            c.skipped += 1
+    return c
+
+
+@dataclass
+class Cell:
+    """One kernel x backend result."""
+
+    kernel: str
+    backend: str
+    status: str  # pass, fail, unsupported, error (the run itself broke), missing
+    reason: str = ""
+    chosen: str = ""  # for auto: the backend the agent picked
+    tests: int = 0
+    failed: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Cell:
+        return cls(**json.loads(path.read_text()))
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("pass", "unsupported")
+
+    def text(self) -> str:
+        chose = f" [{self.chosen}]" if self.backend == AUTO and self.chosen else ""
+        if self.status == "pass":
+            skipped = f", {self.skipped} skipped" if self.skipped else ""
+            return f"pass ({self.tests} tests{skipped}, {self.seconds:.0f}s){chose}"
+        if self.status == "fail":
+            if self.tests:
+                return f"FAIL ({self.failed} failed of {self.tests}){chose}"
+            return f"FAIL ({self.reason}){chose}"
+        if self.status == "unsupported":
+            return f"unsupported ({self.reason})"
+        return f"{self.status.upper()} ({self.reason})"
+
+
+def cell_file(results: Path, kernel: str, backend: str) -> Path:
+    return results / kernel / f"{backend}.json"
+
+
+def markdown(kernels: Sequence[tuple[str, str]], backends: Sequence[str],
+             cells: dict[tuple[str, str], Cell]) -> str:
+    """A table: one row per (series, release), one column per backend."""
+    head = ["kernel", *backends]
+    rows = [head, ["---"] * len(head)]
+    for series, release in kernels:
+        row = [f"{series} ({release})" if release else series]
+        for b in backends:
+            c = cells.get((series, b))
+            row.append(c.text().replace("|", "\\|") if c else "MISSING")
+        rows.append(row)
+    return "\n".join("| " + " | ".join(r) + " |" for r in rows) + "\n"

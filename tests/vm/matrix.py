@@ -1,0 +1,238 @@
+"""The kernel x backend test matrix: ``./do test-kernels`` (run as root on the host).
+
+Owns the command line, booting one virtme-ng VM per kernel (QEMU, software emulation), following
+the guest's log live, collecting the cells the guest wrote, the check that the host's account
+files are unchanged afterwards, and the summary (terminal table and Markdown file). Exit status:
+0 when every cell passed or is unsupported, 1 when any failed, 2 when the run itself could not
+be done.
+
+Does not own getting the kernels (kernels.py), what runs inside a VM (guest.py) nor what a cell
+means (cells.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cells import AUTO, Cell, cell_file, expand, markdown
+from kernels import SERIES, Kernel, KernelError, prepare
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = ROOT / ".venv" / "bin"
+GUEST = Path(__file__).resolve().with_name("guest.py")
+# The tests add a user in the guest (useradd writes /etc): the guest sees /etc through an
+# overlay in its own memory. It creates this file there; the host must not see it afterwards.
+# (Comparing /etc/passwd before and after would race with test runs on the host itself.)
+ISOLATION_PROBE = "/etc/.vigil-matrix-isolation-{pid}-{series}"
+BOOT_SECONDS = 300  # boot, scratch filesystem and doctor, on top of the per-backend timeout
+
+
+def say(msg: str) -> None:
+    print(f"matrix: {msg}", file=sys.stderr, flush=True)
+
+
+def probe_path(series: str) -> str:
+    return ISOLATION_PROBE.format(pid=os.getpid(), series=series)
+
+
+def vng_command(k: Kernel, out: Path, backends: list[str], timeout: float,
+                append: list[str], pytest_args: list[str]) -> list[str]:
+    guest = [str(VENV_BIN / "python"), str(GUEST), "--out", str(out), "--kernel", k.series,
+             "--timeout", str(timeout), "--isolation-probe", probe_path(k.series)]
+    for b in backends:
+        guest += ["--backend", b]
+    guest += ["--", *pytest_args]
+    script = f"exec {shlex.join(guest)} >{shlex.quote(str(out / 'guest.log'))} 2>&1"
+    argv = [str(VENV_BIN / "vng"), "--verbose", "--name", f"vigil-{k.series}",
+            "--run", str(k.boot_image), "--disable-kvm", "--cpus", "2", "--memory", "2G",
+            # read-only root; writes to /etc stay in guest memory (also vng's default: be sure)
+            "--overlay-rwdir", "/etc", "--rwdir", str(out)]
+    for a in append:
+        argv += ["--append", a]
+    return [*argv, "--", script]
+
+
+def follow(log: Path, pos: int, prefix: str) -> int:
+    """Print what the guest added to its log since ``pos``; the new position."""
+    try:
+        with log.open("rb") as f:
+            f.seek(pos)
+            data = f.read()
+    except FileNotFoundError:
+        return pos
+    end = data.rfind(b"\n") + 1
+    for line in data[:end].decode(errors="replace").splitlines():
+        print(f"[{prefix}] {line}", file=sys.stderr, flush=True)
+    return pos + end
+
+
+def boot(k: Kernel, results: Path, backends: list[str], timeout: float, append: list[str],
+         pytest_args: list[str]) -> dict[str, float]:
+    """One VM for kernel ``k``: the guest writes its cells under ``results/<series>``."""
+    out = results / k.series
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    argv = vng_command(k, out, backends, timeout, append, pytest_args)
+    (out / "vng.argv").write_text(shlex.join(argv) + "\n")
+    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    limit = BOOT_SECONDS + timeout * len(backends)
+    say(f"booting {k.release} ({k.package} {k.version}), limit {limit:.0f}s")
+    t0 = time.monotonic()
+    first = None
+    pos = 0
+    with (out / "vng.log").open("wb") as vlog:
+        p = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=vlog,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            while p.poll() is None:
+                if time.monotonic() - t0 > limit:
+                    say(f"{k.series}: no end after {limit:.0f}s: stopping the VM")
+                    os.killpg(p.pid, signal.SIGTERM)
+                    try:
+                        p.wait(20)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(p.pid, signal.SIGKILL)
+                    break
+                pos = follow(out / "guest.log", pos, k.series)
+                if first is None and pos:
+                    first = time.monotonic() - t0
+                time.sleep(1)
+        finally:
+            if p.poll() is None:  # interrupted: leave no VM behind
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    follow(out / "guest.log", pos, k.series)
+    total = time.monotonic() - t0
+    timing = {"boot_to_guest_s": round(first or 0.0, 1), "vm_total_s": round(total, 1)}
+    say(f"{k.series}: VM ran {total:.0f}s (guest script started after {first or 0:.0f}s)")
+    return timing
+
+
+def collect(series: str, release: str, results: Path, backends: list[str],
+            why_missing: str) -> dict[tuple[str, str], Cell]:
+    cells = {}
+    for b in backends:
+        f = cell_file(results, series, b)
+        try:
+            cells[(series, b)] = Cell.load(f)
+        except (OSError, ValueError, TypeError):
+            cells[(series, b)] = Cell(series, b, "error", reason=why_missing)
+    return cells
+
+
+def report(kernels: list[tuple[str, str]], backends: list[str],
+           cells: dict[tuple[str, str], Cell], timings: dict[str, dict[str, float]],
+           argv: list[str]) -> str:
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True, check=False).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "vigil", "bpf",
+                            "tests"], capture_output=True, text=True, check=False).stdout.strip()
+    lines = [
+        "# Vigil kernel matrix",
+        "",
+        f"`./do test-kernels {shlex.join(argv)}` at {commit or '?'}"
+        f"{' (with local changes)' if dirty else ''}, "
+        f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}. "
+        "`auto` is the agent's own choice, shown in brackets.",
+        "",
+        markdown(kernels, backends, cells),
+    ]
+    if timings:
+        lines.append("| kernel | boot to guest script | whole VM |")
+        lines.append("| --- | --- | --- |")
+        for s, t in timings.items():
+            lines.append(f"| {s} | {t['boot_to_guest_s']:.0f} s | {t['vm_total_s']:.0f} s |")
+        lines.append("")
+    failing = [c for c in cells.values() if c.failures]
+    if failing:
+        lines.append("Failed tests:")
+        lines.append("")
+        for c in failing:
+            for test in c.failures:
+                lines.append(f"- {c.kernel} / {c.backend}: `{test}`")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    raw = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(
+        prog="./do test-kernels",
+        description="Boot Debian kernels under QEMU (virtme-ng) and run the tests marked "
+                    "`matrix` once per backend.")
+    ap.add_argument("--kernel", action="append", default=[], choices=list(SERIES),
+                    help="kernel series (repeatable; default: all)")
+    ap.add_argument("--backend", action="append", default=[],
+                    help="auto (the agent's choice), all, or a backend name (repeatable; "
+                         "default: auto)")
+    ap.add_argument("--results", type=Path, default=ROOT / "build" / "kernel-matrix",
+                    help="per-kernel logs, doctor reports and JUnit XML")
+    ap.add_argument("--report", type=Path, default=ROOT / "build" / "kernel-matrix.md",
+                    help="the Markdown table")
+    ap.add_argument("--timeout", type=float, default=900, help="seconds per kernel x backend")
+    ap.add_argument("--append", action="append", default=[],
+                    help="kernel command line argument, e.g. lsm=...,bpf (repeatable)")
+    ap.add_argument("--refresh", action="store_true",
+                    help="ask the archive for newer kernel packages than the cached ones")
+    ap.add_argument("pytest_args", nargs="*", help="after --: more pytest arguments (-k ...)")
+    a = ap.parse_args(raw)
+    if os.geteuid() != 0:
+        say("must run as root (modules go to /lib/modules, the guest runs eBPF as root)")
+        return 2
+    try:
+        backends = expand(a.backend or [AUTO])
+    except ValueError as e:
+        say(str(e))
+        return 2
+    for tool in ("vng", "virtme-run"):
+        if not (VENV_BIN / tool).exists():
+            say(f"{VENV_BIN / tool} missing: run ./do test-kernels (it installs virtme-ng)")
+            return 2
+    series = a.kernel or list(SERIES)
+    results: Path = a.results.resolve()
+    results.mkdir(parents=True, exist_ok=True)
+    cells: dict[tuple[str, str], Cell] = {}
+    timings: dict[str, dict[str, float]] = {}
+    kernels: list[tuple[str, str]] = []
+    for s in series:
+        t0 = time.monotonic()
+        try:
+            k = prepare(s, refresh=a.refresh)
+        except (KernelError, OSError, subprocess.CalledProcessError) as e:
+            say(f"{s}: {e}")
+            kernels.append((s, ""))
+            cells.update(collect(s, "", results, backends, f"kernel not available: {e}"[:300]))
+            continue
+        say(f"{s}: {k.release} ready in {time.monotonic() - t0:.1f}s")
+        kernels.append((s, k.release))
+        timings[s] = boot(k, results, backends, a.timeout, a.append, a.pytest_args)
+        cells.update(collect(s, k.release, results, backends,
+                             f"the VM ended before this cell; see {results / s}/guest.log, "
+                             "vng.log"))
+    leaked = [p for s in series if os.path.lexists(p := probe_path(s))]
+    text = report(kernels, backends, cells, timings, raw)
+    a.report.parent.mkdir(parents=True, exist_ok=True)
+    a.report.write_text(text)
+    print(text)
+    say(f"table written to {a.report}")
+    if leaked:
+        say(f"the guest's writes to /etc reached the host ({', '.join(leaked)}): "
+            "it is not isolated; check the vng options")
+        for p in leaked:
+            os.unlink(p)
+        return 2
+    bad = [c for c in cells.values() if not c.ok]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
