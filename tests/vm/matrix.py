@@ -231,6 +231,12 @@ def main(argv: list[str] | None = None) -> int:
             os.unlink(p)
         return 2
     bad = [c for c in cells.values() if not c.ok]
+    # one plain closing line, as test runners end: tests over all cells (a cell that broke
+    # before its tests counts as one failure)
+    failed = sum(c.failed or (0 if c.ok else 1) for c in cells.values())
+    skipped = sum(c.skipped for c in cells.values())
+    passed = sum(c.tests - c.failed - c.skipped for c in cells.values())
+    print(f"matrix: {passed} passed, {failed} failed, {skipped} skipped", flush=True)
     return 1 if bad else 0
 
 
