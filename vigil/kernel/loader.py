@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import Self
 
 from vigil.kernel import libbpf
+from vigil.kernel.arch import canonical
 from vigil.kernel.btf import Btf
 from vigil.kernel.errors import BpfPermissionError, KernelError, LibbpfError, VerifierError
 
@@ -40,8 +41,10 @@ _NOISE = re.compile(r"^(processed \d+ insns|verification time|stack depth|-- END
 
 
 def bundled_object(name: str, arch: str | None = None) -> Path:
-    """Path of a compiled object shipped with Vigil: bpf_objects/<uname -m>/<name>.bpf.o."""
-    return OBJECTS_DIR / (arch or platform.machine()) / f"{name}.bpf.o"
+    """Path of a compiled object shipped with Vigil: bpf_objects/<uname -m>/<name>.bpf.o, for
+    this machine unless ``arch`` says otherwise. NotSupportedError for an architecture Vigil
+    has no objects for."""
+    return OBJECTS_DIR / canonical(arch or platform.machine()) / f"{name}.bpf.o"
 
 
 def summarize_verifier_log(log: str, lines: int = 5) -> str:

@@ -1,0 +1,142 @@
+"""A minimal ELF reader: header, sections by name, symbols; 32/64-bit, either byte order.
+
+Owns reading the ELF files the BTF tooling meets: kernel vmlinux images of every architecture
+(their .BTF section) and Vigil's compiled BPF objects (.BTF, .BTF.ext, program sections and
+symbols), including big-endian ones this little-endian host's libbpf refuses to open. Does not
+interpret BTF (vigil.btfhub.rawbtf) nor relocate anything.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from vigil.kernel.errors import VigilError
+
+ELF_MAGIC = b"\x7fELF"
+EM_BPF = 247
+SHT_PROGBITS, SHT_SYMTAB, SHT_NOBITS, SHT_REL = 1, 2, 8, 9
+SHF_EXECINSTR = 0x4
+STT_FUNC = 2
+
+
+class ElfError(VigilError):
+    """A file is not the ELF file it should be."""
+
+
+@dataclass(frozen=True)
+class Section:
+    index: int
+    name: str
+    type: int
+    flags: int
+    offset: int
+    size: int
+    link: int
+    info: int
+    entsize: int
+
+
+@dataclass(frozen=True)
+class Symbol:
+    name: str
+    value: int
+    size: int
+    type: int
+    bind: int
+    shndx: int
+
+
+class Elf:
+    """An ELF image held in memory; ``order`` is '<' or '>' for struct formats."""
+
+    def __init__(self, data: bytes, source: str = "") -> None:
+        self.data = data
+        self.source = source
+        if data[:4] != ELF_MAGIC:
+            raise ElfError(f"{source or 'data'} is not an ELF file")
+        cls, enc = data[4], data[5]
+        if cls not in (1, 2) or enc not in (1, 2):
+            raise ElfError(f"{source}: unknown ELF class {cls} or data encoding {enc}")
+        self.bits = 32 if cls == 1 else 64
+        self.order = "<" if enc == 1 else ">"
+        self.big_endian = enc == 2
+        o = self.order
+        if self.bits == 64:
+            (self.type, self.machine, _, _, _, shoff, _, _, _, _, shentsize, shnum,
+             shstrndx) = struct.unpack_from(o + "HHIQQQIHHHHHH", data, 16)
+            shfmt = o + "IIQQQQIIQQ"
+        else:
+            (self.type, self.machine, _, _, _, shoff, _, _, _, _, shentsize, shnum,
+             shstrndx) = struct.unpack_from(o + "HHIIIIIHHHHHH", data, 16)
+            shfmt = o + "IIIIIIIIII"
+        if shoff == 0 or shnum == 0:
+            self.sections: list[Section] = []
+            return
+        if shoff + shnum * shentsize > len(data):
+            raise ElfError(f"{source}: truncated ELF file (section headers past the end)")
+        raw = [struct.unpack_from(shfmt, data, shoff + i * shentsize) for i in range(shnum)]
+        names_off = raw[shstrndx][4] if shstrndx < shnum else 0
+        self.sections = [
+            Section(i, self._cstr(names_off + r[0]), r[1], r[2], r[4], r[5], r[6], r[7], r[9])
+            for i, r in enumerate(raw)
+        ]
+
+    def _cstr(self, off: int) -> str:
+        end = self.data.find(b"\0", off)
+        return self.data[off:end].decode("utf-8", "replace")
+
+    def section(self, name: str) -> Section | None:
+        for s in self.sections:
+            if s.name == name:
+                return s
+        return None
+
+    def section_data(self, sec: Section) -> bytes:
+        if sec.type == SHT_NOBITS:
+            return b""
+        if sec.offset + sec.size > len(self.data):
+            raise ElfError(f"{self.source}: section {sec.name} runs past the end of the file")
+        return self.data[sec.offset: sec.offset + sec.size]
+
+    def symbols(self) -> list[Symbol]:
+        symtab = next((s for s in self.sections if s.type == SHT_SYMTAB), None)
+        if symtab is None:
+            return []
+        strtab = self.sections[symtab.link]
+        data = self.section_data(symtab)
+        out = []
+        if self.bits == 64:
+            fmt, size = self.order + "IBBHQQ", 24
+            for off in range(0, len(data) - size + 1, size):
+                name, info, _, shndx, value, sz = struct.unpack_from(fmt, data, off)
+                out.append(Symbol(self._cstr(strtab.offset + name), value, sz, info & 0xF,
+                                  info >> 4, shndx))
+        else:
+            fmt, size = self.order + "IIIBBH", 16
+            for off in range(0, len(data) - size + 1, size):
+                name, value, sz, info, _, shndx = struct.unpack_from(fmt, data, off)
+                out.append(Symbol(self._cstr(strtab.offset + name), value, sz, info & 0xF,
+                                  info >> 4, shndx))
+        return out
+
+    def relocations(self, section: Section) -> dict[int, Symbol]:
+        """{offset in ``section``: the symbol it refers to} from its SHT_REL section(s) (what
+        an unlinked BPF object uses to point instructions at maps and global data)."""
+        syms = self.symbols()
+        out: dict[int, Symbol] = {}
+        for rel in self.sections:
+            if rel.type != SHT_REL or rel.info != section.index:
+                continue
+            data = self.section_data(rel)
+            if self.bits == 64:
+                for off in range(0, len(data) - 15, 16):
+                    r_offset, r_info = struct.unpack_from(self.order + "QQ", data, off)
+                    if r_info >> 32 < len(syms):
+                        out[r_offset] = syms[r_info >> 32]
+            else:
+                for off in range(0, len(data) - 7, 8):
+                    r_offset, r_info = struct.unpack_from(self.order + "II", data, off)
+                    if r_info >> 8 < len(syms):
+                        out[r_offset] = syms[r_info >> 8]
+        return out
