@@ -12,6 +12,7 @@ import os
 
 __all__ = [
     "BpfPermissionError",
+    "BtfNotFoundError",
     "KernelError",
     "LibbpfError",
     "LibbpfMissingError",
@@ -112,3 +113,17 @@ class LibbpfError(KernelError):
 
 class LibbpfMissingError(KernelError):
     """The system libbpf is not installed, cannot be loaded, or is older than Vigil needs."""
+
+
+class BtfNotFoundError(KernelError):
+    """No BTF describes the running kernel: not its own, no vmlinux file, nothing shipped.
+
+    ``tried`` lists every place looked at and why each did not fit."""
+
+    def __init__(self, kernel: str, tried: list[str]) -> None:
+        self.tried = tried
+        lines = "\n".join(f"  - {t}" for t in tried)
+        super().__init__(
+            f"no BTF for this kernel ({kernel}); CO-RE programs cannot be relocated without "
+            f"it. Tried:\n{lines}\nPass --btf FILE (or set VIGIL_BTF) to a BTF or vmlinux of "
+            f"this kernel; `vigil btf extract` gets one from its package.")

@@ -1,0 +1,215 @@
+"""Kernel BTF out of a kernel image file of any supported architecture.
+
+Owns finding the BTF blob in what distributions ship as the kernel:
+
+- an ELF vmlinux (ppc64el's /boot/vmlinux, debug packages): its .BTF section;
+- an uncompressed image (arm64's raw `Image`, riscv64's EFI `Image`): the blob is found by its
+  header (magic 0xeB9F, version 1, 24-byte header, sizes that add up, types that parse);
+- a compressed one (x86 bzImage, ARM zImage, s390 image, Image.gz): the payload is found by
+  its magic (gzip, xz, zstd, lz4, bzip2, lzma; for a bzImage at the offset its setup header
+  gives), decompressed, and searched the same way (recursively, for nested containers).
+
+It also reads the release the image calls itself ("Linux version 6.1.0-50-amd64 (...").
+Does not open packages (vigil.btfhub.packages) nor write files (vigil.btfhub.extract).
+"""
+
+from __future__ import annotations
+
+import bz2
+import lzma
+import re
+import shutil
+import struct
+import subprocess
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from vigil.btfhub.elf import ELF_MAGIC, Elf
+from vigil.btfhub.rawbtf import RawBtf, blob_length, detect_arch, find_blobs
+from vigil.kernel.errors import VigilError
+
+_BANNER = re.compile(rb"Linux version (\d[\w.+~-]*) \(")
+_PROBE = 1 << 16  # bytes decompressed to tell a real stream from a stray magic
+_MAX_CANDIDATES = 24  # per format; stray matches of short magics are common in a kernel
+_MAX_DEPTH = 2
+
+
+class NoBtfError(VigilError):
+    """A kernel image or package holds no BTF."""
+
+
+class ToolMissingError(VigilError):
+    """A decompressor Vigil calls (zstd, lz4) is not installed."""
+
+
+@dataclass(frozen=True)
+class KernelBtf:
+    blob: bytes
+    release: str | None  # from the image's banner (None when it has none)
+    arch: str | None  # uname -m, from the BTF's struct pt_regs
+    how: str  # "bzImage payload (xz) -> ELF .BTF"
+
+
+# ---------------------------------------------------------------------------------------------
+# Decompressors: Python's own where it has one; the zstd/lz4 tools otherwise (the kernel's lz4
+# is the legacy frame format, which only the tool reads).
+
+
+class _Decompressor(Protocol):
+    def decompress(self, data: bytes) -> bytes: ...
+
+
+def _stdlib(factory: Callable[[], _Decompressor]) -> Callable[[bytes, bool], bytes]:
+    def run(data: bytes, probe: bool) -> bytes:
+        return factory().decompress(data[:_PROBE] if probe else data)
+    return run
+
+
+def _tool(argv: list[str], package: str) -> Callable[[bytes, bool], bytes]:
+    def run(data: bytes, probe: bool) -> bytes:
+        if shutil.which(argv[0]) is None:
+            raise ToolMissingError(f"{argv[0]} is needed to decompress this kernel image: "
+                                   f"apt-get install {package}")
+        # A kernel payload is followed by other bytes (its size, the rest of the image): the
+        # tool complains about them after writing the real output, so its status is ignored.
+        p = subprocess.run(argv, input=data[:_PROBE] if probe else data, capture_output=True,
+                           check=False)
+        return p.stdout
+    return run
+
+
+@dataclass(frozen=True)
+class _Format:
+    name: str
+    magic: bytes
+    decompress: Callable[[bytes, bool], bytes]
+    probe: bool = True  # try a small prefix first (short magics match stray bytes often)
+
+
+FORMATS = (
+    _Format("gzip", b"\x1f\x8b\x08", _stdlib(lambda: zlib.decompressobj(31))),
+    _Format("xz", b"\xfd7zXZ\x00", _stdlib(lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ))),
+    _Format("zstd", b"\x28\xb5\x2f\xfd", _tool(["zstd", "-dcq"], "zstd"), probe=False),
+    _Format("lz4", b"\x02\x21\x4c\x18", _tool(["lz4", "-dcq"], "lz4"), probe=False),
+    _Format("bzip2", b"BZh", _stdlib(bz2.BZ2Decompressor)),
+    _Format("lzma", b"\x5d\x00\x00", _stdlib(lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE))),
+)
+
+
+def _decompress(fmt: _Format, data: bytes) -> bytes | None:
+    """The stream at the start of ``data``, or None when it is not one."""
+    try:
+        if fmt.probe and not fmt.decompress(data, True):
+            return None
+        out = fmt.decompress(data, False)
+    except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error):
+        return None
+    return out or None
+
+
+def compressed_candidates(data: bytes) -> Iterator[tuple[int, _Format]]:
+    """(offset, format) of every place a compressed stream may start, in file order. A bzImage
+    says where its payload is; other images are searched for the formats' magic numbers."""
+    payload = _bzimage_payload(data)
+    if payload is not None:
+        start, _ = payload
+        for fmt in FORMATS:
+            if data.startswith(fmt.magic, start):
+                yield start, fmt
+    found: list[tuple[int, _Format]] = []
+    for fmt in FORMATS:
+        pos, n = data.find(fmt.magic), 0
+        while pos >= 0 and n < _MAX_CANDIDATES:
+            if fmt.name != "bzip2" or data[pos + 3: pos + 4] in b"123456789":
+                found.append((pos, fmt))
+                n += 1
+            pos = data.find(fmt.magic, pos + 1)
+    yield from sorted(found, key=lambda c: c[0])
+
+
+def _bzimage_payload(data: bytes) -> tuple[int, int] | None:
+    """(offset, length) of an x86 bzImage's compressed payload, from its setup header."""
+    if len(data) < 0x250 or data[0x202:0x206] != b"HdrS":
+        return None
+    version = struct.unpack_from("<H", data, 0x206)[0]
+    if version < 0x208:
+        return None
+    setup_sects = data[0x1F1] or 4
+    offset, length = struct.unpack_from("<II", data, 0x248)
+    start = (setup_sects + 1) * 512 + offset
+    return (start, length) if start + length <= len(data) else None
+
+
+def bzimage_release(data: bytes) -> str | None:
+    """The release an x86 bzImage's setup header names (readable without decompressing)."""
+    if len(data) < 0x210 or data[0x202:0x206] != b"HdrS":
+        return None
+    ptr = struct.unpack_from("<H", data, 0x20E)[0]
+    if not ptr:
+        return None
+    text = data[ptr + 0x200: ptr + 0x200 + 256].split(b"\0", 1)[0]
+    word = text.split(b" ", 1)[0].decode("ascii", "replace")
+    return word or None
+
+
+def banner_release(data: bytes) -> str | None:
+    m = _BANNER.search(data)
+    return m.group(1).decode("ascii", "replace") if m else None
+
+
+def _from_elf(data: bytes, source: str) -> bytes | None:
+    elf = Elf(data, source)
+    sec = elf.section(".BTF")
+    if sec is None:
+        return None
+    blob = elf.section_data(sec)
+    return blob if blob_length(blob) is not None else None
+
+
+def _largest_blob(data: bytes) -> bytes | None:
+    best = max(find_blobs(data), key=lambda b: b[1], default=None)
+    if best is None:
+        return None
+    off, n = best
+    return data[off: off + n]
+
+
+def _search(data: bytes, source: str, depth: int) -> tuple[bytes, str, bytes] | None:
+    """(blob, how, the bytes it was found in)."""
+    if data[:4] == ELF_MAGIC:
+        blob = _from_elf(data, source)
+        if blob is not None:
+            return blob, "ELF .BTF section", data
+    blob = _largest_blob(data)
+    if blob is not None:
+        return blob, "BTF blob found by its header", data
+    if depth >= _MAX_DEPTH:
+        return None
+    tried: set[int] = set()
+    for off, fmt in compressed_candidates(data):
+        if off in tried:
+            continue
+        out = _decompress(fmt, data[off:])
+        if out is None or len(out) < 1 << 20:  # a kernel is megabytes; skip stray streams
+            continue
+        tried.add(off)
+        found = _search(out, source, depth + 1)
+        if found is not None:
+            blob, how, where = found
+            return blob, f"{fmt.name} payload at {off:#x} -> {how}", where
+    return None
+
+
+def btf_from_image(data: bytes, source: str) -> KernelBtf:
+    """The kernel BTF inside ``data`` (a vmlinux, vmlinuz, Image, Image.gz, ...). Raises
+    NoBtfError when there is none."""
+    found = _search(data, source, 0)
+    if found is None:
+        kind = "an ELF vmlinux without a .BTF section" if data[:4] == ELF_MAGIC else \
+            "a kernel image without BTF (no BTF header in it or in any compressed payload)"
+        raise NoBtfError(f"{source}: no BTF inside: {kind}")
+    blob, how, where = found
+    release = bzimage_release(data) or banner_release(where) or banner_release(data)
+    return KernelBtf(blob, release, detect_arch(RawBtf(blob, source)), how)
