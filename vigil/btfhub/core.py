@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 
-from vigil.btfhub.elf import STT_FUNC, Elf, ElfError
+from vigil.btfhub.elf import STT_FUNC, Elf, ElfError, Section
 from vigil.btfhub.rawbtf import BType, RawBtf, essential_name
 from vigil.kernel.btf import (
     KIND_ARRAY,
@@ -104,6 +104,7 @@ class BpfObject:
             raise CoreError(f"{source} has no .BTF section (compile it with -g)")
         self.btf = RawBtf(self.elf.section_data(btf_sec), f"{source}:.BTF")
         self.relos = self._read_relos()
+        self._rodata_loads: dict[int, frozenset[int]] = {}
 
     @classmethod
     def from_file(cls, path: str) -> BpfObject:
@@ -154,6 +155,15 @@ class BpfObject:
             sec = self.elf.sections[sym.shndx]
             out.setdefault(sec.name, []).append((sym.name, sym.value, sym.value + sym.size))
         return out
+
+    def rodata_loads(self, sec: Section, rodata: set[int]) -> frozenset[int]:
+        """Indexes of the instructions of ``sec`` that load a pointer into .rodata."""
+        key = sec.index
+        if key not in self._rodata_loads:
+            self._rodata_loads[key] = frozenset(
+                off // 8 for off, sym in self.elf.relocations(sec).items()
+                if sym.shndx in rodata)
+        return self._rodata_loads[key]
 
     def signature(self) -> list[str]:
         """Sorted distinct relocation signatures (see Relo.signature)."""
@@ -541,8 +551,7 @@ def check_object(obj: BpfObject, target: RawBtf,
         constants: dict[int, int | None] = {
             r.insn_off // 8: int(results[r].ok) if r.kind in EXISTS_KINDS else None
             for r in relos}
-        loads = frozenset(off // 8 for off, sym in obj.elf.relocations(sec).items()
-                          if sym.shndx in rodata)
+        loads = obj.rodata_loads(sec, rodata)
         spans = progs.get(section) or [(section, 0, len(code))]
         for name, first, end in spans:
             if wanted is not None and name not in wanted:

@@ -61,6 +61,7 @@ class Elf:
         self.bits = 32 if cls == 1 else 64
         self.order = "<" if enc == 1 else ">"
         self.big_endian = enc == 2
+        self._symbols: list[Symbol] | None = None
         o = self.order
         if self.bits == 64:
             (self.type, self.machine, _, _, _, shoff, _, _, _, _, shentsize, shnum,
@@ -100,6 +101,11 @@ class Elf:
         return self.data[sec.offset: sec.offset + sec.size]
 
     def symbols(self) -> list[Symbol]:
+        if self._symbols is None:
+            self._symbols = self._read_symbols()
+        return self._symbols
+
+    def _read_symbols(self) -> list[Symbol]:
         symtab = next((s for s in self.sections if s.type == SHT_SYMTAB), None)
         if symtab is None:
             return []
