@@ -22,6 +22,9 @@ from agent_proc import VIGIL, AgentProc, Area, UserIds
 
 TEST_USER = "vigiltest"
 AGENT_MODULES = ("test_file_events.py", "test_exec_events.py", "test_burst.py")
+# Seconds for the session agent to start and see its first probe; the kernel matrix raises it
+# (software-emulated VMs start Python and load BPF programs 10-50x slower).
+START_TIMEOUT = float(os.environ.get("VIGIL_TEST_START_TIMEOUT", "60"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -78,7 +81,12 @@ def area(test_user: UserIds) -> Iterator[Area]:
 def agent(area: Area) -> Iterator[AgentProc]:
     proc = AgentProc(["--watch", str(area.watched)], db=area.root / "baseline.db").start()
     try:
-        proc.probe(area.watched, timeout=60)
+        try:
+            proc.probe(area.watched, timeout=START_TIMEOUT)
+        except AssertionError as e:
+            raise AssertionError(f"the agent did not report its readiness probe within "
+                                 f"{START_TIMEOUT:.0f}s ({e}); its stderr:\n"
+                                 + "\n".join(proc.stderr_lines[-30:])) from None
         yield proc
     finally:
         rc, summary = proc.stop()

@@ -37,12 +37,15 @@ def expand(requested: Iterable[str]) -> list[str]:
 def availability(doctor: dict[str, Any], name: str) -> tuple[str, str]:
     """("available" | "unsupported" | "unknown", reason) for backend ``name`` per the doctor.
 
-    The chosen backend is available; a rejected one is unsupported with the doctor's reason; a
-    name the report does not mention is unknown (the cell still runs, and its tests decide).
+    The chosen backend and those in ``backend.available`` are available; a rejected one is
+    unsupported with the doctor's reason; a name the report does not mention is unknown (the
+    cell still runs, and its tests decide).
     """
     backend = doctor.get("backend") or {}
     if name == AUTO or backend.get("chosen") == name:
         return "available", str(backend.get("reason", ""))
+    if name in (backend.get("available") or []):
+        return "available", ""
     rejected = backend.get("rejected") or {}
     if name in rejected:
         return "unsupported", str(rejected[name])

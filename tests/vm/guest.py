@@ -92,6 +92,7 @@ def run_cell(kernel: str, backend: str, report: dict[str, Any], out: Path, timeo
     xml.unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "VIGIL_TEST_BACKEND"}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["VIGIL_TEST_START_TIMEOUT"] = str(max(300.0, timeout / 3))
     if backend != AUTO:
         env["VIGIL_TEST_BACKEND"] = backend
     argv = [sys.executable, "-m", "pytest", "-m", "matrix", str(ROOT / "tests" / "kernel"),

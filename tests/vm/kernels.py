@@ -36,22 +36,24 @@ MODULES = Path("/lib/modules")
 
 @dataclass(frozen=True)
 class Series:
-    """One kernel series of the matrix: the newest image of ``suite`` whose name matches."""
+    """One kernel series of the matrix: the newest image in ``suites`` whose name matches."""
 
     name: str  # what --kernel takes: "5.10"
-    suite: str
+    suites: tuple[str, ...]  # "<codename>-security" comes from the security archive
     package: re.Pattern[str]
 
-    @property
-    def suites(self) -> tuple[str, ...]:
-        return (self.suite, f"{self.suite}-updates")
+
+def _suites(codename: str) -> tuple[str, ...]:
+    # point releases, stable updates, and the security archive (newest kernels between releases)
+    return (codename, f"{codename}-updates", f"{codename}-security")
 
 
 # Signed images (no "-unsigned", no "-dbg"): the same bzImage, and the name users install.
+# To add a kernel, add a line: a name, the suites that carry it, its package name pattern.
 SERIES: dict[str, Series] = {s.name: s for s in (
-    Series("5.10", "bullseye", re.compile(r"^linux-image-5\.10\.0-\d+-amd64$")),
-    Series("6.1", "bookworm", re.compile(r"^linux-image-6\.1\.0-\d+-amd64$")),
-    Series("6.12", "trixie", re.compile(r"^linux-image-6\.12\.\d+\+deb13-amd64$")),
+    Series("5.10", _suites("bullseye"), re.compile(r"^linux-image-5\.10\.0-\d+-amd64$")),
+    Series("6.1", _suites("bookworm"), re.compile(r"^linux-image-6\.1\.0-\d+-amd64$")),
+    Series("6.12", _suites("trixie"), re.compile(r"^linux-image-6\.12\.\d+\+deb13-amd64$")),
 )}
 
 
@@ -104,11 +106,10 @@ class PrivateApt:
                   "preferences.d", "trusted.gpg.d"):
             (r / d).mkdir(parents=True, exist_ok=True)
         (r / "status").touch()
-        lines = []
-        for s in sorted(series, key=lambda s: s.name):
-            signed = f"[arch=amd64 signed-by={KEYRING}]"
-            lines += [f"deb {signed} {MIRROR} {suite} main" for suite in s.suites]
-            lines.append(f"deb {signed} {SECURITY} {s.suite}-security main")
+        signed = f"[arch=amd64 signed-by={KEYRING}]"
+        suites = sorted({suite for s in series for suite in s.suites})
+        lines = [f"deb {signed} {SECURITY if suite.endswith('-security') else MIRROR} {suite} main"
+                 for suite in suites]
         text = "\n".join(lines) + "\n"
         if not (r / "sources.list").exists() or (r / "sources.list").read_text() != text:
             (r / "sources.list").write_text(text)
@@ -130,6 +131,7 @@ class PrivateApt:
             'APT::Architecture "amd64";',
             'APT::Architectures { "amd64"; };',
             'Acquire::Languages "none";',
+            'Acquire::GzipIndexes "true";',
             # As in the host's own configuration: the registry serves archive snapshots whose
             # Release files may be past their Valid-Until. Signatures are still checked.
             'Acquire::Check-Valid-Until "false";',
