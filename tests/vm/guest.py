@@ -121,6 +121,8 @@ def run_cell(kernel: str, backend: str, report: dict[str, Any], out: Path, timeo
         cell.status = "pass"
     elif counts is None:
         cell.reason = f"pytest exited {rc} without a report"
+    elif counts.failed == 0:
+        cell.tests, cell.reason = 0, f"pytest exited {rc}"
     say(f"{backend}: {cell.text()} in {secs:.0f}s")
     return cell
 

@@ -13,6 +13,7 @@ Does not own booting the kernels (vm.py) nor what runs inside them (guest.py).
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
 import os
@@ -263,10 +264,17 @@ def install(src: Path, release: str, vmlinuz: Path) -> Path:
 
 def prepare(name: str, *, refresh: bool = False, cache: Path = CACHE,
             apt: PrivateApt | None = None) -> Kernel:
-    """The kernel of series ``name``, downloaded and installed if needed."""
+    """The kernel of series ``name``, downloaded and installed if needed. Runs of the matrix
+    on the same machine take turns here (one lock file in the cache)."""
     if name not in SERIES:
         raise KernelError(f"unknown kernel {name!r}; known: {', '.join(SERIES)}")
-    series = SERIES[name]
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _prepare(SERIES[name], refresh, cache, apt)
+
+
+def _prepare(series: Series, refresh: bool, cache: Path, apt: PrivateApt | None) -> Kernel:
     manifest = _manifest(series, cache)
     if manifest.exists() and not refresh:
         k = Kernel(**json.loads(manifest.read_text()))

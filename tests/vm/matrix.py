@@ -185,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="ask the archive for newer kernel packages than the cached ones")
     ap.add_argument("pytest_args", nargs="*", help="after --: more pytest arguments (-k ...)")
     a = ap.parse_args(raw)
+    # SIGTERM (a CI time limit) unwinds like Ctrl-C, so no VM is left running
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if os.geteuid() != 0:
         say("must run as root (modules go to /lib/modules, the guest runs eBPF as root)")
         return 2
