@@ -14,7 +14,7 @@ VENV="$ROOT/.venv"
 # python3; clang/llvm/bpftool are build tools.
 APT_PKGS=(clang llvm libbpf-dev libbpf1 bpftool make gcc libc6-dev python3 python3-venv
           python3-pip linux-libc-dev util-linux passwd procps coreutils
-          zstd lz4 xz-utils rpm    # vigil btf extract: kernel payloads; rpmbuild for its tests
+          zstd lz4 xz-utils rpm dwarves  # vigil btf extract: payloads, pahole; rpmbuild (tests)
           liburing-dev)            # tests/kernel/uring_ops.c: changes made only through io_uring
 
 die() { echo "do: $*" >&2; exit 2; }

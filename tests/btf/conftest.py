@@ -57,3 +57,20 @@ def vigil(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check and p.returncode != 0:
         raise AssertionError(f"vigil {' '.join(args)} exited {p.returncode}:\n{p.stderr}")
     return p
+
+
+@pytest.fixture(scope="session")
+def debug_deb(kernel_deb: Callable[[str], Path]) -> Callable[[str], Path]:
+    """debug_deb("armhf") -> the -dbg package (DWARF vmlinux) of kernel_deb's kernel."""
+    from vigil.btfhub.debian import PrivateApt
+    from vigil.btfhub.packages import read_package
+
+    def get(name: str) -> Path:
+        suite, arch = KERNELS[name]
+        release = next(iter(read_package(kernel_deb(name)).images))
+        apt = PrivateApt(CACHE, suite, arch)
+        apt.update()
+        package = f"linux-image-{release}-dbg"
+        return apt.download(package, apt._version(package), CACHE / "dbg" / arch)
+
+    return get

@@ -232,3 +232,25 @@ def test_check_names_a_field_missing_from_a_tailored_btf(sources: Path, twins: N
     res = check_object(BpfObject.from_file(str(bundled_object("vigil", "s390x"))),
                        RawBtf.from_file(broken))
     assert res.missing() == ["struct dentry has no field d_parent"]
+
+
+@pytest.mark.slow
+def test_btf_from_a_debug_package_for_a_kernel_without_btf(
+        debug_deb: Callable[[str], Path], tmp_path: Path) -> None:
+    """Debian's armhf kernel has no BTF; its -dbg package's DWARF does, through pahole. The
+    check then shows what a 32-bit kernel means for the objects: pointer-wide fields."""
+    if shutil.which("pahole") is None:
+        pytest.fail("pahole missing: ./do setup installs dwarves")
+    deb = debug_deb("armhf")
+    p = vigil("btf", "extract", "--out", str(tmp_path / "a"), str(deb), check=False)
+    assert p.returncode == 2 and "--from-dwarf makes BTF" in p.stderr
+    p = vigil("btf", "extract", "--from-dwarf", "--distro", "debian/12", "--out",
+              str(tmp_path), str(deb))
+    assert "DWARF -> BTF (pahole" in p.stdout
+    out = next((tmp_path / "debian" / "12" / "armv7l").glob("*.btf"))
+    btf = RawBtf.from_file(out)
+    assert detect_arch(btf) == "armv7l" and btf.pointer_size == 4
+    p = vigil("-v", "btf", "check", "--btf", str(out))
+    assert "1 of 1 BTFs resolve" in p.stdout
+    assert "fields of another width" in p.stdout
+    assert "struct dentry.d_parent is 4 bytes in the kernel, 8 in the object" in p.stdout

@@ -31,7 +31,7 @@ def test_the_archive_covers_debian_amd64_and_arm64(archive: BtfArchive) -> None:
         for arch in ("x86_64", "aarch64"):
             assert any(k.startswith(f"debian/{version}/{arch}/") for k in keys), (version, arch)
     for key in keys:
-        distro, version, arch, release = key.split("/")
+        _, _, arch, release = key.split("/")
         assert archmod.canonical(arch) == arch and release
 
 

@@ -29,7 +29,8 @@ def _fetch(args: argparse.Namespace) -> int:
 def _extract(args: argparse.Namespace) -> int:
     from vigil.btfhub.extract import extract
 
-    done = extract(args.inputs, args.out, args.distro, skip_missing=args.skip_missing)
+    done = extract(args.inputs, args.out, args.distro, skip_missing=args.skip_missing,
+                   from_dwarf=args.from_dwarf)
     return 0 if done else 1
 
 
@@ -84,6 +85,9 @@ def configure_parser(btf: argparse.ArgumentParser, verbose: argparse.ArgumentPar
                    help="write DIR/ID/VERSION_ID/<arch>/<release>.btf (BTFHub layout)")
     p.add_argument("--skip-missing", action="store_true",
                    help="report and skip inputs without BTF instead of stopping")
+    p.add_argument("--from-dwarf", action="store_true",
+                   help="make BTF with pahole from a debug vmlinux's DWARF (e.g. Debian's "
+                   "linux-image-*-dbg) when there is no BTF")
     p.set_defaults(func=_extract)
 
     p = sub.add_parser("gen", parents=[verbose],

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 from vigil.btfhub.elf import STT_FUNC, Elf, ElfError, Section
@@ -315,6 +315,41 @@ def _match_fields(lb: RawBtf, relo: Relo, tb: RawBtf, cand: BType) -> str | None
     return None
 
 
+def size_difference(obj: BpfObject, relo: Relo, target: RawBtf) -> str | None:
+    """For a field read that resolves: 'struct task_struct.real_parent is 4 bytes here, 8 in
+    the object' when the kernel's field is not as wide as the object's view of it (pointers and
+    longs on a 32-bit kernel, a hand-declared type that is wrong). None when they agree."""
+    if relo.kind != ReloKind.FIELD_BYTE_OFFSET:
+        return None
+    lb = obj.btf
+    local = lb.type(relo.type_id)
+    steps, err = _access_path(lb, relo.type_id, relo.access)
+    if err or not steps or steps[-1][0] != "field":
+        return None
+    if lb.skip_mods(steps[-1][2]).kind not in (KIND_INT, KIND_PTR, KIND_ENUM, KIND_ENUM64):
+        return None  # hand-declared structs are stubs: only their members' widths matter
+    want = lb.size_of(steps[-1][2])
+    for cand in target.by_essential_name(essential_name(local.name)):
+        if not _kinds_compat(cand.kind, local.kind) or _match_fields(lb, relo, target, cand):
+            continue
+        cur = target.skip_mods(cand.id)
+        for step in steps:
+            if step[0] == "field":
+                found = _find_member(target, cur, step[1])
+                if found is None:
+                    return None
+                last = found
+                cur = target.skip_mods(found)
+            elif cur.array is not None:
+                last = cur.array[0]
+                cur = target.skip_mods(cur.array[0])
+        have = target.size_of(last)
+        if want is not None and have is not None and want != have:
+            return f"{relo.spec} is {have} bytes in the kernel, {want} in the object"
+        return None
+    return None
+
+
 def resolve(obj: BpfObject, relo: Relo, target: RawBtf) -> Resolution:
     """Does ``relo`` find what it asks for in ``target``? (Not whether that is fatal: see
     check_programs.)"""
@@ -521,6 +556,8 @@ class ObjectCheck:
     dead: list[Failure]  # unresolved, but only in code this kernel's answers make dead
     resolved: int
     total: int
+    # resolved field reads whose width differs between the kernel and the object (reasons)
+    size_differences: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -543,6 +580,8 @@ def check_object(obj: BpfObject, target: RawBtf,
     progs = obj.programs()
     rodata = {s.index for s in obj.elf.sections if s.name.startswith(".rodata")}
     out = ObjectCheck([], [], [], sum(1 for v in results.values() if v.ok), len(results))
+    out.size_differences = sorted({d for r in obj.relos if results[r].ok
+                                   for d in [size_difference(obj, r, target)] if d})
     for section, relos in by_section.items():
         sec = obj.elf.section(section)
         if sec is None:

@@ -1,7 +1,8 @@
 """`vigil btf extract`: kernel BTF out of packages and images, written as <release>.btf.
 
 Owns turning each input (a .deb, an .rpm, or a vmlinux/vmlinuz/Image file) into one BTF file
-per kernel release it contains, named after the release, either flat in the output directory or
+per kernel release it contains (a debug vmlinux's DWARF is turned into BTF with pahole when
+asked: --from-dwarf), named after the release, either flat in the output directory or
 in BTFHub's layout (`<distro>/<version>/<arch>/<release>.btf`) when the distribution is given;
 the architecture comes from the package and is checked against the BTF itself. An input without
 BTF is an error that says why (a package's config usually tells: CONFIG_DEBUG_INFO_BTF is not
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vigil.btfhub.images import NoBtfError, btf_from_image
+from vigil.btfhub.images import KernelBtf, NoBtfError, btf_from_dwarf, btf_from_image, has_dwarf
 from vigil.btfhub.packages import PackageError, read_package
 from vigil.kernel import arch as archmod
 from vigil.kernel.errors import VigilError
@@ -62,7 +63,17 @@ def _write(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
-def extract_one(path: Path, out: Path, distro: str | None) -> list[Extracted]:
+def _btf(data: bytes, source: str, from_dwarf: bool) -> KernelBtf:
+    try:
+        return btf_from_image(data, source)
+    except NoBtfError:
+        if from_dwarf and has_dwarf(data):
+            return btf_from_dwarf(data, source)
+        raise
+
+
+def extract_one(path: Path, out: Path, distro: str | None,
+                from_dwarf: bool = False) -> list[Extracted]:
     """BTF files written for one input; raises ExtractError / NoBtfError / PackageError."""
     with open(path, "rb") as f:
         head = f.read(8)
@@ -77,11 +88,12 @@ def extract_one(path: Path, out: Path, distro: str | None) -> list[Extracted]:
         for release, (member, data) in sorted(pkg.images.items()):
             source = f"{path.name}:{member}"
             try:
-                k = btf_from_image(data, source)
+                k = _btf(data, source, from_dwarf)
             except NoBtfError as e:
                 if pkg.btf_config(release) == "not set":
                     raise NoBtfError(f"{source}: no BTF inside: the kernel was built without "
-                                     f"it (its config says CONFIG_DEBUG_INFO_BTF is not set)"
+                                     f"it (its config says CONFIG_DEBUG_INFO_BTF is not set); "
+                                     f"its debug package (-dbg) with --from-dwarf can make it"
                                      ) from None
                 raise e from None
             if pkg_arch and k.arch and k.arch != pkg_arch:
@@ -93,7 +105,7 @@ def extract_one(path: Path, out: Path, distro: str | None) -> list[Extracted]:
             results.append(Extracted(source, release, arch, dest, len(k.blob), k.how))
         return results
     data = path.read_bytes()
-    k = btf_from_image(data, path.name)
+    k = _btf(data, path.name, from_dwarf)
     m = _FILE_RELEASE.match(path.name)
     named = k.release or (m.group(1) if m else None)
     if named is None:
@@ -105,7 +117,7 @@ def extract_one(path: Path, out: Path, distro: str | None) -> list[Extracted]:
 
 
 def extract(inputs: list[Path], out: Path, distro: str | None = None, *,
-            skip_missing: bool = False,
+            skip_missing: bool = False, from_dwarf: bool = False,
             report: Callable[[str], None] = print) -> list[Extracted]:
     """Every input in turn. With ``skip_missing`` an input without BTF is reported and
     skipped; otherwise the first one stops the run with its error."""
@@ -117,7 +129,7 @@ def extract(inputs: list[Path], out: Path, distro: str | None = None, *,
         if not path.is_file():
             raise ExtractError(f"{path}: no such file")
         try:
-            items = extract_one(path, out, distro)
+            items = extract_one(path, out, distro, from_dwarf)
         except (NoBtfError, ExtractError, PackageError) as e:
             if not skip_missing:
                 raise

@@ -7,7 +7,8 @@ Owns finding the BTF blob in what distributions ship as the kernel:
   header (magic 0xeB9F, version 1, 24-byte header, sizes that add up, types that parse);
 - a compressed one (x86 bzImage, ARM zImage, s390 image, Image.gz): the payload is found by
   its magic (gzip, xz, zstd, lz4, bzip2, lzma; for a bzImage at the offset its setup header
-  gives), decompressed, and searched the same way (recursively, for nested containers).
+  gives), decompressed, and searched the same way (recursively, for nested containers);
+- a debug vmlinux without BTF but with DWARF: pahole makes the BTF (btf_from_dwarf).
 
 It also reads the release the image calls itself ("Linux version 6.1.0-50-amd64 (...").
 Does not open packages (vigil.btfhub.packages) nor write files (vigil.btfhub.extract).
@@ -21,9 +22,11 @@ import re
 import shutil
 import struct
 import subprocess
+import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from vigil.btfhub.elf import ELF_MAGIC, Elf
@@ -202,13 +205,41 @@ def _search(data: bytes, source: str, depth: int) -> tuple[bytes, str, bytes] | 
     return None
 
 
+def has_dwarf(data: bytes) -> bool:
+    return data[:4] == ELF_MAGIC and Elf(data).section(".debug_info") is not None
+
+
+def btf_from_dwarf(data: bytes, source: str) -> KernelBtf:
+    """BTF made from a debug vmlinux's DWARF with pahole (what the kernel build itself does
+    with CONFIG_DEBUG_INFO_BTF): the way to kernels built without BTF, from their debug
+    packages (Debian's linux-image-*-dbg)."""
+    pahole = shutil.which("pahole")
+    if pahole is None:
+        raise ToolMissingError("pahole is needed to make BTF from DWARF: apt-get install dwarves")
+    with tempfile.TemporaryDirectory(prefix="vigil-pahole-") as tmp:
+        vmlinux, out = Path(tmp) / "vmlinux", Path(tmp) / "vmlinux.btf"
+        vmlinux.write_bytes(data)
+        p = subprocess.run([pahole, "-j", f"--btf_encode_detached={out}", str(vmlinux)],
+                           capture_output=True, text=True, check=False)
+        if p.returncode != 0 or not out.is_file():
+            raise NoBtfError(f"{source}: pahole could not make BTF from its DWARF: "
+                             f"{(p.stderr or p.stdout).strip()[-400:]}")
+        blob = out.read_bytes()
+        version = subprocess.run([pahole, "--version"], capture_output=True, text=True,
+                                 check=False).stdout.strip()
+    return KernelBtf(blob, banner_release(data), detect_arch(RawBtf(blob, source)),
+                     f"DWARF -> BTF (pahole {version})")
+
+
 def btf_from_image(data: bytes, source: str) -> KernelBtf:
     """The kernel BTF inside ``data`` (a vmlinux, vmlinuz, Image, Image.gz, ...). Raises
     NoBtfError when there is none."""
     found = _search(data, source, 0)
     if found is None:
-        kind = "an ELF vmlinux without a .BTF section" if data[:4] == ELF_MAGIC else \
-            "a kernel image without BTF (no BTF header in it or in any compressed payload)"
+        kind = "a kernel image without BTF (no BTF header in it or in any compressed payload)"
+        if data[:4] == ELF_MAGIC:
+            kind = "an ELF vmlinux without a .BTF section" + (
+                "; it has DWARF, from which --from-dwarf makes BTF" if has_dwarf(data) else "")
         raise NoBtfError(f"{source}: no BTF inside: {kind}")
     blob, how, where = found
     release = bzimage_release(data) or banner_release(where) or banner_release(data)

@@ -4,8 +4,9 @@ Owns the two package formats, read in pure Python with no dpkg or rpm tools:
 
 - .deb: an `ar` archive; its control.tar.* gives Package, Version and Architecture, its
   data.tar.* (xz, gzip, bzip2, zstd) holds boot/vmlinuz-<release> (or vmlinux-) and
-  boot/config-<release>. The tar is read as a stream and left as soon as /boot is behind, so
-  the modules (most of the package) are never decompressed.
+  boot/config-<release>, or for a debug package usr/lib/debug/boot/vmlinux-<release>. The
+  tar is read as a stream and left as soon as /boot is behind, so the modules (most of the
+  package) are never decompressed.
 - .rpm: the lead, the signature and main headers (NAME, VERSION, RELEASE, ARCH,
   PAYLOADCOMPRESSOR), then a compressed cpio ("newc") payload; Fedora-style packages keep the
   image in lib/modules/<release>/vmlinuz, older ones in boot/.
@@ -33,7 +34,7 @@ from vigil.btfhub.images import ToolMissingError
 from vigil.kernel.errors import VigilError
 
 # Where packages keep the kernel image and its config, as paths inside the package.
-_IMAGE = re.compile(r"^(?:\./)?(?:usr/)?(?:boot/(?:vmlinu[xz]|Image)-(?P<r1>[^/]+)|"
+_IMAGE = re.compile(r"^(?:\./)?(?:usr/)?(?:lib/debug/)?(?:boot/(?:vmlinu[xz]|Image)-(?P<r1>[^/]+)|"
                     r"lib/modules/(?P<r2>[^/]+)/(?:vmlinu[xz]|Image))$")
 _CONFIG = re.compile(r"^(?:\./)?(?:usr/)?(?:boot/config-(?P<r1>[^/]+)|"
                      r"lib/modules/(?P<r2>[^/]+)/config)$")

@@ -291,6 +291,18 @@ class RawBtf:
                         return found
         return None
 
+    def size_of(self, type_id: int, depth: int = 0) -> int | None:
+        """Bytes of a type (None for void, functions and forward declarations)."""
+        t = self.skip_mods(type_id)
+        if t.kind == 2:  # pointer
+            return self.pointer_size
+        if t.kind == KIND_ARRAY and t.array is not None and depth < 16:
+            elem = self.size_of(t.array[0], depth + 1)
+            return None if elem is None else elem * t.array[2]
+        if t.kind in (KIND_INT, KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_ENUM64, 16):
+            return t.size_or_type
+        return None
+
     @cached_property
     def pointer_size(self) -> int:
         """4 or 8: the size of the kernel's `long` (how libbpf guesses it too)."""
