@@ -95,6 +95,24 @@ int probe_ringbuf(void *ctx)
 	return 0;
 }
 
+/* Perf event arrays, the event buffer of kernels without ring buffers (vigil_perf.bpf.c). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));	/* max_entries 0: libbpf sets the CPU count */
+} probe_perf SEC(".maps");
+
+SEC("tracepoint/syscalls/sys_enter_getpid")
+int probe_perfbuf(void *ctx)
+{
+	struct probe_record rec = {};
+
+	rec.pid = bpf_get_current_pid_tgid() >> 32;
+	rec.flags = probe_magic;
+	bpf_perf_event_output(ctx, &probe_perf, BPF_F_CURRENT_CPU, &rec, sizeof(rec));
+	return 0;
+}
+
 /* bpf_d_path is allowed only from a kernel allowlist of functions; security_file_open is on
  * it from 5.10 on. */
 SEC("fentry/security_file_open")

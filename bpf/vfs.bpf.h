@@ -17,7 +17,8 @@
  * Capture runs as lsm/, fentry/ or kprobe/ programs, commit as fexit/ or kretprobe/ programs;
  * the bodies are shared. A write-open is sent from file_open (the file exists, FMODE_CREATED
  * tells whether this open made it) and the "modified" from the last reference going (__fput, or
- * the file_release LSM hook).
+ * the file_release LSM hook). Every program that can send an event ends with flush(ctx), where
+ * the perf buffer variant sends it (vigil.bpf.c, submit()).
  *
  * Argument positions of the commit functions changed across kernels (an idmap argument came
  * first in 5.12 and 6.3, vfs_rename took a struct in 5.12, vfs_mkdir returns a dentry since
@@ -369,14 +370,14 @@ SEC("lsm/file_open")
 int BPF_PROG(lsm_file_open, struct file *file)
 {
 	on_file_open(file);
-	return 0;
+	return flush(ctx);
 }
 
 SEC("lsm/file_release")
 int BPF_PROG(lsm_file_release, struct file *file)
 {
 	on_last_fput(file);
-	return 0;
+	return flush(ctx);
 }
 
 /* ---- fentry on the same security_* functions (capture) --------------------------------- */
@@ -451,13 +452,13 @@ int BPF_PROG(fe_file_truncate, struct file *file)
 SEC("fentry/security_file_open")
 int BPF_PROG(fe_file_open, struct file *file)
 {
-	return on_file_open(file), 0;
+	return on_file_open(file), flush(ctx);
 }
 
 SEC("fentry/__fput")
 int BPF_PROG(fe_fput, struct file *file)
 {
-	return on_last_fput(file), 0;
+	return on_last_fput(file), flush(ctx);
 }
 
 /* ---- fexit on the VFS functions (commit) ------------------------------------------------- */
@@ -501,7 +502,8 @@ static __always_inline __u64 rename_ident(__u64 arg)
 	SEC("fexit/" #fn)								\
 	int fx_##fn(__u64 *ctx)								\
 	{										\
-		return commit(kind, ctx_arg(ctx, pos), result(ctx_arg(ctx, ret), is_ptr));	\
+		commit(kind, ctx_arg(ctx, pos), result(ctx_arg(ctx, ret), is_ptr));	\
+		return flush(ctx);							\
 	}
 
 FEXIT(vfs_unlink, CM_UNLINK, pos_unlink, ret_unlink, 0)
@@ -515,8 +517,9 @@ FEXIT(notify_change, CM_SETATTR, pos_setattr, ret_setattr, 0)
 SEC("fexit/vfs_rename")
 int fx_vfs_rename(__u64 *ctx)
 {
-	return commit(CM_RENAME, rename_ident(ctx_arg(ctx, pos_rename)),
-		      result(ctx_arg(ctx, ret_rename), 0));
+	commit(CM_RENAME, rename_ident(ctx_arg(ctx, pos_rename)),
+	       result(ctx_arg(ctx, ret_rename), 0));
+	return flush(ctx);
 }
 
 SEC("fexit/do_truncate")
@@ -524,7 +527,8 @@ int fx_do_truncate(__u64 *ctx)
 {
 	if (ctx_arg(ctx, pos_truncate_attrs) & ATTR_OPEN)
 		return 0;	/* open(O_TRUNC): the write-open reports it */
-	return commit(CM_TRUNCATE, ctx_arg(ctx, pos_truncate), result(ctx_arg(ctx, ret_truncate), 0));
+	commit(CM_TRUNCATE, ctx_arg(ctx, pos_truncate), result(ctx_arg(ctx, ret_truncate), 0));
+	return flush(ctx);
 }
 
 /* ---- kprobes: capture at the security_* functions, commit armed at the entry of the VFS
@@ -616,13 +620,13 @@ int kp_file_truncate(struct pt_regs *r)
 SEC("kprobe/security_file_open")
 int kp_file_open(struct pt_regs *r)
 {
-	return on_file_open((void *)KP_ARG0(r));
+	return on_file_open((void *)KP_ARG0(r)), flush(r);
 }
 
 SEC("kprobe/__fput")
 int kp_fput(struct pt_regs *r)
 {
-	return on_last_fput((void *)KP_ARG0(r));
+	return on_last_fput((void *)KP_ARG0(r)), flush(r);
 }
 
 /* Entry of a commit function: arm the thread's slot when it is the captured dentry. */
@@ -651,7 +655,7 @@ static __always_inline int fire(__u32 kind, long ret)
 	SEC("kprobe/" #fn)								\
 	int kp_##fn(struct pt_regs *r) { return arm(kind, kp_arg(r, pos)); }		\
 	SEC("kretprobe/" #fn)								\
-	int kr_##fn(struct pt_regs *r) { return fire(kind, result(KP_RET(r), is_ptr)); }
+	int kr_##fn(struct pt_regs *r) { return fire(kind, result(KP_RET(r), is_ptr)), flush(r); }
 
 KPROBE_COMMIT(vfs_unlink, CM_UNLINK, pos_unlink, 0)
 KPROBE_COMMIT(vfs_rmdir, CM_RMDIR, pos_rmdir, 0)
@@ -670,7 +674,7 @@ int kp_vfs_rename(struct pt_regs *r)
 SEC("kretprobe/vfs_rename")
 int kr_vfs_rename(struct pt_regs *r)
 {
-	return fire(CM_RENAME, result(KP_RET(r), 0));
+	return fire(CM_RENAME, result(KP_RET(r), 0)), flush(r);
 }
 
 SEC("kprobe/do_truncate")
@@ -684,7 +688,7 @@ int kp_do_truncate(struct pt_regs *r)
 SEC("kretprobe/do_truncate")
 int kr_do_truncate(struct pt_regs *r)
 {
-	return fire(CM_TRUNCATE, result(KP_RET(r), 0));
+	return fire(CM_TRUNCATE, result(KP_RET(r), 0)), flush(r);
 }
 
 #endif /* VIGIL_VFS_BPF_H */

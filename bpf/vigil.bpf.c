@@ -8,6 +8,10 @@
  * LPM trie) and only then builds and sends an event. Read-only opens return at enter.
  *
  * Settings are const volatile globals written by user space between open and load.
+ *
+ * Records go to user space through a ring buffer, or, built as vigil_perf.bpf.c for kernels
+ * without one, through a perf event array: then every program that can send a record ends with
+ * flush(ctx) (see submit()).
  */
 #include <linux/bpf.h>
 #include "kernel_types.h"
@@ -43,10 +47,19 @@ const volatile __u32 cfg_fmode_created = 0x100000; /* FMODE_CREATED, since 4.19 
  * "pending writes" and the close syscalls are not hooked. */
 const volatile __u32 cfg_close_at_fput = 0;
 
+#ifdef VIGIL_PERFBUF
+/* Kernels without ring buffers (< 5.8): one perf buffer per CPU (vigil_perf.bpf.c). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));	/* max_entries 0: libbpf sets the CPU count */
+} events SEC(".maps");
+#else
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 16 << 20);	/* resized by user space before load */
 } events SEC(".maps");
+#endif
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -411,6 +424,73 @@ static __noinline int is_watched(struct pathbuf *pb, __u32 len)
 
 /* ---- sending ---------------------------------------------------------------------------- */
 
+#ifdef VIGIL_PERFBUF
+/* bpf_perf_event_output needs the program's context, which the helpers that build events do
+ * not have (a BPF function takes at most 5 arguments). So submit() parks the record in a per-CPU
+ * outbox and every program that can submit ends with flush(ctx), which sends it. A program
+ * submits at most one record; programs on one CPU do not nest. */
+#define PERF_ENOSPC 28
+#define OUTBOX_SIZE 16384		/* a power of two >= EVBUF_SIZE: a mask bounds sizes */
+_Static_assert(OUTBOX_SIZE >= EVBUF_SIZE, "the outbox must hold any record");
+
+struct outbox {
+	__u32 size;			/* 0: empty */
+	__u32 drop_stat;		/* the counter of a failed send */
+	char b[OUTBOX_SIZE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct outbox);
+} outbox SEC(".maps");
+
+static __always_inline void submit(void *ev, __u32 size, __u32 drop_stat)
+{
+	__u32 zero = 0;
+	struct outbox *o = bpf_map_lookup_elem(&outbox, &zero);
+
+	if (!o)
+		return;
+	if (o->size)
+		count(o->drop_stat);	/* never flushed: counted, not silently replaced */
+	o->size = 0;
+	if (size > EVBUF_SIZE)
+		return;
+	asm volatile("" : "+r"(size));	/* keep clang from dropping the mask as redundant */
+	size &= OUTBOX_SIZE - 1;
+	if (bpf_probe_read_kernel(o->b, size, ev)) {
+		count(drop_stat);
+		return;
+	}
+	o->size = size;
+	o->drop_stat = drop_stat;
+}
+
+/* Sends the outbox's record, if any. A failure is counted by kind like a failed ring reserve;
+ * a full buffer (-ENOSPC) also in VIGIL_STAT_PERF_FULL, so that user space can tell which of
+ * the losses perf reports itself it has already counted (4.x kernels return 0 then). */
+static __always_inline int flush(void *ctx)
+{
+	__u32 zero = 0;
+	struct outbox *o = bpf_map_lookup_elem(&outbox, &zero);
+	__u32 size;
+	long err;
+
+	if (!o || !o->size)
+		return 0;
+	size = o->size & (OUTBOX_SIZE - 1);
+	o->size = 0;
+	err = bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, o->b, size);
+	if (err) {
+		count(o->drop_stat);
+		if (err == -PERF_ENOSPC)
+			count(VIGIL_STAT_PERF_FULL);
+	}
+	return 0;
+}
+#else
 static __always_inline void submit(void *ev, __u32 size, __u32 drop_stat)
 {
 	__u64 flags = BPF_RB_NO_WAKEUP;
@@ -422,6 +502,13 @@ static __always_inline void submit(void *ev, __u32 size, __u32 drop_stat)
 	if (bpf_ringbuf_output(&events, ev, size, flags))
 		count(drop_stat);
 }
+
+/* Ring buffer records are sent by submit() itself. */
+static __always_inline int flush(void *ctx)
+{
+	return 0;
+}
+#endif
 
 /* Every record starts with a header and the acting process. */
 struct ev_common {
@@ -709,7 +796,10 @@ static __noinline int on_exit(long ret)
 SEC("tracepoint")
 int handle_sys_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	return on_exit(ctx->ret);
+	int ret = on_exit(ctx->ret);
+
+	flush(ctx);
+	return ret;
 }
 
 struct close_arg {
@@ -728,8 +818,10 @@ int handle_close(void *ctx)
 {
 	__u32 zero = 0;
 	struct close_arg *a = bpf_map_lookup_elem(&close_scratch, &zero);
+	int ret = a ? on_close(a->fd) : 0;
 
-	return a ? on_close(a->fd) : 0;
+	flush(ctx);
+	return ret;
 }
 
 enum { H_SYS_EXIT = 0, H_CLOSE = 1 };
@@ -960,7 +1052,7 @@ int handle_exec(void *ctx)
 	e->hdr.flags = flags;
 	e->hdr.size = sizeof(struct vigil_exec_event) + len + alen;
 	submit(e, e->hdr.size, VIGIL_STAT_DROP_EXEC);
-	return 0;
+	return flush(ctx);
 }
 
 SEC("tracepoint/sched/sched_process_exit")
@@ -988,7 +1080,7 @@ int handle_exit(void *ctx)
 	e->hdr.flags = flags;
 	e->hdr.size = sizeof(struct vigil_exit_event);
 	submit(e, sizeof(struct vigil_exit_event), VIGIL_STAT_DROP_EXIT);
-	return 0;
+	return flush(ctx);
 }
 
 /* Anchors: put every record type into the object's BTF, so user space can check its mirror of

@@ -60,6 +60,8 @@ enum vigil_stat {
 	VIGIL_STAT_DROP_EXIT = 2,
 	VIGIL_STAT_INFLIGHT_FULL = 3,
 	VIGIL_STAT_WFILES_FULL = 4,
+	VIGIL_STAT_PERF_FULL = 5,	/* perf variant: sends that found the CPU's buffer full (also
+					 * counted by kind above) */
 	VIGIL_STAT_MAX = 8,
 };
 

@@ -33,8 +33,9 @@ from vigil.outputs.base import Output, Sink
 log = logging.getLogger(__name__)
 
 # Counters that mean "an event may be missing": failed ring reserves, and file syscalls that
-# could not be followed from enter to exit because the in-flight table was full.
-DROP_KINDS = ("drop_file", "drop_exec", "drop_exit", "inflight_full")
+# could not be followed from enter to exit because the in-flight table was full; with the perf
+# event buffer also samples perf lost that the BPF side could not count (4.x kernels: no kind).
+DROP_KINDS = ("drop_file", "drop_exec", "drop_exit", "inflight_full", "drop_unknown")
 
 
 def _kind(counter: str) -> str:
@@ -57,7 +58,8 @@ class RunSummary:
 
     def line(self) -> str:
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.delivered.items())) or "none"
-        drops = ", ".join(f"{_kind(k)} {self.drops.get(k, 0)}" for k in DROP_KINDS)
+        drops = ", ".join(f"{_kind(k)} {self.drops.get(k, 0)}" for k in DROP_KINDS
+                          if k != "drop_unknown" or self.drops.get(k))
         return (f"vigil: {sum(self.delivered.values())} events delivered ({kinds}) in "
                 f"{self.seconds:.1f}s; {self.dropped} dropped by the kernel side ({drops})")
 
@@ -78,7 +80,8 @@ def kernel_watch_paths(config: Config) -> list[bytes]:
 class Agent:
     def __init__(self, config: Config, sinks: Sequence[Sink], *, btf_path: str | None = None,
                  obj_path: Path | None = None, poll_interval: float = 0.1,
-                 fim: bool = True, backend: str | None = None) -> None:
+                 fim: bool = True, backend: str | None = None,
+                 event_buffer: str = "auto") -> None:
         self.config = config
         self._fim_enabled = fim
         self._fim: FimService | None = None
@@ -90,6 +93,7 @@ class Agent:
             ring_bytes=config.ring_buffer_mb << 20,
             failed_errnos=config.failed_errnos,
             btf_custom_path=btf_path,
+            event_buffer=event_buffer,
         )
         self._obj_path = obj_path
         self._backend_name = backend  # None or "auto": the best that runs here
@@ -123,8 +127,9 @@ class Agent:
         self._backend, rejected = start_backend(self._settings, self._backend_name,
                                                 self._obj_path)
         skipped = "; ".join(f"{name}: {why}" for name, why in rejected.items())
-        print(f"vigil: {self._backend.name} backend" + (f" (skipped {skipped})" if skipped
-                                                         else ""), file=sys.stderr, flush=True)
+        buffer = ", perf event buffer" if self._backend.event_buffer == "perf" else ""
+        print(f"vigil: {self._backend.name} backend{buffer}"
+              + (f" (skipped {skipped})" if skipped else ""), file=sys.stderr, flush=True)
         for note in self._backend.plan.notes:
             log.info("%s", note)
         with self._backend as backend:

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
+from vigil.kernel.backend import EVENT_BUFFERS
 from vigil.kernel.errors import VerifierError, VigilError
 from vigil.kernel.hooks import BACKENDS
 
@@ -50,7 +51,7 @@ def _run(args: argparse.Namespace) -> int:
     if btf.kind != "kernel":
         log.info("using %s", btf.describe())
     agent = Agent(config, sinks, btf_path=btf.custom_path, fim=not args.no_fim,
-                  backend=args.backend)
+                  backend=args.backend, event_buffer=args.event_buffer)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         agent.stop()
@@ -123,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
                      help="kernel hooks to use (default: the best that works here; see "
                      "`vigil doctor`)")
+    run.add_argument("--event-buffer", choices=EVENT_BUFFERS, default="auto",
+                     help="how events reach the agent: the BPF ring buffer or per-CPU perf "
+                     "buffers (default: the ring where the kernel has it, Linux 5.8+)")
     run.set_defaults(func=_run)
 
     doctor = sub.add_parser("doctor", help="what this kernel supports and what Vigil will use",

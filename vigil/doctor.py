@@ -8,14 +8,12 @@ compact text; to_dict() is what the CLI prints for --json. It does not parse arg
 from __future__ import annotations
 
 import os
-import platform
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from vigil.kernel import libbpf, mounts, probes
-from vigil.kernel.backend import BackendSettings, plan_backends
+from vigil.kernel.backend import BackendSettings, choose_event_buffer, plan_backends
 from vigil.kernel.errors import VigilError
-from vigil.kernel.ringbuf import ORDERED_ARCHES
 
 
 @dataclass
@@ -41,6 +39,8 @@ class DoctorReport:
     probes: list[probes.Probe]
     ringbuf: bool | None
     backend: BackendChoice
+    event_buffer: str = "ring"  # what `vigil run` would read events from: ring or perf
+    event_buffer_reason: str = ""
     mounted_now: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -81,9 +81,6 @@ def collect() -> DoctorReport:
             problems.append(str(e))
     else:
         problems.append("not running as root: probes that need privileges are inconclusive")
-    if platform.machine() not in ORDERED_ARCHES:
-        problems.append(f"the ring buffer reader needs a strongly ordered CPU (x86); this is "
-                        f"{platform.machine()}: `vigil run` will refuse to start")
     try:
         major, minor = libbpf.version()
         libbpf_version: str | None = f"{major}.{minor}"
@@ -91,6 +88,7 @@ def collect() -> DoctorReport:
         libbpf_version = None
         problems.append(str(e))
     results = {p.name: p for p in probes.run_all()}
+    event_buffer, why = choose_event_buffer()
     btf = probes.KERNEL_BTF
     uname = os.uname()
     return DoctorReport(
@@ -105,6 +103,8 @@ def collect() -> DoctorReport:
         probes=list(results.values()),
         ringbuf=probes.have_ringbuf() if libbpf_version else None,
         backend=_choose(),
+        event_buffer=event_buffer,
+        event_buffer_reason=why,
         mounted_now=mounted_now,
         problems=problems,
     )
@@ -125,6 +125,7 @@ def render(report: DoctorReport) -> str:
         f"  (BPF LSM active: {_yn(r.bpf_lsm_active)})",
         f"libbpf        {r.libbpf_version or 'missing'}",
         f"ring buffer   {_yn(r.ringbuf)}",
+        f"event buffer  {r.event_buffer} ({r.event_buffer_reason})",
     ]
     if r.mounted_now:
         lines.append(f"mounted       {', '.join(r.mounted_now)}")

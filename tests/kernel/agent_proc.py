@@ -32,7 +32,7 @@ Pred = Callable[[Event], bool]
 SUMMARY_RE = re.compile(
     r"^vigil: (?P<delivered>\d+) events delivered \((?P<kinds>[^)]*)\) in (?P<secs>[\d.]+)s; "
     r"(?P<dropped>\d+) dropped by the kernel side \(file (?P<file>\d+), exec (?P<exec>\d+), "
-    r"exit (?P<exit>\d+)(?:, inflight (?P<inflight>\d+))?\)$")
+    r"exit (?P<exit>\d+)(?:, inflight (?P<inflight>\d+))?(?:, unknown (?P<unknown>\d+))?\)$")
 
 
 def get(ev: Event, dotted: str, default: Any = None) -> Any:
@@ -73,6 +73,7 @@ class Summary:
     exec: int
     exit: int
     inflight: int
+    unknown: int  # perf event buffer: samples perf lost that the BPF side could not count
     line: str
 
 
@@ -95,9 +96,13 @@ class AgentProc:
 
     def start(self) -> AgentProc:
         # The kernel matrix (tests/vm) runs the suite once per backend.
+        # VIGIL_TEST_EVENT_BUFFER=perf: through the perf event array kernels < 5.8 use.
         backend = os.environ.get("VIGIL_TEST_BACKEND")
+        buffer = os.environ.get("VIGIL_TEST_EVENT_BUFFER")
         cmd = [str(VIGIL), *(["-v"] if self.verbose else []), "run", *self.args, "-o", "json",
-               "--db", str(self.db), *(["--backend", backend] if backend else [])]
+               "--db", str(self.db), *(["--backend", backend] if backend else []),
+               *(["--event-buffer", buffer] if buffer and "--event-buffer" not in self.args
+                 else [])]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       cwd="/")
         for target in (self._read_stdout, self._read_stderr):
@@ -210,7 +215,8 @@ class AgentProc:
             m = SUMMARY_RE.match(line)
             if m:
                 summary = Summary(int(m["delivered"]), int(m["dropped"]), int(m["file"]),
-                                  int(m["exec"]), int(m["exit"]), int(m["inflight"] or 0), line)
+                                  int(m["exec"]), int(m["exit"]), int(m["inflight"] or 0),
+                                  int(m["unknown"] or 0), line)
         return rc, summary
 
 

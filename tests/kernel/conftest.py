@@ -21,7 +21,7 @@ import pytest
 from agent_proc import VIGIL, AgentProc, Area, UserIds
 
 TEST_USER = "vigiltest"
-AGENT_MODULES = ("test_file_events.py", "test_exec_events.py", "test_burst.py")
+AGENT_MODULES = ("test_file_events.py", "test_exec_events.py", "test_burst.py", "test_perfbuf.py")
 # Seconds for the session agent to start and see its first probe; the kernel matrix raises it
 # (software-emulated VMs start Python and load BPF programs 10-50x slower).
 START_TIMEOUT = float(os.environ.get("VIGIL_TEST_START_TIMEOUT", "60"))

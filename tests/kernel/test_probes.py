@@ -35,6 +35,7 @@ def test_every_probe_is_conclusive_and_explained() -> None:
     # The universal backend must work on every kernel Vigil supports.
     assert by_name["tracepoint"].available is True
     assert by_name["ringbuf"].available is True
+    assert by_name["perfbuf"].available is True  # the event buffer of kernels < 5.8
 
 
 def test_probes_agree_with_host_facts() -> None:

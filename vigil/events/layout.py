@@ -50,6 +50,7 @@ class Stat(enum.IntEnum):
     DROP_EXIT = 2
     INFLIGHT_FULL = 3
     WFILES_FULL = 4
+    PERF_FULL = 5  # perf variant: sends that found the buffer full (also counted by kind)
 
 
 STAT_SLOTS: Final = 8

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno as errno_mod
 import logging
 import os
+import platform
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,7 +26,8 @@ from vigil.kernel.errors import KernelError, VigilError
 from vigil.kernel.hooks import HookUnsupported, Plan
 from vigil.kernel.loader import BpfObjectSpec, Link, LoadedObject, bundled_object
 from vigil.kernel.mounts import ensure_mounted, tracepoint_exists
-from vigil.kernel.ringbuf import RingReader
+from vigil.kernel.perfbuf import PerfReader, per_cpu_pages
+from vigil.kernel.ringbuf import ORDERED_ARCHES, RingReader
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,35 @@ class BackendSettings:
     ignore_tgid: int = field(default_factory=os.getpid)
     wakeup_bytes: int = 1 << 20
     btf_custom_path: str | None = None
+    event_buffer: str = "auto"  # one of EVENT_BUFFERS
+
+
+# How records reach user space: "ring" (BPF ring buffer, vigil.bpf.o) or "perf" (a perf event
+# array, vigil_perf.bpf.o: kernels < 5.8, and CPUs the ring reader cannot run on).
+EVENT_BUFFERS = ("auto", "ring", "perf")
+EventReader = RingReader | PerfReader
+
+
+def choose_event_buffer(requested: str = "auto") -> tuple[str, str]:
+    """"ring" or "perf", and why."""
+    if requested not in EVENT_BUFFERS:
+        raise ValueError(f"unknown event buffer {requested!r} (known: {', '.join(EVENT_BUFFERS)})")
+    if requested != "auto":
+        return requested, "asked for"
+    ring = probes.have_ringbuf()
+    if ring is False:
+        return "perf", "this kernel has no BPF ring buffer (Linux < 5.8)"
+    if platform.machine() not in ORDERED_ARCHES:
+        return "perf", (f"the ring buffer reader needs a strongly ordered CPU (x86), this is "
+                        f"{platform.machine()}")
+    if ring is None:
+        return "ring", "assumed: ring buffer support could not be measured (needs root)"
+    return "ring", "the kernel has BPF ring buffers"
+
+
+def perf_variant(path: Path) -> Path:
+    """The perf event array build of an object: vigil.bpf.o -> vigil_perf.bpf.o beside it."""
+    return path.with_name(path.name.removesuffix(".bpf.o") + "_perf.bpf.o")
 
 
 def errno_mask(names: Iterable[str]) -> int:
@@ -73,7 +104,8 @@ class KernelBackend:
         self._obj: LoadedObject | None = None
         self._links: list[Link] = []
         self.skipped: list[str] = []  # syscalls this kernel does not have
-        self.reader: RingReader | None = None
+        self.reader: EventReader | None = None
+        self.event_buffer = "ring"  # decided by start()
 
     @property
     def name(self) -> str:
@@ -86,7 +118,11 @@ class KernelBackend:
     def start(self) -> KernelBackend:
         ensure_mounted(securityfs=False)
         s = self.settings
-        with BpfObjectSpec.open(self._path, btf_custom_path=s.btf_custom_path) as spec:
+        self.event_buffer, why = choose_event_buffer(s.event_buffer)
+        log.info("event buffer: %s (%s)", self.event_buffer, why)
+        perf = self.event_buffer == "perf"
+        path = perf_variant(self._path) if perf else self._path
+        with BpfObjectSpec.open(path, btf_custom_path=s.btf_custom_path) as spec:
             for prog in spec.programs:
                 wanted = prog.name in self.plan.programs
                 if wanted and prog.section.startswith(_SYSCALL_PREFIX):
@@ -95,7 +131,8 @@ class KernelBackend:
                         wanted = False
                         self.skipped.append(tp)
                 spec.set_autoload(prog.name, wanted)
-            spec.set_max_entries("events", s.ring_bytes)
+            if not perf:  # a perf event array gets one entry per CPU from libbpf
+                spec.set_max_entries("events", s.ring_bytes)
             spec.set_rodata(
                 cfg_failed_errnos=errno_mask(s.failed_errnos),
                 cfg_wakeup_bytes=s.wakeup_bytes,
@@ -106,8 +143,14 @@ class KernelBackend:
         if self.skipped:
             log.info("syscalls absent on this kernel, not hooked: %s",
                      ", ".join(sorted({t.split("_", 2)[2] for t in self.skipped})))
-        # Programs in a bare "tracepoint" section are tail-call targets, not attached.
         try:
+            # The reader first: a perf event array has no buffer until the reader opens one,
+            # and every record sent before that would be a drop.
+            fd = self._obj.map_fd("events")
+            # Perf buffers are per CPU: together they get the memory the ring would have had.
+            self.reader = PerfReader(fd, per_cpu_pages(s.ring_bytes, os.cpu_count() or 1)) \
+                if perf else RingReader(fd, s.ring_bytes)
+            # Programs in a bare "tracepoint" section are tail-call targets, not attached.
             for p in self._obj.programs:
                 if p.name in self.plan.programs and p.section != "tracepoint" \
                         and not _skipped(p.section, self.skipped):
@@ -115,7 +158,6 @@ class KernelBackend:
         except BaseException:
             self.close()
             raise
-        self.reader = RingReader(self._obj.map_fd("events"), s.ring_bytes)
         return self
 
     @property
@@ -148,6 +190,11 @@ class KernelBackend:
         for stat in layout.Stat:
             values = m.lookup_percpu(_U32.pack(stat))
             out[stat.name.lower()] = sum(_U64.unpack_from(v)[0] for v in values)
+        if isinstance(self.reader, PerfReader):
+            # Samples perf reports lost were also counted by kind (and as perf_full) when the
+            # BPF side saw the failure; only kernels whose bpf_perf_event_output returns 0 on a
+            # full buffer (4.x) leave an excess, whose kind nobody knows.
+            out["drop_unknown"] = max(0, self.reader.lost - out["perf_full"])
         return out
 
     def forget_open_file(self, file_id: int) -> None:

@@ -77,6 +77,10 @@ class BpfObjectOpenOpts(ctypes.Structure):
 
 
 _PRINT_FN = CFUNCTYPE(c_int, c_int, _ptr, _ptr)
+# perf_buffer__new's callbacks (sample: ctx, cpu, data, size; lost: ctx, cpu, count). The data
+# arrives as a char pointer: slicing it (data[:size]) is the cheapest copy ctypes offers.
+PERF_SAMPLE_FN = CFUNCTYPE(None, _ptr, c_int, POINTER(ctypes.c_char), c_uint32)
+PERF_LOST_FN = CFUNCTYPE(None, _ptr, c_int, c_uint64)
 
 # Every libbpf function we call: name -> (restype, argtypes). Opaque structs are void pointers.
 _LIBBPF_PROTOS: dict[str, tuple[Any, list[Any]]] = {
@@ -120,6 +124,12 @@ _LIBBPF_PROTOS: dict[str, tuple[Any, list[Any]]] = {
     "btf__name_by_offset": (c_char_p, [_ptr, c_uint32]),
     "btf__find_by_name_kind": (c_int, [_ptr, c_char_p, c_uint32]),
     "btf__pointer_size": (c_size_t, [_ptr]),
+    # opts (struct perf_buffer_opts) is passed as NULL: in 1.1 it holds nothing but its size
+    "perf_buffer__new": (_ptr, [c_int, c_size_t, PERF_SAMPLE_FN, PERF_LOST_FN, _ptr, _ptr]),
+    "perf_buffer__free": (None, [_ptr]),
+    "perf_buffer__epoll_fd": (c_int, [_ptr]),
+    "perf_buffer__consume_buffer": (c_int, [_ptr, c_size_t]),
+    "perf_buffer__buffer_cnt": (c_size_t, [_ptr]),
 }
 
 _LIBC_PROTOS: dict[str, tuple[Any, list[Any]]] = {
@@ -486,6 +496,37 @@ def btf__find_by_name_kind(btf: int, name: str, kind: int) -> int | None:
 
 def btf__pointer_size(btf: int) -> int:
     return int(lib().btf__pointer_size(btf))
+
+
+def perf_buffer__new(map_fd: int, page_cnt: int, sample_cb: Any, lost_cb: Any) -> int:
+    """A perf buffer of ``page_cnt`` pages (a power of two) per CPU on a PERF_EVENT_ARRAY map.
+
+    ``sample_cb``/``lost_cb`` are PERF_SAMPLE_FN/PERF_LOST_FN objects: the caller keeps them
+    alive until perf_buffer__free."""
+    ptr = lib().perf_buffer__new(map_fd, page_cnt, sample_cb, lost_cb, None, None)
+    return check_ptr(ptr, "perf_buffer__new")
+
+
+def perf_buffer__free(pb: int) -> None:
+    lib().perf_buffer__free(pb)
+
+
+def perf_buffer__epoll_fd(pb: int) -> int:
+    return check_int(lib().perf_buffer__epoll_fd(pb), "perf_buffer__epoll_fd")
+
+
+def perf_buffer__buffer_cnt(pb: int) -> int:
+    return int(lib().perf_buffer__buffer_cnt(pb))
+
+
+def perf_buffer__consume_buffer(pb: int, idx: int) -> bool:
+    """Reads every record of buffer ``idx`` through the callbacks. False when that CPU has no
+    buffer (offline when the perf buffer was made)."""
+    ret = lib().perf_buffer__consume_buffer(pb, idx)
+    if ret == -_errno.ENOENT:
+        return False
+    check_int(ret, "perf_buffer__consume_buffer")
+    return True
 
 
 # --- libc -----------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from vigil.kernel.loader import BpfObjectSpec, bundled_object
 KERNEL_BTF = Path("/sys/kernel/btf/vmlinux")
 KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe")
 RINGBUF_MAP = "probe_events"
+PERFBUF_MAP = "probe_perf"
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ _SPECS: dict[str, _Spec] = {
     "fentry": _Spec("probe_fentry", "5.5", needs_btf=True),
     "lsm": _Spec("probe_lsm", "5.7", needs_btf=True),
     "ringbuf": _Spec("probe_ringbuf", "5.8", needs_tracefs=True),
+    "perfbuf": _Spec("probe_perfbuf", "4.7", needs_tracefs=True),
     "d_path": _Spec("probe_d_path", "5.10", needs_btf=True),
 }
 PROBE_NAMES = tuple(_SPECS)
@@ -155,6 +157,8 @@ def _measure(name: str, spec: _Spec) -> Probe:
                 spec_obj.set_max_entries(RINGBUF_MAP, os.sysconf("SC_PAGE_SIZE"))
             else:  # other probes must not fail because ring buffers are missing
                 spec_obj.set_autocreate(RINGBUF_MAP, False)
+            if name != "perfbuf":
+                spec_obj.set_autocreate(PERFBUF_MAP, False)
             phase = "load"
             obj = spec_obj.load()
         with obj:

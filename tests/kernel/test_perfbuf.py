@@ -1,0 +1,205 @@
+"""The perf event array path (``--event-buffer perf``, what kernels < 5.8 get): the same event
+stream as the ring buffer, with who-data, and every record delivered or counted as dropped.
+
+The whole suite also runs over it with VIGIL_TEST_EVENT_BUFFER=perf (tests/kernel/agent_proc.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from agent_proc import (
+    AgentProc,
+    Area,
+    Child,
+    Event,
+    UserIds,
+    actions,
+    get,
+    is_file_event,
+    of_pid,
+    py_child,
+    under,
+)
+
+pytestmark = pytest.mark.root
+
+PERF = ["--event-buffer", "perf"]
+
+
+@pytest.fixture(scope="module")
+def perf_agent(area: Area) -> Iterator[tuple[AgentProc, Path]]:
+    """An agent of its own, on the perf buffer, watching ``<area>/perf``."""
+    watched = area.root / "perf"
+    watched.mkdir(mode=0o755)
+    proc = AgentProc(["--watch", str(watched), *PERF], db=area.root / "perf.db",
+                     verbose=True).start()
+    try:
+        proc.probe(watched, timeout=60)
+        yield proc, watched
+    finally:
+        rc, summary = proc.stop()
+    assert rc == 0, "\n".join(proc.stderr_lines[-20:])
+    assert summary is not None, "no summary line on stderr:\n" + "\n".join(proc.stderr_lines)
+    assert summary.dropped == 0, summary.line
+
+
+@pytest.fixture
+def pdir(request: pytest.FixtureRequest, perf_agent: tuple[AgentProc, Path],
+         test_user: UserIds) -> Path:
+    d = perf_agent[1] / request.node.name
+    d.mkdir()
+    os.chown(d, test_user.uid, test_user.gid)
+    return d
+
+
+def check_who(ev: Event, child: Child) -> None:
+    assert get(ev, "process.pid") == child.pid
+    assert get(ev, "process.parent.pid") == child.ppid
+    assert get(ev, "user.id") == str(child.uid)
+    assert get(ev, "process.user.id") == str(child.uid)
+    assert get(ev, "process.name") == child.comm
+    assert get(ev, "process.executable") == child.exe
+
+
+def test_the_agent_reads_the_perf_buffer(perf_agent: tuple[AgentProc, Path]) -> None:
+    agent, _ = perf_agent
+    assert any(ln.startswith("vigil: ") and "backend, perf event buffer" in ln
+               for ln in agent.stderr_lines), "\n".join(agent.stderr_lines)
+    assert any("event buffer: perf" in ln for ln in agent.stderr_lines)
+
+
+def test_file_changes_with_who_data(perf_agent: tuple[AgentProc, Path], pdir: Path,
+                                    test_user: UserIds) -> None:
+    agent, _ = perf_agent
+    w = str(pdir)
+    child = py_child(
+        f"W = {w!r}\n"
+        "fd = sc('openat', AT_FDCWD, W + '/f', os.O_CREAT | os.O_WRONLY, 0o640)\n"
+        "os.write(fd, b'one'); os.close(fd)\n"
+        "fd = os.open(W + '/f', os.O_WRONLY | os.O_APPEND); os.write(fd, b'two'); os.close(fd)\n"
+        "sc('chmod', W + '/f', 0o600)\n"
+        "sc('rename', W + '/f', W + '/g')\n"
+        "sc('mkdir', W + '/d', 0o755)\n"
+        "sc('unlink', W + '/g')\n"
+        "sc('rmdir', W + '/d')\n",
+        user=test_user.ids)
+    evs = of_pid(agent.settle(pdir), child.pid)
+    got = [(get(e, "event.action"), get(e, "file.path")) for e in evs]
+    assert got == [
+        ("created", f"{w}/f"), ("modified", f"{w}/f"), ("modified", f"{w}/f"),
+        ("mode-changed", f"{w}/f"), ("renamed", f"{w}/g"), ("directory-created", f"{w}/d"),
+        ("deleted", f"{w}/g"), ("directory-deleted", f"{w}/d"),
+    ]
+    for ev in evs:
+        assert get(ev, "event.outcome") == "success"
+        check_who(ev, child)
+    assert get(evs[3], "file.mode") == "0600"
+    assert get(evs[4], "vigil.file.original_path") == f"{w}/f"
+
+
+def test_exec_and_exit_records_flow(perf_agent: tuple[AgentProc, Path], pdir: Path,
+                                    test_user: UserIds) -> None:
+    agent, _ = perf_agent
+    child = py_child(f"open({str(pdir / 'x')!r}, 'w').close()", user=test_user.ids)
+    agent.settle(pdir)
+    mine = [e for e in agent.matching(lambda e: not is_file_event(e))
+            if get(e, "process.pid") == child.pid]
+    assert "exec" in actions(mine) and "exit" in actions(mine), actions(mine)
+    exec_ev = next(e for e in mine if get(e, "event.action") == "exec")
+    assert get(exec_ev, "process.executable") == child.exe
+    assert get(exec_ev, "user.id") == str(child.uid)
+
+
+# ---- burst: every record delivered or counted ----------------------------------------------
+
+ITERATIONS = 50_000
+RECORDS = 3 * ITERATIONS
+FOREIGN_SLACK = 100  # drops of other processes' records in the same window (see below)
+
+BURST = f"""
+flags = os.O_CREAT | os.O_WRONLY
+for i in range({ITERATIONS}):
+    p = W + '/f' + str(i)
+    os.close(os.open(p, flags, 0o644))
+    os.unlink(p)
+"""
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="vigil-perfburst-", dir="/var/tmp")).resolve()
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ring_mb", [1, 16])
+def test_burst_every_record_delivered_or_counted(ring_mb: int, scratch: Path) -> None:
+    """50,000 x (create + close + unlink), three records each. ``ring_buffer_mb`` is shared by
+    the per-CPU perf buffers: 1 MiB must lose some, and count each; either way delivered +
+    dropped == 150,000 (+ other processes' dropped records, see below), and the live
+    events-lost records equal the summary's counts."""
+    watched = scratch / "w"
+    watched.mkdir()
+    config = scratch / "vigil.yaml"
+    config.write_text(yaml.safe_dump({
+        "ring_buffer_mb": ring_mb,
+        "database": str(scratch / "baseline.db"),
+        "state_dir": str(scratch / "state"),
+        "directories": [{"path": str(watched)}],
+    }))
+    inside = under(watched)
+
+    def keep(ev: Event) -> bool:
+        return get(ev, "event.action") == "events-lost" or inside(ev)
+
+    agent = AgentProc(["--no-exec", "--config", str(config), *PERF],
+                      db=scratch / "baseline.db", keep=keep).start()
+    try:
+        agent.probe(watched, timeout=60)
+        before = len(agent.matching(inside))
+        t0 = time.monotonic()
+        child = py_child(f"W = {str(watched)!r}\n{BURST}", timeout=120)
+        burst_s = time.monotonic() - t0
+    finally:
+        rc, summary = agent.stop(timeout=120)
+    assert rc == 0, "\n".join(agent.stderr_lines[-20:])
+    assert summary is not None, "\n".join(agent.stderr_lines)
+
+    mine = [e for e in agent.events[before:] if inside(e) and get(e, "process.pid") == child.pid]
+    by_action = Counter(get(e, "event.action") for e in mine)
+    delivered = len(mine)
+    lost_by_kind: Counter[str] = Counter()
+    for e in agent.events:
+        if get(e, "event.action") == "events-lost":
+            lost_by_kind[get(e, "vigil.drops.kind")] += get(e, "vigil.drops.count")
+    dropped = lost_by_kind["file"]
+    print(f"\nperf {ring_mb} MiB: burst {burst_s:.2f}s, delivered {delivered} "
+          f"({dict(by_action)}), dropped {dropped}; summary: {summary.line}")
+
+    assert set(by_action) <= {"created", "modified", "deleted"}
+    assert all(n <= ITERATIONS for n in by_action.values())
+    assert dropped == summary.file
+    # This kernel's bpf_perf_event_output reports a full buffer, so the BPF side counted every
+    # loss perf reported: none is left without a kind.
+    assert lost_by_kind["unknown"] == summary.unknown == 0
+    assert lost_by_kind["inflight"] == summary.inflight == 0
+    # Every record of the child was delivered or counted as dropped. The counters are not per
+    # process, though: records of other processes that the kernel sends for user space to judge
+    # (a symlink created anywhere, a path with "..") and that are lost in the same window count
+    # too. On a quiet machine the excess is 0; a busy one (dpkg, builds) adds a few.
+    excess = delivered + dropped - RECORDS
+    assert 0 <= excess <= FOREIGN_SLACK, f"{delivered} delivered + {dropped} dropped"
+    if ring_mb == 1:
+        assert dropped > 0, "512 KiB per CPU should not keep up with this burst"
