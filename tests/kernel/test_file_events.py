@@ -109,6 +109,12 @@ CASES = [
          subdirs=("d",)),
     Case("unlinkat-removedir", "sc('unlinkat', AT_FDCWD, W + '/d', AT_REMOVEDIR)",
          [("directory-deleted", "{w}/d", {})], subdirs=("d",)),
+    # replacing a file deletes the old one: the event names the replaced path
+    Case("rename-over-existing", "sc('rename', W + '/a', W + '/b')",
+         [("renamed", "{w}/b", {"vigil.file.original_path": "{w}/a"})], files=("a", "b")),
+    Case("renameat-over-existing-dirfd",
+         f"d = os.open(W, {O_DIRECTORY}); sc('renameat', d, 'a', d, 'b')",
+         [("renamed", "{w}/b", {"vigil.file.original_path": "{w}/a"})], files=("a", "b")),
     # ---- rename / move
     Case("rename-legacy", "sc('rename', W + '/a', W + '/b')",
          [("renamed", "{w}/b", {"vigil.file.original_path": "{w}/a"})], files=("a",)),
@@ -229,7 +235,8 @@ CASES += [Case("via-symlinked-dir-" + c.id, c.code, c.expect, c.files, c.subdirs
 # spelled ("..", dirfds, symlinked directories) test the tracepoint backend's text matching.
 MATRIX = {
     "create-openat", "create-open-legacy", "modify-existing", "truncate", "ftruncate",
-    "unlink-legacy", "unlinkat-removedir", "rmdir-legacy", "rename-legacy", "renameat2-noreplace",
+    "unlink-legacy", "unlinkat-dirfd", "unlinkat-removedir", "rename-over-existing",
+    "renameat-over-existing-dirfd", "rmdir-legacy", "rename-legacy", "renameat2-noreplace",
     "move-into-tree", "move-out-of-tree", "chmod-legacy", "fchmod", "chown-legacy", "fchown",
     "setxattr", "lsetxattr-removexattr", "link-legacy", "symlink-legacy", "mkdir-legacy",
     "mkdirat-dirfd",
