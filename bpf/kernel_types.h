@@ -243,4 +243,96 @@ struct open_how {
 	u64 resolve;
 };
 
+/* io_uring (the tracepoint backend's view of it). The request is read from the io_uring
+ * tracepoints' records; its per-opcode data, prepared at submission, from struct io_kiocb. */
+struct filename {
+	const char *name;		/* the kernel's copy of the path string */
+} CORE;
+
+struct io_open {
+	int dfd;
+	u32 file_slot;			/* != 0: a fixed-file slot, not an fd */
+	struct filename *filename;
+	struct open_how how;
+} CORE;
+
+struct io_close {
+	int fd;
+	u32 file_slot;
+} CORE;
+
+struct io_rename {
+	int old_dfd;
+	int new_dfd;
+	struct filename *oldpath;
+	struct filename *newpath;
+	int flags;
+} CORE;
+
+struct io_unlink {
+	int dfd;
+	int flags;
+	struct filename *filename;
+} CORE;
+
+struct io_mkdir {
+	int dfd;
+	unsigned short mode;
+	struct filename *filename;
+} CORE;
+
+/* symlinkat and linkat share struct io_link in 6.x ... */
+struct io_link {
+	int old_dfd;
+	int new_dfd;
+	struct filename *oldpath;
+	struct filename *newpath;
+	int flags;
+} CORE;
+
+/* ... before, each had its own (Debian's 5.10, with io_uring backported from 5.15). */
+struct io_hardlink {
+	int old_dfd;
+	int new_dfd;
+	struct filename *oldpath;
+	struct filename *newpath;
+	int flags;
+} CORE;
+
+struct io_symlink {
+	int new_dfd;
+	struct filename *oldpath;
+	struct filename *newpath;
+} CORE;
+
+struct io_cmd_data {
+	struct file *file;
+} CORE;
+
+/* In 6.x the per-opcode data is an opaque io_cmd_data each opcode casts ... */
+struct io_kiocb {
+	struct io_cmd_data cmd;
+	u8 opcode;
+} CORE;
+
+/* ... in 5.10, a union of the per-opcode structs (all at the union's offset). */
+struct io_kiocb___union {
+	struct io_open open;
+} CORE;
+
+/* The io_uring tracepoints' records: submission (io_uring_submit_req in 6.18, io_uring_submit_sqe
+ * in 6.1 and 5.10) and completion (5.10's names no request: only ctx, user_data and res). */
+struct trace_event_raw_io_uring_submit_req {
+	void *req;
+} CORE;
+
+struct trace_event_raw_io_uring_submit_sqe {
+	void *req;
+} CORE;
+
+struct trace_event_raw_io_uring_complete {
+	void *req;
+	int res;
+} CORE;
+
 #endif /* VIGIL_KERNEL_TYPES_H */

@@ -145,6 +145,8 @@ PROGRAMS = [
     Program("enter_setxattr", "tracepoint/syscalls/sys_enter_setxattr"),
     Program("handle_exec", "tracepoint/sched/sched_process_exec"),
     Program("handle_sys_exit", "tracepoint"),
+    Program("uring_submit_req", "tracepoint/io_uring/io_uring_submit_req"),
+    Program("uring_complete", "tracepoint/io_uring/io_uring_complete"),
     Program("lsm_path_unlink", "lsm/path_unlink"),
     Program("lsm_file_release", "lsm/file_release"),
     Program("fe_path_unlink", "fentry/security_path_unlink"),
@@ -161,9 +163,10 @@ class PlanBtf(FakeBtf):
         super().__init__({**PROTOS_6_3, **funcs})
 
 
-def test_tracepoint_plan_is_the_syscall_programs() -> None:
+def test_tracepoint_plan_is_the_syscall_and_io_uring_programs() -> None:
     plan = hooks.plan("tracepoint", PROGRAMS, btf=None)
-    assert plan.programs == {"enter_unlink", "enter_setxattr", "handle_exec", "handle_sys_exit"}
+    assert plan.programs == {"enter_unlink", "enter_setxattr", "handle_exec", "handle_sys_exit",
+                             "uring_submit_req", "uring_complete"}
 
 
 def test_fentry_plan_keeps_xattr_tracepoints_and_drops_the_others() -> None:
@@ -196,3 +199,16 @@ def test_tailored_btf_rules_out_attach_by_btf() -> None:
     for backend in ("lsm", "fentry"):
         with pytest.raises(HookUnsupported, match="kernel's own BTF"):
             hooks.plan(backend, PROGRAMS, btf=btf, kernel_btf=False)  # type: ignore[arg-type]
+
+
+def test_chown_capture_falls_back_to_the_chown_syscalls() -> None:
+    progs = [*PROGRAMS, Program("fe_path_chown", "fentry/security_path_chown"),
+             Program("enter_fchown", "tracepoint/syscalls/sys_enter_fchown"),
+             Program("exit_fchown", "tracepoint/syscalls/sys_exit_fchown")]
+    btf = PlanBtf({"security_path_unlink", "__fput", "security_path_chown"})
+    plan = hooks.plan("fentry", progs, btf=btf)  # type: ignore[arg-type]
+    assert "fe_path_chown" in plan.programs and "enter_fchown" not in plan.programs
+    after = plan.without("fe_path_chown", "arg1 type STRUCT is unsupported")
+    assert "fe_path_chown" not in after.programs
+    assert {"enter_fchown", "exit_fchown"} <= after.programs
+    assert "STRUCT" in after.notes[-1] and not after.fallbacks

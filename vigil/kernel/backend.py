@@ -1,8 +1,9 @@
 """A kernel backend: Vigil's BPF object, configured for one hook set, loaded and attached.
 
 Owns the phases between open and load (STYLE.md, "named loading phases"): which programs load
-(the backend's Plan from vigil.kernel.hooks, less the syscall tracepoints this kernel lacks), the
-ring size, the settings written to .rodata; then the watch list (an LPM trie) and the counters;
+(the backend's Plan from vigil.kernel.hooks, less the syscall and io_uring tracepoints this
+kernel lacks), the ring size, the settings written to .rodata; then the watch list (an LPM
+trie) and the counters;
 and choosing a backend: the best whose probes pass, whose plan fits this kernel's prototypes
 and which loads and attaches, falling back in order. Does not own decoding (``vigil.events``)
 nor what is done with events (``vigil.agent``).
@@ -22,7 +23,7 @@ from pathlib import Path
 from vigil.events import layout
 from vigil.kernel import hooks, probes
 from vigil.kernel.btf import Btf
-from vigil.kernel.errors import KernelError, VigilError
+from vigil.kernel.errors import KernelError, VerifierError, VigilError
 from vigil.kernel.hooks import HookUnsupported, Plan
 from vigil.kernel.loader import BpfObjectSpec, Link, LoadedObject, bundled_object
 from vigil.kernel.mounts import ensure_mounted, tracepoint_exists
@@ -32,7 +33,9 @@ from vigil.kernel.ringbuf import ORDERED_ARCHES, RingReader
 log = logging.getLogger(__name__)
 
 OBJECT_NAME = "vigil"
-_SYSCALL_PREFIX = "tracepoint/syscalls/"
+# Tracepoint categories whose events differ between kernels: a program whose tracepoint is
+# absent here is not loaded (syscalls come and go; io_uring_submit_sqe became _submit_req).
+_OPTIONAL_TRACEPOINTS = ("syscalls", "io_uring")
 _WATCH_VAL = struct.Struct("=II")
 _U32 = struct.Struct("=I")
 _U64 = struct.Struct("=Q")
@@ -104,6 +107,7 @@ class KernelBackend:
         self._obj: LoadedObject | None = None
         self._links: list[Link] = []
         self.skipped: list[str] = []  # syscalls this kernel does not have
+        self.skipped_sections: set[str] = set()  # programs whose tracepoint is absent
         self.reader: EventReader | None = None
         self.event_buffer = "ring"  # decided by start()
 
@@ -125,11 +129,12 @@ class KernelBackend:
         with BpfObjectSpec.open(path, btf_custom_path=s.btf_custom_path) as spec:
             for prog in spec.programs:
                 wanted = prog.name in self.plan.programs
-                if wanted and prog.section.startswith(_SYSCALL_PREFIX):
-                    tp = prog.section[len(_SYSCALL_PREFIX):]
-                    if not tracepoint_exists("syscalls", tp):
-                        wanted = False
-                        self.skipped.append(tp)
+                optional = _optional_tracepoint(prog.section)
+                if wanted and optional and not tracepoint_exists(*optional):
+                    wanted = False
+                    self.skipped_sections.add(prog.section)
+                    if optional[0] == "syscalls":
+                        self.skipped.append(optional[1])
                 spec.set_autoload(prog.name, wanted)
             if not perf:  # a perf event array gets one entry per CPU from libbpf
                 spec.set_max_entries("events", s.ring_bytes)
@@ -153,7 +158,7 @@ class KernelBackend:
             # Programs in a bare "tracepoint" section are tail-call targets, not attached.
             for p in self._obj.programs:
                 if p.name in self.plan.programs and p.section != "tracepoint" \
-                        and not _skipped(p.section, self.skipped):
+                        and p.section not in self.skipped_sections:
                     self._links.append(self._obj.attach(p.name))
         except BaseException:
             self.close()
@@ -221,8 +226,13 @@ class KernelBackend:
         self.close()
 
 
-def _skipped(section: str, skipped: list[str]) -> bool:
-    return section.startswith(_SYSCALL_PREFIX) and section[len(_SYSCALL_PREFIX):] in skipped
+def _optional_tracepoint(section: str) -> tuple[str, str] | None:
+    """("io_uring", "io_uring_submit_req") for a program that needs that tracepoint, or None."""
+    kind, _, rest = section.partition("/")
+    category, _, name = rest.partition("/")
+    if kind == "tracepoint" and category in _OPTIONAL_TRACEPOINTS and name:
+        return category, name
+    return None
 
 
 # --- choosing a backend ------------------------------------------------------------------------
@@ -291,12 +301,22 @@ def start_backend(settings: BackendSettings, forced: str | None = None,
     if forced not in (None, "auto") and not cands.plans:
         raise NoBackendError(rejected, forced)
     for plan in cands.plans:
-        backend = KernelBackend(settings, plan, obj_path)
-        try:
-            return backend.start(), rejected
-        except KernelError as e:
-            if forced not in (None, "auto"):
-                raise
-            rejected[plan.backend] = f"probes passed but loading failed: {e}"
-            log.warning("the %s backend failed to start, falling back: %s", plan.backend, e)
+        while True:
+            backend = KernelBackend(settings, plan, obj_path)
+            try:
+                return backend.start(), rejected
+            except VerifierError as e:
+                if e.program not in plan.fallbacks:
+                    err: KernelError = e
+                    break
+                plan = plan.without(e.program, e.summary.strip().splitlines()[-1]
+                                    if e.summary.strip() else "verifier")
+                log.info("%s", plan.notes[-1])
+            except KernelError as e:
+                err = e
+                break
+        if forced not in (None, "auto"):
+            raise err
+        rejected[plan.backend] = f"probes passed but loading failed: {err}"
+        log.warning("the %s backend failed to start, falling back: %s", plan.backend, err)
     raise NoBackendError(rejected)

@@ -35,6 +35,8 @@ XATTR_SYSCALLS = frozenset({
     "removexattr", "lremovexattr", "fremovexattr", "removexattrat",
 })
 
+CHOWN_SYSCALLS = frozenset({"chown", "lchown", "fchown", "fchownat"})
+
 KP_MAX_ARGS = 5  # kp_arg() in bpf/vfs.bpf.h reads the first five register arguments
 FEXIT_MAX_SLOTS = 7  # ctx_arg() reads ctx[0..6]
 
@@ -48,7 +50,16 @@ COMMON_BLIND_SPOTS = (
 
 BLIND_SPOTS: dict[str, tuple[str, ...]] = {
     "tracepoint": (
-        "io_uring file operations (they never pass through syscall tracepoints)",
+        "io_uring operations other than openat/openat2 (for writing), close, unlinkat, "
+        "renameat, mkdirat, symlinkat and linkat, which are seen through the io_uring "
+        "tracepoints: write, writev, fallocate, ftruncate, splice into a file show only as "
+        "\"modified\" at the close of a file whose open Vigil saw; xattr operations, "
+        "IORING_OP_URING_CMD and opens/closes of fixed-file slots are not seen; a close "
+        "while another io_uring request still holds the file leaves its \"modified\" unsent",
+        "io_uring requests submitted with IOSQE_CQE_SKIP_SUCCESS: their successes have no "
+        "completion and are not reported",
+        "io_uring on kernels whose io_uring_complete tracepoint does not name the request "
+        "(5.10): nothing of io_uring is seen there",
         "operations through a symlink or bind mount into a watched tree made before Vigil "
         "started (path arguments are matched by their text; new symlinks are followed)",
         "close_range(), writes through mmap after close, files inherited by a child that "
@@ -72,10 +83,19 @@ class Plan:
     programs: frozenset[str]
     rodata: dict[str, int] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    # program -> the programs that take over its job when this kernel refuses it
+    fallbacks: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @property
     def blind_spots(self) -> tuple[str, ...]:
         return BLIND_SPOTS[self.backend]
+
+    def without(self, program: str, why: str) -> Plan:
+        """This plan with ``program`` replaced by its fallback programs."""
+        return Plan(self.backend, (self.programs - {program}) | self.fallbacks[program],
+                    self.rodata, (*self.notes, f"{program} refused here ({why}); its "
+                                  "changes are seen through syscall tracepoints instead"),
+                    {k: v for k, v in self.fallbacks.items() if k != program})
 
 
 @dataclass(frozen=True)
@@ -196,6 +216,7 @@ def _has_func(btf: Btf, name: str) -> bool:
 # --- programs per backend ----------------------------------------------------------------------
 
 _SYSCALLS = "tracepoint/syscalls/"
+_IO_URING = "tracepoint/io_uring/"
 
 
 def _syscall_of(section: str) -> str | None:
@@ -211,7 +232,8 @@ def _common(p: Program) -> bool:
 
 
 def _tracepoint_prog(p: Program) -> bool:
-    return p.section.startswith(_SYSCALLS)
+    """The syscall tracepoints, and the io_uring ones for what io_uring does without them."""
+    return p.section.startswith((_SYSCALLS, _IO_URING))
 
 
 def _xattr_prog(p: Program) -> bool:
@@ -285,7 +307,14 @@ def plan(backend: str, programs: Iterable[Program], *, btf: Btf | None,
         if not _has_func(btf, "__fput"):
             raise HookUnsupported("neither the file_release LSM hook nor __fput exists here")
         chosen.update(p.name for p in progs if p.section == "fentry/__fput")
-    return Plan(backend, frozenset(chosen), rodata, tuple(notes))
+    # Trampolines (fentry, LSM) take struct arguments only since 6.1; security_path_chown
+    # passes kuid_t/kgid_t by value. Where the kernel refuses it, the chown syscalls' tracepoints
+    # do its job (io_uring has no chown).
+    chown_tps = frozenset(p.name for p in progs if _syscall_of(p.section) in CHOWN_SYSCALLS)
+    fallbacks = {p.name: chown_tps for p in progs
+                 if p.name in chosen and p.section in ("lsm/path_chown",
+                                                       "fentry/security_path_chown")}
+    return Plan(backend, frozenset(chosen), rodata, tuple(notes), fallbacks)
 
 
 def kernel_btf_path(custom: str | None) -> tuple[Path | None, bool]:
