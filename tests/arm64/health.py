@@ -1,10 +1,11 @@
 """Vigil's health check on a real arm64 Debian kernel under QEMU emulation (issue 5, 6c).
 
-    .venv/bin/python tests/arm64/health.py      (root; first run ~5 min, then ~1-3 min)
+    .venv/bin/python tests/arm64/health.py [--suite bookworm|trixie]
+                                       (root; first run ~10 min, then 5-10 min under TCG)
 
 Host side. Prepares, once, under /var/cache/vigil-kernels/btf/arm64/: an arm64 Debian bookworm
 root made with debootstrap (python3, python3-yaml, libbpf1, kmod, busybox-static; orjson's
-aarch64 wheel from PyPI through pip), and bookworm's newest arm64 kernel package (through
+aarch64 wheel from PyPI through pip), and the suite's newest arm64 kernel package (through
 `vigil btf fetch`) with its modules installed in that root and in the host's /lib/modules (where
 virtme-ng looks). Then boots the kernel with virtme-ng (qemu-system-aarch64, TCG), the checkout
 mounted read-only at /opt/vigil, and runs guest_health.py there; it judges the result: the
@@ -17,6 +18,7 @@ Needs qemu-system-arm, qemu-user-static, debootstrap, binfmt-support (apt) and v
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -88,8 +90,8 @@ def ensure_deps() -> None:
         "--implementation", "cp", "--only-binary=:all:", "--no-deps", "orjson")
 
 
-def ensure_kernel() -> tuple[str, Path]:
-    deb = fetch(["bookworm"], ["arm64"], CACHE.parent, report=lambda _: None)[-1].path
+def ensure_kernel(suite: str) -> tuple[str, Path]:
+    deb = fetch([suite], ["arm64"], CACHE.parent, report=lambda _: None)[-1].path
     pkg = read_package(deb)
     release = next(iter(pkg.images))
     unpacked = CACHE / "kernel" / release
@@ -102,7 +104,10 @@ def ensure_kernel() -> tuple[str, Path]:
         if not (mods / "modules.dep").exists():
             if mods.exists():
                 shutil.rmtree(mods)
-            shutil.copytree(unpacked / "lib" / "modules" / release, mods, symlinks=True)
+            src = unpacked / "lib" / "modules" / release
+            if not src.exists():  # trixie's packages are merged-/usr
+                src = unpacked / "usr" / "lib" / "modules" / release
+            shutil.copytree(src, mods, symlinks=True)
             run("depmod", "-b", str(root), release)
     return release, unpacked / "boot" / f"vmlinuz-{release}"
 
@@ -141,11 +146,15 @@ def judge(result: dict[str, Any]) -> list[str]:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", default="bookworm", choices=("bullseye", "bookworm", "trixie"),
+                        help="whose newest arm64 kernel to boot (the root stays bookworm)")
+    args = parser.parse_args()
     check_tools()
     ensure_binfmt()
     ensure_rootfs()
     ensure_deps()
-    release, image = ensure_kernel()
+    release, image = ensure_kernel(args.suite)
     with tempfile.TemporaryDirectory(prefix="vigil-arm64-") as tmp:
         out = Path(tmp)
         log = boot(image, out)
