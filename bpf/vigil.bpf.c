@@ -215,20 +215,32 @@ static __noinline void fill_proc(struct vigil_proc *p)
 
 /* ---- where: paths from kernel objects --------------------------------------------------- */
 
-/* Writes the path of (dentry, vfsmnt) right-aligned in wb, ending at WALK_END, crossing mount
- * points up to the root of the task's mount namespace. Returns the start offset.
+#define WALK_TRUNC (1 << 16)		/* vigil_walk_path(): the path was cut */
+
+/* Writes the path of (dentry, vfsmnt) right-aligned in the per-CPU walk buffer, ending at
+ * WALK_END, crossing mount points up to the root of the task's mount namespace. Returns the start
+ * offset, | WALK_TRUNC when the path was deeper or longer than we walk.
+ *
+ * A global function: the verifier checks it once, not once per caller (older verifiers, 5.10's,
+ * otherwise exceed their million-instruction budget on the exit handler). Its arguments are
+ * therefore plain numbers (5.10 allows nothing else) and it finds its buffer itself.
  *
  * The write offset lives in map memory, not in a register, on purpose: the verifier then sees it
  * as an unknown value bounded by masks, so the "crossed a mount" and "wrote a name" paths of an
  * iteration reach the next one in the same abstract state and are verified once, not 2^depth
  * times. */
-static __noinline __u32 walk_path(struct walkbuf *wb, struct dentry *dentry,
-				  struct vfsmount *vfsmnt, __u16 *flags)
+__noinline int vigil_walk_path(__u64 dentry_p, __u64 vfsmnt_p)
 {
+	struct dentry *dentry = (struct dentry *)dentry_p;
+	struct vfsmount *vfsmnt = (struct vfsmount *)vfsmnt_p;
 	/* container_of with a relocated offset: struct mount's layout varies by kernel */
 	struct mount *mnt = (void *)vfsmnt - bpf_core_field_offset(struct mount, mnt);
+	__u32 zero = 0, trunc = 0;
+	struct walkbuf *wb = bpf_map_lookup_elem(&walk_scratch, &zero);
 	int i;
 
+	if (!wb)
+		return WALK_END | WALK_TRUNC;
 	wb->off = WALK_END;
 	for (i = 0; i < MAX_DEPTH; i++) {
 		struct dentry *mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
@@ -252,7 +264,7 @@ static __noinline __u32 walk_path(struct walkbuf *wb, struct dentry *dentry,
 		__u32 off = wb->off;
 
 		if (len + 1 > off || off > WALK_END) {
-			*flags |= VIGIL_F_PATH_TRUNC;
+			trunc = WALK_TRUNC;
 			break;
 		}
 		off -= len;
@@ -263,12 +275,12 @@ static __noinline __u32 walk_path(struct walkbuf *wb, struct dentry *dentry,
 		dentry = parent;
 	}
 	if (i == MAX_DEPTH)
-		*flags |= VIGIL_F_PATH_TRUNC;
+		trunc = WALK_TRUNC;
 	if (wb->off >= WALK_END) {
 		wb->off = WALK_END - 1;
 		wb->d[WALK_END - 1] = '/';
 	}
-	return wb->off;
+	return (wb->off & WALK_MASK) | trunc;
 }
 
 /* Copies the path of (dentry, mnt) into pb->d[0..), returns its length. */
@@ -276,8 +288,19 @@ static __always_inline __u32 path_of_dentry(struct pathbuf *pb, struct walkbuf *
 					    struct dentry *dentry, struct vfsmount *mnt,
 					    __u16 *flags)
 {
-	__u32 off = walk_path(wb, dentry, mnt, flags);
-	__u32 len = WALK_END - (off & WALK_MASK);
+	__u64 args[2] = {};
+	int r;
+
+	/* Typed pointers (an fentry or LSM program's arguments) may not be passed to a global
+	 * function as numbers on older kernels; copied through a helper they are plain numbers. */
+	bpf_probe_read_kernel(&args[0], sizeof(args[0]), &dentry);
+	bpf_probe_read_kernel(&args[1], sizeof(args[1]), &mnt);
+	r = vigil_walk_path(args[0], args[1]);
+	__u32 off = r & WALK_MASK;
+	__u32 len = WALK_END - off;
+
+	if (r & WALK_TRUNC)
+		*flags |= VIGIL_F_PATH_TRUNC;
 
 	len = clamp_len(len);
 	bpf_probe_read_kernel(pb->d, len, &wb->d[off & WALK_MASK]);
@@ -304,13 +327,19 @@ static __always_inline struct file *fd_file(int fd)
 	return f;
 }
 
-/* True when a path argument is not canonical within its first SCAN_MAX bytes ("//", a "." or
- * ".." component, a relative path starting with "."), or is longer than that: then an LPM miss
- * proves nothing and user space decides. Conservative by design: "/.." anywhere counts. */
-static __always_inline int needs_normalizing(struct pathbuf *pb, __u32 start, __u32 len)
+/* True when the path argument at start..start+len of the per-CPU path buffer is not canonical
+ * within its first SCAN_MAX bytes ("//", a "." or ".." component, a relative path starting
+ * with "."), or is longer than that: then an LPM miss proves nothing and user space decides.
+ * Conservative by design: "/.." anywhere counts. Global, like vigil_walk_path, to be verified
+ * once. */
+__noinline int vigil_needs_normalizing(__u32 start, __u32 len)
 {
+	__u32 zero = 0;
+	struct pathbuf *pb = bpf_map_lookup_elem(&path_scratch, &zero);
 	int i;
 
+	if (!pb)
+		return 1;
 	if (len > SCAN_MAX)
 		return 1;
 	if (pb->d[start & SCAN_MASK] == '.')
@@ -351,10 +380,12 @@ static __always_inline int through_magic_link(struct pathbuf *pb, __u32 start, c
 		head[5] == 'f' && head[6] == 'd' && head[7] == '/');
 }
 
-/* Builds the absolute path named by (dfd, user string) into pb->d[0..), returns its length.
- * The base directory comes from kernel objects (the dfd's file, the cwd, the root). */
-static __noinline __u32 path_of_arg(struct pathbuf *pb, struct walkbuf *wb, int dfd,
-				    const char *upath, __u16 *flags)
+/* Builds the absolute path named by (dfd, string) into pb->d[0..), returns its length. The
+ * base directory comes from kernel objects (the dfd's file, the cwd, the root). The string is
+ * in user memory (a syscall argument) or, with kstr, in the kernel's (io_uring's struct
+ * filename). */
+static __always_inline __u32 path_of_str(struct pathbuf *pb, struct walkbuf *wb, int dfd,
+					 const char *upath, __u16 *flags, const int kstr)
 {
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
 	struct path base;
@@ -363,7 +394,10 @@ static __noinline __u32 path_of_arg(struct pathbuf *pb, struct walkbuf *wb, int 
 	long n;
 
 	*flags |= VIGIL_F_FROM_ARG;
-	bpf_probe_read_user(&first, 1, upath);
+	if (kstr)
+		bpf_probe_read_kernel(&first, 1, upath);
+	else
+		bpf_probe_read_user(&first, 1, upath);
 	if (first == '/') {
 		base = BPF_CORE_READ(t, fs, root);
 	} else if (dfd == AT_FDCWD) {
@@ -393,10 +427,13 @@ static __noinline __u32 path_of_arg(struct pathbuf *pb, struct walkbuf *wb, int 
 		return LEN_MAX;
 	}
 	pos = clamp_len(pos);
-	n = bpf_probe_read_user_str(&pb->d[pos], VIGIL_PATH_MAX, upath);
+	if (kstr)
+		n = bpf_probe_read_kernel_str(&pb->d[pos], VIGIL_PATH_MAX, upath);
+	else
+		n = bpf_probe_read_user_str(&pb->d[pos], VIGIL_PATH_MAX, upath);
 	if (n <= 1)
 		return pos;
-	if (needs_normalizing(pb, pos, n - 1) || through_magic_link(pb, pos, first))
+	if (vigil_needs_normalizing(pos, n - 1) || through_magic_link(pb, pos, first))
 		*flags |= VIGIL_F_UNNORMALIZED;
 	pos += n - 1;
 	if (pos > LEN_MAX) {
@@ -404,6 +441,18 @@ static __noinline __u32 path_of_arg(struct pathbuf *pb, struct walkbuf *wb, int 
 		pos = LEN_MAX;
 	}
 	return pos;
+}
+
+static __noinline __u32 path_of_arg(struct pathbuf *pb, struct walkbuf *wb, int dfd,
+				    const char *upath, __u16 *flags)
+{
+	return path_of_str(pb, wb, dfd, upath, flags, 0);
+}
+
+static __noinline __u32 path_of_karg(struct pathbuf *pb, struct walkbuf *wb, int dfd,
+				     const char *kpath, __u16 *flags)
+{
+	return path_of_str(pb, wb, dfd, kpath, flags, 1);
 }
 
 /* Looks "<path>/" up in the watch list. 1: watched, 0: not. */
@@ -608,8 +657,11 @@ static __noinline int emit_for_file(struct inflight *in, long ret, struct file *
 	return 1;
 }
 
-/* A watched path's event from syscall arguments (unlink, rename, chmod, failed opens, ...). */
-static __noinline int emit_for_args(struct inflight *in, long ret)
+/* A watched path's event from path strings (unlink, rename, chmod, failed opens, ...), built in
+ * ev_scratch but not sent: NULL when nothing is watched. The strings are syscall arguments in
+ * user memory or, with kstr, io_uring's copies in kernel memory. */
+static __always_inline struct vigil_file_event *build_for_strs(struct inflight *in, long ret,
+								const int kstr)
 {
 	__u32 zero = 0;
 	struct walkbuf *wb = bpf_map_lookup_elem(&walk_scratch, &zero);
@@ -619,8 +671,11 @@ static __noinline int emit_for_args(struct inflight *in, long ret)
 	int hit;
 
 	if (!wb || !pb)
-		return 0;
-	len = path_of_arg(pb, wb, in->dfd1, (const char *)in->path1, &flags);
+		return NULL;
+	if (kstr)
+		len = path_of_karg(pb, wb, in->dfd1, (const char *)in->path1, &flags);
+	else
+		len = path_of_arg(pb, wb, in->dfd1, (const char *)in->path1, &flags);
 	hit = is_watched(pb, len) || (flags & (VIGIL_F_UNNORMALIZED | VIGIL_F_PATH_TRUNC));
 	if (!hit && in->kind == SC_SYMLINK && ret == 0) {
 		/* A new symlink anywhere may lead into a watched tree; later operations through it
@@ -629,32 +684,36 @@ static __noinline int emit_for_args(struct inflight *in, long ret)
 		flags |= VIGIL_F_LINK_ANYWHERE;
 	}
 	if (!hit && in->kind != SC_PATH2)
-		return 0;
+		return NULL;
 
 	struct vigil_file_event *e = bpf_map_lookup_elem(&ev_scratch, &zero);
 
 	if (!e)
-		return 0;
+		return NULL;
 	len = clamp_len(len);
 	put_path(e, 0, pb, len);	/* kept aside: the second path reuses pb */
 
 	if (in->kind == SC_PATH2) {
-		len2 = path_of_arg(pb, wb, in->dfd2, (const char *)in->path2, &flags2);
+		if (kstr)
+			len2 = path_of_karg(pb, wb, in->dfd2, (const char *)in->path2, &flags2);
+		else
+			len2 = path_of_arg(pb, wb, in->dfd2, (const char *)in->path2, &flags2);
 		hit |= is_watched(pb, len2) ||
 		       (flags2 & (VIGIL_F_UNNORMALIZED | VIGIL_F_PATH_TRUNC));
 	} else if (in->kind == SC_SYMLINK || in->path2) {
 		/* the symlink's content or the xattr name: a plain string, not resolved */
-		long n = bpf_probe_read_user_str(pb->d, VIGIL_PATH_MAX, (const char *)in->path2);
+		long n = kstr ? bpf_probe_read_kernel_str(pb->d, VIGIL_PATH_MAX,
+							  (const char *)in->path2)
+			      : bpf_probe_read_user_str(pb->d, VIGIL_PATH_MAX, (const char *)in->path2);
 
 		len2 = n > 1 ? n - 1 : 0;
 	}
 	if (!hit)
-		return 0;
+		return NULL;
 	len2 = clamp_len(len2);
 	put_path(e, len, pb, len2);
 
 	e->hdr.kind = VIGIL_EV_FILE;
-	e->hdr.flags = 0;
 	e->hdr.ktime_ns = bpf_ktime_get_ns();
 	fill_proc(&e->proc);
 	file_event_init(e, in, ret);
@@ -662,7 +721,18 @@ static __noinline int emit_for_args(struct inflight *in, long ret)
 	e->path2_len = len2;
 	if (flags2 & VIGIL_F_PATH_TRUNC)
 		flags |= VIGIL_F_PATH2_TRUNC;
-	send_file(e, flags | (flags2 & VIGIL_F_UNNORMALIZED));
+	e->hdr.flags = flags | (flags2 & VIGIL_F_UNNORMALIZED);
+	return e;
+}
+
+/* A watched path's event from syscall arguments, sent. */
+static __noinline int emit_for_args(struct inflight *in, long ret)
+{
+	struct vigil_file_event *e = build_for_strs(in, ret, 0);
+
+	if (!e)
+		return 0;
+	send_file(e, 0);
 	return 1;
 }
 
@@ -1006,6 +1076,296 @@ ENTER(fremovexattr) { return remember_fd(VIGIL_OP_REMOVEXATTR, ARG(0), 0, NO_ID,
 EXIT(fremovexattr)
 ENTER(removexattrat) { return remember_path(VIGIL_OP_REMOVEXATTR, ARG(0), ARG(1), 0, NO_ID, NO_ID, ARG(2), ARG(3)); }
 EXIT(removexattrat)
+
+/* ---- io_uring ----------------------------------------------------------------------------
+ *
+ * io_uring runs file operations without a file syscall. What the tracepoint backend sees of
+ * them comes from io_uring's own tracepoints: at submission (io_uring_submit_req, called
+ * io_uring_submit_sqe on older kernels; user space loads the one that exists) the request's
+ * opcode and the path strings its prep step copied into the kernel (struct filename) are read
+ * from struct io_kiocb; a watched path's event is built there, while the names still name what
+ * they named, by the submitting task, and parked under the request's address; the completion
+ * (io_uring_complete) sends it with the result. A write-open is finished from the fd the
+ * completion returns, like the openat syscall's exit, and tracked, so that a later close (the
+ * syscall, or IORING_OP_CLOSE here) says "modified". Kernels whose completion record does not
+ * name the request (5.10) are not served: both programs return at once (a CO-RE test). */
+
+#define IORING_OP_OPENAT 18
+#define IORING_OP_CLOSE 19
+#define IORING_OP_OPENAT2 28
+#define IORING_OP_RENAMEAT 35
+#define IORING_OP_UNLINKAT 36
+#define IORING_OP_MKDIRAT 37
+#define IORING_OP_SYMLINKAT 38
+#define IORING_OP_LINKAT 39
+
+/* Events of watched paths waiting for their request's completion. The values are whole
+ * records, so the map allocates as it fills; a full map fails the update, which is counted.
+ * A request submitted with IOSQE_CQE_SKIP_SUCCESS that succeeds has no completion: its entry
+ * stays until the request's memory is reused (then it is replaced or dropped, see below). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);		/* struct io_kiocb * */
+	__type(value, struct evbuf);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} uring_parked SEC(".maps");
+
+/* Requests waiting for their completion: parked events, and write-opens (their path comes from
+ * the opened file, not the string). The opcode tells, at completion, a request from a later
+ * one that reuses its memory. An LRU: entries whose completion never came age out. */
+struct uring_req {
+	__u32 opcode;
+	__u32 oflags;			/* openat: the open flags */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);		/* struct io_kiocb * */
+	__type(value, struct uring_req);
+} uring_reqs SEC(".maps");
+
+static __always_inline int uring_served(void)
+{
+	return bpf_core_field_exists(struct trace_event_raw_io_uring_complete, req);
+}
+
+/* Where the per-opcode data (struct io_open, io_rename, ...) starts in a request. */
+static __always_inline void *uring_op_data(struct io_kiocb *req)
+{
+	if (bpf_core_field_exists(req->cmd))
+		return (void *)req + bpf_core_field_offset(req->cmd);
+	return (void *)req + bpf_core_field_offset(struct io_kiocb___union, open);
+}
+
+static __always_inline __u64 fname(struct filename *f)
+{
+	return (__u64)BPF_CORE_READ(f, name);
+}
+
+/* symlinkat and linkat: struct io_link, or before it io_symlink and io_hardlink. */
+static __always_inline void uring_link(struct inflight *in, void *data, int symlink)
+{
+	if (bpf_core_type_exists(struct io_link)) {
+		struct io_link *l = data;
+
+		in->dfd1 = BPF_CORE_READ(l, new_dfd);
+		in->path1 = fname(BPF_CORE_READ(l, newpath));
+		in->path2 = fname(BPF_CORE_READ(l, oldpath));
+		if (symlink)
+			return;
+		in->dfd2 = in->dfd1;
+		in->dfd1 = BPF_CORE_READ(l, old_dfd);
+		in->path2 = in->path1;
+		in->path1 = fname(BPF_CORE_READ(l, oldpath));
+		in->flags = BPF_CORE_READ(l, flags);
+	} else if (symlink) {
+		struct io_symlink *l = data;
+
+		in->dfd1 = BPF_CORE_READ(l, new_dfd);
+		in->path1 = fname(BPF_CORE_READ(l, newpath));
+		in->path2 = fname(BPF_CORE_READ(l, oldpath));
+	} else {
+		struct io_hardlink *l = data;
+
+		in->dfd1 = BPF_CORE_READ(l, old_dfd);
+		in->path1 = fname(BPF_CORE_READ(l, oldpath));
+		in->dfd2 = BPF_CORE_READ(l, new_dfd);
+		in->path2 = fname(BPF_CORE_READ(l, newpath));
+		in->flags = BPF_CORE_READ(l, flags);
+	}
+}
+
+static __always_inline int on_uring_submit(void *ctx, struct io_kiocb *req)
+{
+	__u64 key = (__u64)req;
+	struct inflight in = { .uid = NO_ID, .gid = NO_ID };
+	struct uring_req r = {};
+	void *data;
+	__u8 opcode;
+
+	if (!uring_served() || !req)
+		return 0;
+	if (cfg_self_tgid && (bpf_get_current_pid_tgid() >> 32) == cfg_self_tgid)
+		return 0;
+	opcode = BPF_CORE_READ(req, opcode);
+	data = uring_op_data(req);
+	switch (opcode) {
+	case IORING_OP_CLOSE: {
+		struct io_close *c = data;
+
+		if (BPF_CORE_READ(c, file_slot))
+			return 0;	/* a fixed-file slot */
+		return closing(ctx, BPF_CORE_READ(c, fd));
+	}
+	case IORING_OP_OPENAT:
+	case IORING_OP_OPENAT2: {
+		struct io_open *o = data;
+		__u32 flags = BPF_CORE_READ(o, how.flags);
+
+		if ((flags & O_ACCMODE) == 0 && !(flags & (O_CREAT | O_TRUNC)))
+			return 0;
+		if (BPF_CORE_READ(o, file_slot))
+			return 0;	/* into a fixed-file slot: no fd to follow */
+		r.oflags = flags;
+		in.kind = SC_OPEN;
+		in.op = VIGIL_OP_OPEN;
+		in.uid = in.gid = 0;
+		in.dfd1 = BPF_CORE_READ(o, dfd);
+		in.path1 = fname(BPF_CORE_READ(o, filename));
+		in.flags = flags;
+		in.mode = BPF_CORE_READ(o, how.mode) & 07777;
+		break;
+	}
+	case IORING_OP_UNLINKAT: {
+		struct io_unlink *u = data;
+
+		in.kind = SC_PATH;
+		in.flags = BPF_CORE_READ(u, flags);
+		in.op = (in.flags & AT_REMOVEDIR) ? VIGIL_OP_RMDIR : VIGIL_OP_DELETE;
+		in.dfd1 = BPF_CORE_READ(u, dfd);
+		in.path1 = fname(BPF_CORE_READ(u, filename));
+		break;
+	}
+	case IORING_OP_MKDIRAT: {
+		struct io_mkdir *m = data;
+
+		in.kind = SC_PATH;
+		in.op = VIGIL_OP_MKDIR;
+		in.dfd1 = BPF_CORE_READ(m, dfd);
+		in.path1 = fname(BPF_CORE_READ(m, filename));
+		in.mode = umasked(BPF_CORE_READ(m, mode));
+		break;
+	}
+	case IORING_OP_RENAMEAT: {
+		struct io_rename *rn = data;
+
+		in.kind = SC_PATH2;
+		in.op = VIGIL_OP_RENAME;
+		in.dfd1 = BPF_CORE_READ(rn, old_dfd);
+		in.path1 = fname(BPF_CORE_READ(rn, oldpath));
+		in.dfd2 = BPF_CORE_READ(rn, new_dfd);
+		in.path2 = fname(BPF_CORE_READ(rn, newpath));
+		in.flags = BPF_CORE_READ(rn, flags);
+		break;
+	}
+	case IORING_OP_SYMLINKAT:
+		in.kind = SC_SYMLINK;
+		in.op = VIGIL_OP_SYMLINK;
+		uring_link(&in, data, 1);
+		break;
+	case IORING_OP_LINKAT:
+		in.kind = SC_PATH2;
+		in.op = VIGIL_OP_LINK;
+		uring_link(&in, data, 0);
+		break;
+	default:
+		return 0;
+	}
+	r.opcode = opcode;
+
+	struct vigil_file_event *e = in.path1 ? build_for_strs(&in, 0, 1) : NULL;
+
+	if (e) {
+		e->hdr.size = sizeof(struct vigil_file_event) + e->path_len + e->path2_len;
+		if (bpf_map_update_elem(&uring_parked, &key, e, BPF_ANY)) {
+			count(VIGIL_STAT_INFLIGHT_FULL);
+			e = NULL;
+		}
+	} else {
+		bpf_map_delete_elem(&uring_parked, &key);	/* an earlier request's, if any */
+	}
+	if (e || r.opcode == IORING_OP_OPENAT || r.opcode == IORING_OP_OPENAT2)
+		bpf_map_update_elem(&uring_reqs, &key, &r, BPF_ANY);
+	return 0;
+}
+
+/* Each submission program loads only where its tracepoint exists (user space checks); the
+ * type test keeps the other's record layout out of kernels that lack it. */
+SEC("tracepoint/io_uring/io_uring_submit_req")
+int uring_submit_req(struct trace_event_raw_io_uring_submit_req *ctx)
+{
+	int ret;
+
+	if (!bpf_core_type_exists(struct trace_event_raw_io_uring_submit_req))
+		return 0;
+	ret = on_uring_submit(ctx, ctx->req);
+
+	flush(ctx);
+	return ret;
+}
+
+SEC("tracepoint/io_uring/io_uring_submit_sqe")
+int uring_submit_sqe(struct trace_event_raw_io_uring_submit_sqe *ctx)
+{
+	int ret;
+
+	if (!bpf_core_type_exists(struct trace_event_raw_io_uring_submit_sqe))
+		return 0;
+	ret = on_uring_submit(ctx, ctx->req);
+
+	flush(ctx);
+	return ret;
+}
+
+static __always_inline int on_uring_complete(struct io_kiocb *req, int res)
+{
+	__u64 key = (__u64)req;
+	struct uring_req *p = bpf_map_lookup_elem(&uring_reqs, &key);
+	struct uring_req r;
+
+	if (!p)
+		return 0;	/* most completions: one lookup */
+	r = *p;
+	bpf_map_delete_elem(&uring_reqs, &key);
+	if (BPF_CORE_READ(req, opcode) != r.opcode) {
+		bpf_map_delete_elem(&uring_parked, &key);	/* left by a request never completed */
+		return 0;
+	}
+	if (r.opcode == IORING_OP_OPENAT || r.opcode == IORING_OP_OPENAT2) {
+		struct inflight in = { .op = VIGIL_OP_OPEN_WRITE, .flags = r.oflags };
+
+		if (res >= 0) {
+			struct file *f = fd_file(res);
+
+			bpf_map_delete_elem(&uring_parked, &key);
+			if (!f || !(BPF_CORE_READ(f, f_mode) & cfg_fmode_write))
+				return 0;
+			__u16 created = (BPF_CORE_READ(f, f_mode) & cfg_fmode_created) ?
+					VIGIL_F_CREATED : 0;
+
+			if (emit_for_file(&in, 0, f, (__u64)f, created))
+				track_write(f);
+			return 0;
+		}
+	}
+
+	struct vigil_file_event *e = bpf_map_lookup_elem(&uring_parked, &key);
+
+	if (!e)
+		return 0;
+	/* a symlink sent only because it may lead somewhere watched: not if it was not made */
+	if (errno_reported(res) && !(res < 0 && (e->hdr.flags & VIGIL_F_LINK_ANYWHERE))) {
+		e->ret = res < 0 ? res : 0;
+		e->hdr.ktime_ns = bpf_ktime_get_ns();
+		submit(e, e->hdr.size, VIGIL_STAT_DROP_FILE);
+	}
+	bpf_map_delete_elem(&uring_parked, &key);
+	return 0;
+}
+
+SEC("tracepoint/io_uring/io_uring_complete")
+int uring_complete(struct trace_event_raw_io_uring_complete *ctx)
+{
+	int ret;
+
+	if (!uring_served())
+		return 0;
+	ret = on_uring_complete(ctx->req, ctx->res);
+	flush(ctx);
+	return ret;
+}
 
 /* The LSM, fentry and kprobe backends: hooks on the VFS (vfs.bpf.h). */
 #include "vfs.bpf.h"

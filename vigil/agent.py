@@ -139,7 +139,8 @@ class Agent:
             procs.load_from_proc()
             pipeline = Pipeline(self._is_watched, procs, NameCache(), backend.forget_open_file,
                                 report_processes=self.config.exec_events, roots=roots,
-                                watch_alias=self._watch_alias)
+                                watch_alias=self._watch_alias,
+                                closes_at_exit=backend.name == "tracepoint")
             log.info("watching %d paths (%d kernel entries) with the %s backend; %d processes "
                      "known", len(self.config.directories), n, backend.name, len(procs))
             if self._fim_enabled:

@@ -97,6 +97,20 @@ def test_exit_finishes_files_left_open(tmp_path: Path) -> None:
     assert forgotten == [11]
 
 
+def test_last_close_after_exit_is_the_one_modify(tmp_path: Path) -> None:
+    # VFS backends: the exit record comes first, then __fput's "modified" for the file.
+    forgotten: list[int] = []
+    pl = Pipeline(lambda p: p.startswith(b"/w/"), ProcessTable(proc_root=tmp_path), NameCache(),
+                  forgotten.append, closes_at_exit=False)
+    pl.process([RawFile(FileEvent(1, FileOp.CREATE, b"/w/kept", proc(7)), 11, created=False)])
+    out = pl.process([ExitEvent(5, proc(7), 0)])
+    assert not [e for e in out if isinstance(e, FileEvent)]
+    out = pl.process([FileEvent(6, FileOp.MODIFY, b"/w/kept", proc(7), file_id=11)])
+    assert [(e.op, e.path) for e in out if isinstance(e, FileEvent)] == \
+        [(FileOp.MODIFY, b"/w/kept")]
+    assert forgotten == []
+
+
 def test_iso_timestamps() -> None:
     from vigil.outputs.ecs import iso
 

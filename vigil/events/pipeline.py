@@ -80,7 +80,12 @@ class Pipeline:
         report_processes: bool = True,
         roots: Sequence[bytes] = (),
         watch_alias: Callable[[bytes], None] | None = None,
+        closes_at_exit: bool = True,
     ) -> None:
+        # True when the kernel side sees closes only as syscalls (the tracepoint backend): an
+        # exit then ends the writes of every file the process still held. The VFS backends see
+        # the last reference go (__fput), after the exit record, and send the "modified" then.
+        self._closes_at_exit = closes_at_exit
         self._report_processes = report_processes
         self._roots = [r.rstrip(b"/") or b"/" for r in roots]
         self._watch_alias = watch_alias
@@ -207,7 +212,7 @@ class Pipeline:
     def _exited(self, ev: ExitEvent, out: list[Event]) -> None:
         fids = self._by_tgid.pop(ev.process.pid, None)
         self._enrich(ev.process)
-        if fids:
+        if fids and self._closes_at_exit:
             # Exiting closes every file: the files it still held open for writing are final.
             for fid in sorted(fids):
                 entry = self._open.pop(fid, None)
