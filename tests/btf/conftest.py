@@ -2,35 +2,21 @@
 
 Packages come through `vigil btf fetch` (a private apt configuration per suite and
 architecture; the machine's apt setup is untouched) into VIGIL_KERNEL_CACHE (default
-/var/cache/vigil-kernels/btf), outside the checkout. The first run downloads about 400 MB;
+/var/cache/vigil-kernels/btf), outside the checkout. The first run downloads about 1 GB (the
+armhf debug package is 620 MB of it);
 later runs reuse the files and the package lists (refreshed once a day).
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from btfpkgs import CACHE, KERNELS
 
 from vigil.btfhub.debian import fetch
-
-ROOT = Path(__file__).resolve().parents[2]
-VIGIL = ROOT / ".venv" / "bin" / "vigil"
-CACHE = Path(os.environ.get("VIGIL_KERNEL_CACHE", "/var/cache/vigil-kernels/btf"))
-
-# (suite, Debian architecture): the kernels the tests use. armhf has no BTF in Debian.
-KERNELS = {
-    "amd64": ("bookworm", "amd64"),
-    "arm64": ("bookworm", "arm64"),
-    "armhf": ("bookworm", "armhf"),
-    "s390x": ("trixie", "s390x"),
-    "ppc64el": ("trixie", "ppc64el"),
-    "riscv64": ("trixie", "riscv64"),
-}
-VERSION_IDS = {"bullseye": "11", "bookworm": "12", "trixie": "13"}
 
 
 @pytest.fixture(scope="session")
@@ -49,14 +35,6 @@ def kernel_deb() -> Callable[[str], Path]:
         return got[name]
 
     return get
-
-
-def vigil(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """The real command line, as a user runs it."""
-    p = subprocess.run([str(VIGIL), *args], capture_output=True, text=True, check=False)
-    if check and p.returncode != 0:
-        raise AssertionError(f"vigil {' '.join(args)} exited {p.returncode}:\n{p.stderr}")
-    return p
 
 
 @pytest.fixture(scope="session")

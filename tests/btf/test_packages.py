@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import KERNELS, VERSION_IDS, vigil
+from btfpkgs import KERNELS, VERSION_IDS, vigil
 
 from vigil.btfhub.core import BpfObject, check_object
 from vigil.btfhub.packages import read_package
