@@ -212,3 +212,14 @@ def test_chown_capture_falls_back_to_the_chown_syscalls() -> None:
     assert "fe_path_chown" not in after.programs
     assert {"enter_fchown", "exit_fchown"} <= after.programs
     assert "STRUCT" in after.notes[-1] and not after.fallbacks
+
+
+def test_partly_inlined_commit_function_makes_the_backend_unsupported() -> None:
+    # Debian 5.10: do_rmdir() calls vfs_rmdir.part.0, never entering vfs_rmdir itself.
+    syms = frozenset({"vfs_unlink", "vfs_rmdir", "vfs_rmdir.part.0", "security_path_unlink",
+                      "__fput", "vfs_rename.cold"})
+    btf = PlanBtf({"security_path_unlink", "__fput"})
+    with pytest.raises(HookUnsupported, match=r"vfs_rmdir \(the kernel calls vfs_rmdir.part.0\)"):
+        hooks.plan("fentry", [*PROGRAMS, Program("fx_vfs_rmdir", "fexit/vfs_rmdir")],
+                   btf=btf, symbols=lambda: syms)  # type: ignore[arg-type]
+    assert hooks.partial_clones(syms, {"vfs_rename", "vfs_unlink"}) == {}
