@@ -1,9 +1,11 @@
-"""A burst of 150,000 file records: every one is delivered or counted as dropped, exactly.
+"""A burst of 150,000 file records: every one is delivered or counted as dropped.
 
 50,000 x (create + close + unlink) from one child; each iteration is exactly three kernel
-records (created, modified, deleted). With a 1 MiB ring the kernel must drop some (and count
-them); with the default 16 MiB it may drop none. Either way delivered + dropped == 150,000, and
-the drops reported live (events-lost records) equal the summary line's count.
+records (created, modified, deleted). Through the ring buffer and through the perf event array
+(kernels before 5.8), each at 1 MiB (the kernel must drop some, and count them) and at the
+default 16 MiB. Either way delivered + dropped == 150,000 (plus other processes' records lost in
+the same window, see FOREIGN_SLACK), and the drops reported live (events-lost records) equal
+the summary line's count.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 ITERATIONS = 50_000
 RECORDS = 3 * ITERATIONS
+# The drop counters are not per process: records of other processes that the kernel sends for
+# user space to judge (a symlink created anywhere, a path with "..") and that are lost in the
+# same window count too. On a quiet machine the excess is 0; a busy one (dpkg, builds) adds a few.
+FOREIGN_SLACK = 100
 
 BURST = f"""
 flags = os.O_CREAT | os.O_WRONLY
@@ -42,8 +48,9 @@ def scratch() -> Iterator[Path]:
         shutil.rmtree(d, ignore_errors=True)
 
 
+@pytest.mark.parametrize("buffer", ["ring", "perf"])
 @pytest.mark.parametrize("ring_mb", [1, 16])
-def test_every_record_delivered_or_counted(ring_mb: int, scratch: Path) -> None:
+def test_every_record_delivered_or_counted(ring_mb: int, buffer: str, scratch: Path) -> None:
     watched = scratch / "w"
     watched.mkdir()
     config = scratch / "vigil.yaml"
@@ -58,8 +65,8 @@ def test_every_record_delivered_or_counted(ring_mb: int, scratch: Path) -> None:
     def keep(ev: Event) -> bool:
         return get(ev, "event.action") == "events-lost" or inside(ev)
 
-    agent = AgentProc(["--no-exec", "--config", str(config)], db=scratch / "baseline.db",
-                      keep=keep).start()
+    agent = AgentProc(["--no-exec", "--config", str(config), "--event-buffer", buffer],
+                      db=scratch / "baseline.db", keep=keep).start()
     try:
         agent.probe(watched, timeout=60)
         before = len(agent.matching(inside))
@@ -75,17 +82,21 @@ def test_every_record_delivered_or_counted(ring_mb: int, scratch: Path) -> None:
     by_action = Counter(get(e, "event.action") for e in mine)
     delivered = len(mine)
     lost = [e for e in agent.events if get(e, "event.action") == "events-lost"]
-    lost_by_kind = Counter()
+    lost_by_kind: Counter[str] = Counter()
     for e in lost:
         lost_by_kind[get(e, "vigil.drops.kind")] += get(e, "vigil.drops.count")
     dropped = lost_by_kind["file"]
-    print(f"\nring {ring_mb} MiB: burst {burst_s:.2f}s, delivered {delivered} "
+    print(f"\n{buffer} {ring_mb} MiB: burst {burst_s:.2f}s, delivered {delivered} "
           f"({dict(by_action)}), dropped {dropped}; summary: {summary.line}")
 
     assert set(by_action) <= {"created", "modified", "deleted"}
     assert all(n <= ITERATIONS for n in by_action.values())
     assert dropped == summary.file
     assert lost_by_kind["inflight"] == summary.inflight == 0
-    assert delivered + dropped == RECORDS
+    # This kernel's bpf_perf_event_output reports a full buffer, so the BPF side counted every
+    # loss perf reported: none is left without a kind.
+    assert lost_by_kind["unknown"] == summary.unknown == 0
+    excess = delivered + dropped - RECORDS
+    assert 0 <= excess <= FOREIGN_SLACK, f"{delivered} delivered + {dropped} dropped"
     if ring_mb == 1:
-        assert dropped > 0, "a 1 MiB ring should not keep up with this burst"
+        assert dropped > 0, f"a 1 MiB {buffer} buffer should not keep up with this burst"
