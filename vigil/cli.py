@@ -47,9 +47,11 @@ def _run(args: argparse.Namespace) -> int:
         sinks.append(JsonLinesSink.to_file(config.json_file))
     # The BTF libbpf relocates against: --btf/VIGIL_BTF, the kernel's own, a vmlinux file, or
     # the shipped tailored BTF (vigil.kernel.btf_source). Only "kernel" allows BTF-based hooks.
+    # Said always (like the backend line): it explains why the LSM and fentry backends are
+    # skipped, and the kernel matrix's tailored-BTF cells check it.
     btf = resolve_btf(args.btf)
     if btf.kind != "kernel":
-        log.info("using %s", btf.describe())
+        print(f"vigil: using {btf.describe()}", file=sys.stderr, flush=True)
     agent = Agent(config, sinks, btf_path=btf.custom_path, fim=not args.no_fim,
                   backend=args.backend, event_buffer=args.event_buffer)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from vigil.kernel import libbpf, mounts, probes
 from vigil.kernel.backend import BackendSettings, choose_event_buffer, plan_backends
+from vigil.kernel.btf_source import BtfSource, resolve_btf
 from vigil.kernel.errors import VigilError
 
 
@@ -30,7 +31,7 @@ class BackendChoice:
 class DoctorReport:
     kernel_release: str
     architecture: str
-    btf_source: str | None
+    btf_source: str | None  # the kernel's own BTF, when it has one
     btf_size: int | None
     lockdown: str | None
     active_lsms: list[str] | None
@@ -43,6 +44,11 @@ class DoctorReport:
     event_buffer_reason: str = ""
     mounted_now: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # The BTF `vigil run` would relocate against here (vigil.kernel.btf_source: --btf is not a
+    # doctor option, VIGIL_BTF and VIGIL_BTF_ARCHIVE are honoured), and its kind: kernel, file,
+    # tailored; None when there is none.
+    btf_in_use: str | None = None
+    btf_in_use_kind: str | None = None
 
     @property
     def can_run(self) -> bool:
@@ -54,11 +60,14 @@ class DoctorReport:
         return d
 
 
-def _choose() -> BackendChoice:
+def _choose(btf: BtfSource | None, btf_error: str) -> BackendChoice:
     """The backend `vigil run` would start: the best whose probes passed and whose hooked
-    functions' prototypes are known here (vigil.kernel.backend.plan_backends)."""
+    functions' prototypes are known in the BTF it would use (vigil.kernel.backend.plan_backends;
+    a BTF that is not the kernel's own rules out the LSM and fentry backends)."""
+    if btf is None:
+        return BackendChoice(None, f"no BTF to relocate the programs against: {btf_error}")
     try:
-        cands = plan_backends(BackendSettings(btf_custom_path=os.environ.get("VIGIL_BTF")))
+        cands = plan_backends(BackendSettings(btf_custom_path=btf.custom_path))
     except VigilError as e:
         return BackendChoice(None, f"cannot plan backends: {e}")
     available = [p.backend for p in cands.plans]
@@ -89,6 +98,13 @@ def collect() -> DoctorReport:
         problems.append(str(e))
     results = {p.name: p for p in probes.run_all()}
     event_buffer, why = choose_event_buffer()
+    in_use: BtfSource | None = None
+    btf_error = ""
+    try:
+        in_use = resolve_btf()
+    except VigilError as e:
+        btf_error = str(e)
+        problems.append(btf_error)
     btf = probes.KERNEL_BTF
     uname = os.uname()
     return DoctorReport(
@@ -102,11 +118,13 @@ def collect() -> DoctorReport:
         libbpf_version=libbpf_version,
         probes=list(results.values()),
         ringbuf=probes.have_ringbuf() if libbpf_version else None,
-        backend=_choose(),
+        backend=_choose(in_use, btf_error),
         event_buffer=event_buffer,
         event_buffer_reason=why,
         mounted_now=mounted_now,
         problems=problems,
+        btf_in_use=in_use.describe() if in_use else None,
+        btf_in_use_kind=in_use.kind if in_use else None,
     )
 
 
@@ -120,6 +138,7 @@ def render(report: DoctorReport) -> str:
     lines = [
         f"kernel        {r.kernel_release} ({r.architecture})",
         f"kernel BTF    {btf}",
+        f"BTF in use    {r.btf_in_use or 'none'}",
         f"lockdown      {r.lockdown or 'unknown (securityfs not readable)'}",
         f"LSMs          {','.join(r.active_lsms) if r.active_lsms is not None else 'unknown'}"
         f"  (BPF LSM active: {_yn(r.bpf_lsm_active)})",

@@ -65,6 +65,35 @@ def under(prefix: str | Path) -> Pred:
     return pred
 
 
+# The kernel matrix's tailored-BTF cells (tests/vm, ./do test-kernels --btf tailored) set this to
+# the archive key every agent must relocate against (the kernel's own BTF hidden): each agent's
+# start-up log is checked for it, so the suite cannot pass on the kernel's own BTF unnoticed.
+EXPECT_BTF_ENV = "VIGIL_TEST_EXPECT_BTF"
+BACKEND_LINE_RE = re.compile(r"^vigil: (?P<backend>[a-z]+) backend\b")
+
+
+class WrongBtfError(Exception):
+    """An agent of a tailored-BTF cell did not run on that BTF (not an AssertionError, which
+    the callers of ``probe`` take for "not ready yet")."""
+
+
+def tailored_btf_problem(stderr_lines: Sequence[str], key: str) -> str | None:
+    """None when an agent's stderr says it used the tailored BTF of archive key ``key`` and
+    started a backend that works on such a BTF (kprobe or tracepoint); otherwise what is wrong.
+    """
+    using = [ln for ln in stderr_lines if ln.startswith("vigil: using ")]
+    if not any(ln.startswith("vigil: using tailored BTF ") and ln.endswith(f"key {key})")
+               for ln in using):
+        return (f"the agent did not say it used the tailored BTF {key}: "
+                + ("; ".join(using) or "no 'vigil: using ... BTF' line"))
+    backends = [m["backend"] for ln in stderr_lines if (m := BACKEND_LINE_RE.match(ln))]
+    if not backends:
+        return "the agent named no backend"
+    if backends[0] not in ("kprobe", "tracepoint"):
+        return f"the {backends[0]} backend started on a tailored BTF"
+    return None
+
+
 @dataclass
 class Summary:
     delivered: int
@@ -91,6 +120,7 @@ class AgentProc:
     _proc: subprocess.Popen[bytes] | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
     _seq: int = 0
+    _btf_checked: bool = False
 
     verbose: bool = False  # `vigil -v run`: scan completions and the like logged on stderr
 
@@ -182,10 +212,26 @@ class AgentProc:
             os.unlink(sentinel)
             try:
                 self.wait_for(seen, timeout=tries)
-                return
+                break
             except AssertionError:
                 if time.monotonic() > deadline:
                     raise
+        self._check_btf()
+
+    def _check_btf(self) -> None:
+        """Once the agent is ready (its BTF and backend lines are out): in the matrix's
+        tailored-BTF cells, that it runs on the expected tailored BTF."""
+        key = os.environ.get(EXPECT_BTF_ENV)
+        if self._btf_checked or not key:
+            return
+        self._btf_checked = True
+        deadline = time.monotonic() + 10  # stderr has its own reader thread
+        with self._cond:
+            while (problem := tailored_btf_problem(self.stderr_lines, key)) is not None \
+                    and time.monotonic() < deadline:
+                self._cond.wait(0.2)
+        if problem is not None:
+            raise WrongBtfError(problem + "; its stderr:\n" + "\n".join(self.stderr_lines[-20:]))
 
     def settle(self, directory: Path, pred: Pred | None = None) -> list[Event]:
         """After a barrier probe in ``directory``: every event matching ``pred`` (default: file

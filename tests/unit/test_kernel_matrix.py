@@ -1,5 +1,7 @@
 """The kernel matrix's logic that needs no VM: backend requests, availability from the doctor's
-report, JUnit counting, the table, the kernel package patterns and the private apt config."""
+report, JUnit counting, the table, the kernel package patterns, the private apt config, and the
+tailored-BTF cells (their columns, the archive key, and the checks that the tailored BTF was the
+one used: `vigil btf which` in the guest, each agent's start-up log)."""
 
 from __future__ import annotations
 
@@ -9,9 +11,21 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vm"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kernel"))
 
-from cells import Cell, availability, expand, junit_counts, markdown
-from kernels import SERIES, PrivateApt
+import tailored
+from agent_proc import tailored_btf_problem
+from cells import (
+    Cell,
+    availability,
+    btf_which_problem,
+    cell_file,
+    column,
+    expand,
+    junit_counts,
+    markdown,
+)
+from kernels import SERIES, Kernel, PrivateApt
 
 
 def test_expand_backend_requests() -> None:
@@ -96,3 +110,73 @@ def test_private_apt_config_stays_in_the_cache(tmp_path: Path) -> None:
     assert len(sources) == 9 and all("signed-by=/usr/share/keyrings/" in s for s in sources)
     assert any(" trixie-security main" in s and "debian-security" in s for s in sources)
     assert apt.env()["APT_CONFIG"] == str(apt.conf)
+
+
+KEY = "debian/12/x86_64/6.12.57+deb13-amd64"
+
+
+def test_tailored_btf_cells_have_columns_and_directories_of_their_own(tmp_path: Path) -> None:
+    assert column("auto") == "auto" and column("kprobe", "kernel") == "kprobe"
+    assert column("auto", "tailored") == "auto (tailored BTF)"
+    assert cell_file(tmp_path, "6.12", "auto") == tmp_path / "6.12" / "auto.json"
+    assert cell_file(tmp_path, "6.12", "auto", "tailored") == \
+        tmp_path / "6.12-tailored-btf" / "auto.json"
+    used = f"tailored BTF /run/vigil-btf-x/6.12.57+deb13-amd64.btf (archive a.tar.xz, key {KEY})"
+    tail = Cell("6.12", "auto", "pass", chosen="kprobe", tests=30, seconds=300, btf="tailored",
+                btf_used=used)
+    tail.save(tmp_path / "c.json")
+    assert Cell.load(tmp_path / "c.json") == tail
+    assert tail.column == "auto (tailored BTF)"
+    # a cell written before cells knew about BTF reads as the kernel's
+    old = tmp_path / "old.json"
+    old.write_text('{"kernel": "6.1", "backend": "auto", "status": "pass", "tests": 3}')
+    assert Cell.load(old).btf == "kernel" and Cell.load(old).column == "auto"
+    cells = {("6.12", "auto"): Cell("6.12", "auto", "pass", chosen="lsm", tests=30, seconds=200),
+             ("6.12", tail.column): tail}
+    text = markdown([("6.12", "6.12.57+deb13-amd64")], ["auto", "auto (tailored BTF)"], cells)
+    assert text.splitlines()[0] == "| kernel | auto | auto (tailored BTF) |"
+    assert text.splitlines()[2].endswith("| pass (30 tests, 200s) [lsm] | "
+                                         "pass (30 tests, 300s) [kprobe] |")
+
+
+def test_btf_which_must_name_the_tailored_archive_entry() -> None:
+    ok = f"tailored\t/run/vigil-btf-1/6.12.57+deb13-amd64.btf\tarchive g.tar.xz, key {KEY}\n"
+    assert btf_which_problem(ok, KEY) is None
+    own = "kernel\t/sys/kernel/btf/vmlinux\tthe running kernel\n"
+    assert "chose kernel BTF /sys/kernel/btf/vmlinux" in str(btf_which_problem(own, KEY))
+    other = ok.replace("6.12.57+deb13-amd64\n", "6.12.48+deb13-amd64\n")
+    assert "not the archive entry" in str(btf_which_problem(other, KEY))
+    assert "printed" in str(btf_which_problem("", KEY))
+
+
+def test_each_agent_must_say_it_runs_on_the_tailored_btf() -> None:
+    using = (f"vigil: using tailored BTF /run/vigil-btf-1/6.12.57+deb13-amd64.btf "
+             f"(archive btf-archive.tar.xz, key {KEY})")
+    skipped = "vigil: kprobe backend (skipped lsm: ...; fentry: ...)"
+    assert tailored_btf_problem([using, skipped], KEY) is None
+    assert tailored_btf_problem([using, "vigil: tracepoint backend, perf event buffer"],
+                                KEY) is None
+    assert "no 'vigil: using" in str(tailored_btf_problem([skipped], KEY))
+    assert "did not say" in str(tailored_btf_problem(
+        [using.replace("6.12.57+deb13-amd64)", "6.12.48+deb13-amd64)"), skipped], KEY))
+    file_btf = "vigil: using kernel BTF from a file /boot/vmlinux-6.12 (vmlinux of this release)"
+    assert "did not say" in str(tailored_btf_problem([file_btf, skipped], KEY))
+    assert "lsm backend started" in str(tailored_btf_problem([using, "vigil: lsm backend"], KEY))
+    assert "named no backend" in str(tailored_btf_problem([using], KEY))
+
+
+def test_tailored_archive_key_and_cached_package(tmp_path: Path) -> None:
+    osr = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nVERSION_ID="12"\nID=debian\n'
+    assert tailored.os_release_ids(osr) == ("debian", "12")
+    with pytest.raises(tailored.TailoredError, match="VERSION_ID"):
+        tailored.os_release_ids("ID=debian\n")
+    assert tailored.archive_key("debian", "12", "6.12.57+deb13-amd64") == KEY
+    debs = tmp_path / "debs"
+    debs.mkdir()
+    k = Kernel("6.12", "linux-image-6.12.57+deb13-amd64", "1:6.12.57-1", "6.12.57+deb13-amd64",
+               str(tmp_path / "vmlinuz"))
+    assert tailored.cached_package(k, tmp_path) is None
+    (debs / "linux-image-6.12.57+deb13-amd64_6.12.48-1_amd64.deb").touch()
+    want = debs / "linux-image-6.12.57+deb13-amd64_1%3a6.12.57-1_amd64.deb"
+    want.touch()
+    assert tailored.cached_package(k, tmp_path) == want

@@ -2,8 +2,11 @@
 
 Owns the list of backends, which backend names a ``--backend`` request expands to, reading a
 backend's availability from ``vigil doctor --json``, the result of one cell (written by the guest
-as JSON, read back by the host), counting a JUnit XML report, and the Markdown table. Used on
-both sides of the VM boundary, so it needs nothing but the standard library.
+as JSON, read back by the host), counting a JUnit XML report, the Markdown table, and the BTF a
+cell runs on: the kernel's own, or a tailored BTF made from the kernel's package with the kernel's
+own hidden (``--btf tailored``; such cells are columns of their own, "auto (tailored BTF)", and
+``btf_which_problem`` says whether ``vigil btf which`` really picked the expected archive entry).
+Used on both sides of the VM boundary, so it needs nothing but the standard library.
 
 Does not own booting (matrix.py), the kernels (kernels.py) or running pytest (guest.py).
 """
@@ -19,6 +22,36 @@ from typing import Any
 
 BACKENDS = ("lsm", "fentry", "kprobe", "tracepoint")
 AUTO = "auto"
+# Which BTF the agent relocates against in a VM: the kernel's own /sys/kernel/btf/vmlinux, or a
+# tailored BTF generated on the host from the kernel's package (the kernel's own hidden from
+# Vigil with VIGIL_TEST_HIDE_KERNEL_BTF=1, the archive given with VIGIL_BTF_ARCHIVE).
+KERNEL_BTF = "kernel"
+TAILORED_BTF = "tailored"
+BTF_MODES = (KERNEL_BTF, TAILORED_BTF)
+
+
+def column(backend: str, btf: str = KERNEL_BTF) -> str:
+    """The table column (and cell key) of ``backend`` on ``btf``: "auto", "auto (tailored BTF)"."""
+    return backend if btf == KERNEL_BTF else f"{backend} ({btf} BTF)"
+
+
+def run_dir(series: str, btf: str = KERNEL_BTF) -> str:
+    """The results subdirectory of one VM: "6.12", "6.12-tailored-btf"."""
+    return series if btf == KERNEL_BTF else f"{series}-{btf}-btf"
+
+
+def btf_which_problem(which_stdout: str, key: str) -> str | None:
+    """None when ``vigil btf which`` (``kind<TAB>path<TAB>origin``) chose the tailored BTF
+    stored under archive key ``key``; otherwise what it chose instead."""
+    fields = which_stdout.strip().split("\t")
+    if len(fields) != 3:
+        return f"vigil btf which printed {which_stdout.strip()[:300]!r}"
+    kind, path, origin = fields
+    if kind != "tailored":
+        return f"vigil btf which chose {kind} BTF {path} ({origin}), not the tailored BTF"
+    if not origin.endswith(f"key {key}"):
+        return f"vigil btf which chose {origin}, not the archive entry {key}"
+    return None
 
 
 def expand(requested: Iterable[str]) -> list[str]:
@@ -91,6 +124,12 @@ class Cell:
     skipped: int = 0
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
+    btf: str = KERNEL_BTF  # kernel or tailored (what the run asked for)
+    btf_used: str = ""  # tailored: what `vigil btf which` said in the guest
+
+    @property
+    def column(self) -> str:
+        return column(self.backend, self.btf)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -117,18 +156,19 @@ class Cell:
         return f"{self.status.upper()} ({self.reason})"
 
 
-def cell_file(results: Path, kernel: str, backend: str) -> Path:
-    return results / kernel / f"{backend}.json"
+def cell_file(results: Path, kernel: str, backend: str, btf: str = KERNEL_BTF) -> Path:
+    return results / run_dir(kernel, btf) / f"{backend}.json"
 
 
-def markdown(kernels: Sequence[tuple[str, str]], backends: Sequence[str],
+def markdown(kernels: Sequence[tuple[str, str]], columns: Sequence[str],
              cells: dict[tuple[str, str], Cell]) -> str:
-    """A table: one row per (series, release), one column per backend."""
-    head = ["kernel", *backends]
+    """A table: one row per (series, release), one column per backend (and BTF: ``column``);
+    ``cells`` is keyed by (series, column)."""
+    head = ["kernel", *columns]
     rows = [head, ["---"] * len(head)]
     for series, release in kernels:
         row = [f"{series} ({release})" if release else series]
-        for b in backends:
+        for b in columns:
             c = cells.get((series, b))
             row.append(c.text().replace("|", "\\|") if c else "MISSING")
         rows.append(row)

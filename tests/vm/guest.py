@@ -7,6 +7,13 @@ requested backend from its report (cells.availability), running ``pytest -m matr
 with ``VIGIL_TEST_BACKEND`` set (unset for auto), and writing doctor.json, one JUnit XML and one
 cell JSON per backend into the results directory shared with the host.
 
+With ``--btf-archive FILE --btf-key KEY`` (``./do test-kernels --btf tailored``) the kernel's own
+/sys/kernel/btf/vmlinux is hidden from Vigil (VIGIL_TEST_HIDE_KERNEL_BTF=1) and the tailored
+archive the host made for this kernel is the one looked in (VIGIL_BTF_ARCHIVE) for the doctor,
+``vigil btf which`` and every agent the tests start. ``vigil btf which`` must name that archive
+entry before any test runs (saved as btf-which.txt), and the tests' agent harness checks each
+agent's start-up log for it (VIGIL_TEST_EXPECT_BTF), so a cell cannot pass on the kernel's BTF.
+
 Started by matrix.py as ``<checkout>/.venv/bin/python <checkout>/tests/vm/guest.py ...``; the
 host's filesystem is the guest's root (read-only, with tmpfs overlays on /etc, /var, /tmp, ...),
 so nothing here changes the host except the results directory. Standard library only.
@@ -24,7 +31,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cells import AUTO, Cell, availability, cell_file, expand, junit_counts
+from cells import (
+    AUTO,
+    KERNEL_BTF,
+    TAILORED_BTF,
+    Cell,
+    availability,
+    btf_which_problem,
+    cell_file,
+    expand,
+    junit_counts,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -64,6 +81,25 @@ def writable_accounts() -> None:
             run(["umount", f], capture_output=True)
 
 
+def use_tailored_btf(archive: Path, key: str, out: Path) -> str:
+    """Point this process and its children (doctor, pytest, the agents) at the tailored archive
+    with the kernel's BTF hidden; what ``vigil btf which`` says then, which must be ``key``."""
+    os.environ["VIGIL_TEST_HIDE_KERNEL_BTF"] = "1"
+    os.environ["VIGIL_BTF_ARCHIVE"] = str(archive)
+    os.environ["VIGIL_TEST_EXPECT_BTF"] = key
+    p = run([str(VENV_BIN / "vigil"), "btf", "which"], capture_output=True, timeout=300)
+    (out / "btf-which.txt").write_text(p.stdout + p.stderr)
+    problem = btf_which_problem(p.stdout, key) if p.returncode == 0 else \
+        f"vigil btf which exited {p.returncode}: {p.stderr.strip()[-500:]}"
+    if problem:
+        raise RuntimeError(problem)
+    kind, path, origin = p.stdout.strip().split("\t")
+    used = f"{kind} BTF {path} ({origin})"
+    say(f"BTF: {used}; /sys/kernel/btf/vmlinux "
+        f"{'exists but is hidden' if Path('/sys/kernel/btf/vmlinux').exists() else 'absent'}")
+    return used
+
+
 def doctor(out: Path) -> dict[str, Any]:
     """``vigil doctor --json``, saved as doctor.json; raises with its stderr when unreadable."""
     t0 = time.monotonic()
@@ -77,17 +113,18 @@ def doctor(out: Path) -> dict[str, Any]:
     (out / "doctor.json").write_text(json.dumps(report, indent=2) + "\n")
     backend = report.get("backend") or {}
     say(f"doctor ({time.monotonic() - t0:.0f}s): chosen {backend.get('chosen')!r} "
-        f"({backend.get('reason', '')}); rejected: {json.dumps(backend.get('rejected') or {})}")
+        f"({backend.get('reason', '')}); rejected: {json.dumps(backend.get('rejected') or {})}; "
+        f"BTF in use: {report.get('btf_in_use')}")
     return report
 
 
 def run_cell(kernel: str, backend: str, report: dict[str, Any], out: Path, timeout: float,
-             pytest_args: list[str]) -> Cell:
+             pytest_args: list[str], btf: str = KERNEL_BTF, btf_used: str = "") -> Cell:
     state, reason = availability(report, backend)
     chosen = str((report.get("backend") or {}).get("chosen") or "")
     if state == "unsupported":
         say(f"{backend}: unsupported ({reason})")
-        return Cell(kernel, backend, "unsupported", reason=reason)
+        return Cell(kernel, backend, "unsupported", reason=reason, btf=btf, btf_used=btf_used)
     xml = out / f"{backend}.xml"
     xml.unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "VIGIL_TEST_BACKEND"}
@@ -108,7 +145,7 @@ def run_cell(kernel: str, backend: str, report: dict[str, Any], out: Path, timeo
         rc = None
     secs = time.monotonic() - t0
     cell = Cell(kernel, backend, "fail", chosen=chosen if backend == AUTO else "",
-                seconds=round(secs, 1))
+                seconds=round(secs, 1), btf=btf, btf_used=btf_used)
     counts = junit_counts(xml)
     if counts is not None:
         cell.tests, cell.failed, cell.skipped = counts.tests, counts.failed, counts.skipped
@@ -135,26 +172,41 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=900, help="seconds per backend")
     ap.add_argument("--isolation-probe", type=Path,
                     help="a file to create in /etc; the host checks it never sees it")
+    ap.add_argument("--btf-archive", type=Path,
+                    help="a tailored-BTF archive to run on, the kernel's own BTF hidden")
+    ap.add_argument("--btf-key", help="the archive entry that must be used (ID/VERSION/arch/R)")
     ap.add_argument("pytest_args", nargs="*", help="more pytest arguments (after --)")
     a = ap.parse_args(argv)
     out: Path = a.out
     backends = expand(a.backend or [AUTO])
-    say(f"kernel {os.uname().release}, backends {', '.join(backends)}")
+    if bool(a.btf_archive) != bool(a.btf_key):
+        ap.error("--btf-archive and --btf-key go together")
+    btf = TAILORED_BTF if a.btf_archive else KERNEL_BTF
+    btf_used = ""
+    say(f"kernel {os.uname().release}, backends {', '.join(backends)}, {btf} BTF")
     try:
         if a.isolation_probe:
             # fails (read-only) or leaks to the host if the guest's /etc is not an overlay
             a.isolation_probe.write_text("written by the matrix guest\n")
         scratch_fs()
         writable_accounts()
+        if a.btf_archive:
+            btf_used = use_tailored_btf(a.btf_archive, a.btf_key, out)
         report = doctor(out)
+        if a.btf_archive and f"key {a.btf_key}" not in str(report.get("btf_in_use")):
+            # its backend choice (auto's, and which backends count as unsupported) would be
+            # for another BTF than the agents use
+            raise RuntimeError(f"vigil doctor planned on {report.get('btf_in_use')!r}, not the "
+                               f"tailored BTF {a.btf_key}")
     except (RuntimeError, OSError, subprocess.SubprocessError) as e:
         say(f"setup failed: {e}")
         for b in backends:
-            Cell(a.kernel, b, "error", reason=str(e)[:300]).save(cell_file(out.parent, a.kernel, b))
+            Cell(a.kernel, b, "error", reason=str(e)[:300], btf=btf,
+                 btf_used=btf_used).save(cell_file(out.parent, a.kernel, b, btf))
         return 1
     for b in backends:
-        cell = run_cell(a.kernel, b, report, out, a.timeout, a.pytest_args)
-        cell.save(cell_file(out.parent, a.kernel, b))
+        cell = run_cell(a.kernel, b, report, out, a.timeout, a.pytest_args, btf, btf_used)
+        cell.save(cell_file(out.parent, a.kernel, b, btf))
     (out / "dmesg.txt").write_text(run(["dmesg"], capture_output=True).stdout)
     return 0
 

@@ -6,8 +6,14 @@ files are unchanged afterwards, and the summary (terminal table and Markdown fil
 0 when every cell passed or is unsupported, 1 when any failed, 2 when the run itself could not
 be done.
 
-Does not own getting the kernels (kernels.py), what runs inside a VM (guest.py) nor what a cell
-means (cells.py).
+With ``--btf tailored`` each kernel's VM runs on a tailored BTF instead of the kernel's own
+(issue 5): the archive is made here from the kernel's cached package (tailored.py), the guest
+hides /sys/kernel/btf/vmlinux from Vigil and checks the tailored BTF is the one used (guest.py);
+those cells are columns of their own, "auto (tailored BTF)". ``--btf kernel --btf tailored`` boots
+each kernel twice and puts both in one table.
+
+Does not own getting the kernels (kernels.py), what runs inside a VM (guest.py), making the
+tailored BTF (tailored.py) nor what a cell means (cells.py).
 """
 
 from __future__ import annotations
@@ -23,7 +29,19 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cells import AUTO, Cell, cell_file, expand, markdown
+import tailored
+from cells import (
+    AUTO,
+    BTF_MODES,
+    KERNEL_BTF,
+    TAILORED_BTF,
+    Cell,
+    cell_file,
+    column,
+    expand,
+    markdown,
+    run_dir,
+)
 from kernels import SERIES, Kernel, KernelError, prepare
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,14 +63,18 @@ def probe_path(series: str) -> str:
 
 
 def vng_command(k: Kernel, out: Path, backends: list[str], timeout: float,
-                append: list[str], pytest_args: list[str]) -> list[str]:
+                append: list[str], pytest_args: list[str],
+                btf: tailored.TailoredBtf | None = None) -> list[str]:
+    run = run_dir(k.series, TAILORED_BTF if btf else KERNEL_BTF)
     guest = [str(VENV_BIN / "python"), str(GUEST), "--out", str(out), "--kernel", k.series,
-             "--timeout", str(timeout), "--isolation-probe", probe_path(k.series)]
+             "--timeout", str(timeout), "--isolation-probe", probe_path(run)]
     for b in backends:
         guest += ["--backend", b]
+    if btf is not None:
+        guest += ["--btf-archive", str(btf.archive), "--btf-key", btf.key]
     guest += ["--", *pytest_args]
     script = f"exec {shlex.join(guest)} >{shlex.quote(str(out / 'guest.log'))} 2>&1"
-    argv = [str(VENV_BIN / "vng"), "--verbose", "--name", f"vigil-{k.series}",
+    argv = [str(VENV_BIN / "vng"), "--verbose", "--name", f"vigil-{run}",
             "--run", str(k.boot_image), "--disable-kvm", "--cpus", "2", "--memory", "2G",
             # read-only root; writes to /etc stay in guest memory (also vng's default: be sure)
             "--overlay-rwdir", "/etc", "--rwdir", str(out)]
@@ -76,12 +98,14 @@ def follow(log: Path, pos: int, prefix: str) -> int:
 
 
 def boot(k: Kernel, results: Path, backends: list[str], timeout: float, append: list[str],
-         pytest_args: list[str]) -> dict[str, float]:
-    """One VM for kernel ``k``: the guest writes its cells under ``results/<series>``."""
-    out = results / k.series
+         pytest_args: list[str], btf: tailored.TailoredBtf | None = None) -> dict[str, float]:
+    """One VM for kernel ``k``: the guest writes its cells under ``results/<series>`` (or
+    ``results/<series>-tailored-btf`` when it runs on the tailored BTF ``btf``)."""
+    label = run_dir(k.series, TAILORED_BTF if btf else KERNEL_BTF)
+    out = results / label
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    argv = vng_command(k, out, backends, timeout, append, pytest_args)
+    argv = vng_command(k, out, backends, timeout, append, pytest_args, btf)
     (out / "vng.argv").write_text(shlex.join(argv) + "\n")
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
     limit = BOOT_SECONDS + timeout * len(backends)
@@ -95,14 +119,14 @@ def boot(k: Kernel, results: Path, backends: list[str], timeout: float, append: 
         try:
             while p.poll() is None:
                 if time.monotonic() - t0 > limit:
-                    say(f"{k.series}: no end after {limit:.0f}s: stopping the VM")
+                    say(f"{label}: no end after {limit:.0f}s: stopping the VM")
                     os.killpg(p.pid, signal.SIGTERM)
                     try:
                         p.wait(20)
                     except subprocess.TimeoutExpired:
                         os.killpg(p.pid, signal.SIGKILL)
                     break
-                pos = follow(out / "guest.log", pos, k.series)
+                pos = follow(out / "guest.log", pos, label)
                 if first is None and pos:
                     first = time.monotonic() - t0
                 time.sleep(1)
@@ -110,28 +134,45 @@ def boot(k: Kernel, results: Path, backends: list[str], timeout: float, append: 
             if p.poll() is None:  # interrupted: leave no VM behind
                 os.killpg(p.pid, signal.SIGKILL)
             p.wait()
-    follow(out / "guest.log", pos, k.series)
+    follow(out / "guest.log", pos, label)
     total = time.monotonic() - t0
     timing = {"boot_to_guest_s": round(first or 0.0, 1), "vm_total_s": round(total, 1)}
-    say(f"{k.series}: VM ran {total:.0f}s (guest script started after {first or 0:.0f}s)")
+    say(f"{label}: VM ran {total:.0f}s (guest script started after {first or 0:.0f}s)")
     return timing
 
 
 def collect(series: str, release: str, results: Path, backends: list[str],
-            why_missing: str) -> dict[tuple[str, str], Cell]:
+            why_missing: str, btf: str = KERNEL_BTF) -> dict[tuple[str, str], Cell]:
+    """The cells the guest wrote, keyed by (series, column)."""
     cells = {}
     for b in backends:
-        f = cell_file(results, series, b)
+        f = cell_file(results, series, b, btf)
         try:
-            cells[(series, b)] = Cell.load(f)
+            cell = Cell.load(f)
         except (OSError, ValueError, TypeError):
-            cells[(series, b)] = Cell(series, b, "error", reason=why_missing)
+            cell = Cell(series, b, "error", reason=why_missing, btf=btf)
+        cells[(series, column(b, btf))] = cell
     return cells
 
 
-def report(kernels: list[tuple[str, str]], backends: list[str],
+def btf_notes(cells: dict[tuple[str, str], Cell],
+              made: dict[str, tailored.TailoredBtf]) -> list[str]:
+    """For the report: how each tailored BTF was made and what the guest used."""
+    lines = []
+    for series, t in made.items():
+        lines.append(f"- {series}: tailored BTF {t.key} made from `{t.source}` "
+                     f"({t.source_bytes / 1e6:.1f} MB kernel BTF -> {t.tailored_bytes / 1e3:.1f} "
+                     f"KB) by `vigil btf extract` + `vigil btf gen`")
+    for (series, col), c in cells.items():
+        if c.btf != KERNEL_BTF:
+            chose = f", backend {c.chosen}" if c.chosen else ""
+            lines.append(f"- {series} / {col}: {c.btf_used or 'BTF in use unknown'}{chose}")
+    return lines
+
+
+def report(kernels: list[tuple[str, str]], columns: list[str],
            cells: dict[tuple[str, str], Cell], timings: dict[str, dict[str, float]],
-           argv: list[str]) -> str:
+           argv: list[str], made: dict[str, tailored.TailoredBtf] | None = None) -> str:
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True, check=False).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "vigil", "bpf",
@@ -142,10 +183,16 @@ def report(kernels: list[tuple[str, str]], backends: list[str],
         f"`./do test-kernels {shlex.join(argv)}` at {commit or '?'}"
         f"{' (with local changes)' if dirty else ''}, "
         f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}. "
-        "`auto` is the agent's own choice, shown in brackets.",
+        "`auto` is the agent's own choice, shown in brackets."
+        + (" Columns marked (tailored BTF): the kernel's /sys/kernel/btf/vmlinux hidden from "
+           "Vigil, which runs on a tailored BTF made from the kernel's package."
+           if any(c.btf != KERNEL_BTF for c in cells.values()) else ""),
         "",
-        markdown(kernels, backends, cells),
+        markdown(kernels, columns, cells),
     ]
+    notes = btf_notes(cells, made or {})
+    if notes:
+        lines += ["BTF of the tailored cells:", "", *notes, ""]
     if timings:
         lines.append("| kernel | boot to guest script | whole VM |")
         lines.append("| --- | --- | --- |")
@@ -158,7 +205,7 @@ def report(kernels: list[tuple[str, str]], backends: list[str],
         lines.append("")
         for c in failing:
             for test in c.failures:
-                lines.append(f"- {c.kernel} / {c.backend}: `{test}`")
+                lines.append(f"- {c.kernel} / {c.column}: `{test}`")
         lines.append("")
     return "\n".join(lines)
 
@@ -174,10 +221,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", action="append", default=[],
                     help="auto (the agent's choice), all, or a backend name (repeatable; "
                          "default: auto)")
+    ap.add_argument("--btf", action="append", default=[], choices=BTF_MODES,
+                    help="kernel: the kernel's own BTF (default); tailored: hide it from Vigil "
+                         "and run on a tailored BTF made here from the kernel's package with "
+                         "`vigil btf extract` and `vigil btf gen` (the LSM and fentry backends "
+                         "need the kernel's own, so auto picks kprobe or tracepoint); both: "
+                         "two VMs per kernel, one table (repeatable)")
     ap.add_argument("--results", type=Path, default=ROOT / "build" / "kernel-matrix",
                     help="per-kernel logs, doctor reports and JUnit XML")
-    ap.add_argument("--report", type=Path, default=ROOT / "build" / "kernel-matrix.md",
-                    help="the Markdown table")
+    ap.add_argument("--report", type=Path,
+                    help="the Markdown table (default: build/kernel-matrix.md; "
+                         "build/kernel-matrix-tailored-btf.md with --btf tailored)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per kernel x backend")
     ap.add_argument("--append", action="append", default=[],
                     help="kernel command line argument, e.g. lsm=...,bpf (repeatable)")
@@ -199,12 +253,17 @@ def main(argv: list[str] | None = None) -> int:
         if not (VENV_BIN / tool).exists():
             say(f"{VENV_BIN / tool} missing: run ./do test-kernels (it installs virtme-ng)")
             return 2
+    modes = [m for m in BTF_MODES if m in (a.btf or [KERNEL_BTF])]
+    report_path: Path = a.report or ROOT / "build" / (
+        "kernel-matrix.md" if modes == [KERNEL_BTF] else "kernel-matrix-tailored-btf.md")
+    columns = [column(b, m) for m in modes for b in backends]
     series = a.kernel or list(SERIES)
     results: Path = a.results.resolve()
     results.mkdir(parents=True, exist_ok=True)
     cells: dict[tuple[str, str], Cell] = {}
     timings: dict[str, dict[str, float]] = {}
     kernels: list[tuple[str, str]] = []
+    made: dict[str, tailored.TailoredBtf] = {}
     for s in series:
         t0 = time.monotonic()
         try:
@@ -212,20 +271,38 @@ def main(argv: list[str] | None = None) -> int:
         except (KernelError, OSError, subprocess.CalledProcessError) as e:
             say(f"{s}: {e}")
             kernels.append((s, ""))
-            cells.update(collect(s, "", results, backends, f"kernel not available: {e}"[:300]))
+            for m in modes:
+                cells.update(collect(s, "", results, backends,
+                                     f"kernel not available: {e}"[:300], m))
             continue
         say(f"{s}: {k.release} ready in {time.monotonic() - t0:.1f}s")
         kernels.append((s, k.release))
-        timings[s] = boot(k, results, backends, a.timeout, a.append, a.pytest_args)
-        cells.update(collect(s, k.release, results, backends,
-                             f"the VM ended before this cell; see {results / s}/guest.log, "
-                             "vng.log"))
-    leaked = [p for s in series if os.path.lexists(p := probe_path(s))]
-    text = report(kernels, backends, cells, timings, raw)
-    a.report.parent.mkdir(parents=True, exist_ok=True)
-    a.report.write_text(text)
+        for m in modes:
+            btf = None
+            if m == TAILORED_BTF:
+                t0 = time.monotonic()
+                try:
+                    btf = made[s] = tailored.make(k)
+                except (tailored.TailoredError, OSError, ValueError) as e:
+                    say(f"{s}: no tailored BTF: {e}")
+                    shutil.rmtree(results / run_dir(s, m), ignore_errors=True)
+                    cells.update(collect(s, k.release, results, backends,
+                                         f"no tailored BTF: {e}"[:300], m))
+                    continue
+                say(f"{s}: tailored BTF {btf.key} ({btf.tailored_bytes} bytes, from "
+                    f"{btf.source}) in {btf.archive}, made in {time.monotonic() - t0:.1f}s")
+            timings[run_dir(s, m)] = boot(k, results, backends, a.timeout, a.append,
+                                          a.pytest_args, btf)
+            cells.update(collect(s, k.release, results, backends,
+                                 f"the VM ended before this cell; see "
+                                 f"{results / run_dir(s, m)}/guest.log, vng.log", m))
+    leaked = [p for s in series for m in modes
+              if os.path.lexists(p := probe_path(run_dir(s, m)))]
+    text = report(kernels, columns, cells, timings, raw, made)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(text)
     print(text)
-    say(f"table written to {a.report}")
+    say(f"table written to {report_path}")
     if leaked:
         say(f"the guest's writes to /etc reached the host ({', '.join(leaked)}): "
             "it is not isolated; check the vng options")
