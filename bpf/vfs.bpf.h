@@ -51,6 +51,9 @@ const volatile __u32 pos_link = 0, ret_link = 5;
 const volatile __u32 pos_rename = 0, ret_rename = 1, rename_takes_struct = 1;
 const volatile __u32 pos_setattr = 1, ret_setattr = 4;
 const volatile __u32 pos_truncate = 1, ret_truncate = 5, pos_truncate_attrs = 3;
+/* Where vfs_rmdir is split by the compiler (vfs_rmdir.part.0 on Debian's 5.10, which rmdir(2)
+ * calls directly), rmdir commits at the exit of do_rmdir(dfd, name) instead: ret_do_rmdir. */
+const volatile __u32 ret_do_rmdir = 2;
 
 struct pending {
 	__u64 ident;			/* the dentry the commit must be working on */
@@ -514,6 +517,25 @@ FEXIT(vfs_symlink, CM_SYMLINK, pos_symlink, ret_symlink, 0)
 FEXIT(vfs_link, CM_LINK, pos_link, ret_link, 0)
 FEXIT(notify_change, CM_SETATTR, pos_setattr, ret_setattr, 0)
 
+/* Commit whatever capture of `kind` this thread parked: the caller (do_rmdir) does not name
+ * the dentry, and only its own security_path_rmdir capture can be pending. */
+static __always_inline int commit_parked(__u32 kind, long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct pending *pd = bpf_map_lookup_elem(&pending, &id);
+
+	if (!pd || pd->commit != kind)
+		return 0;
+	return commit(kind, pd->ident, ret);
+}
+
+SEC("fexit/do_rmdir")
+int fx_do_rmdir(__u64 *ctx)
+{
+	commit_parked(CM_RMDIR, result(ctx_arg(ctx, ret_do_rmdir), 0));
+	return flush(ctx);
+}
+
 SEC("fexit/vfs_rename")
 int fx_vfs_rename(__u64 *ctx)
 {
@@ -656,6 +678,13 @@ static __always_inline int fire(__u32 kind, long ret)
 	int kp_##fn(struct pt_regs *r) { return arm(kind, kp_arg(r, pos)); }		\
 	SEC("kretprobe/" #fn)								\
 	int kr_##fn(struct pt_regs *r) { return fire(kind, result(KP_RET(r), is_ptr)), flush(r); }
+
+SEC("kretprobe/do_rmdir")
+int kr_do_rmdir(struct pt_regs *r)
+{
+	commit_parked(CM_RMDIR, result(KP_RET(r), 0));
+	return flush(r);
+}
 
 KPROBE_COMMIT(vfs_unlink, CM_UNLINK, pos_unlink, 0)
 KPROBE_COMMIT(vfs_rmdir, CM_RMDIR, pos_rmdir, 0)

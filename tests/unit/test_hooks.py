@@ -214,12 +214,44 @@ def test_chown_capture_falls_back_to_the_chown_syscalls() -> None:
     assert "STRUCT" in after.notes[-1] and not after.fallbacks
 
 
-def test_partly_inlined_commit_function_makes_the_backend_unsupported() -> None:
-    # Debian 5.10: do_rmdir() calls vfs_rmdir.part.0, never entering vfs_rmdir itself.
-    syms = frozenset({"vfs_unlink", "vfs_rmdir", "vfs_rmdir.part.0", "security_path_unlink",
-                      "__fput", "vfs_rename.cold"})
+RMDIR_PROGRAMS = [*PROGRAMS, Program("fx_vfs_rmdir", "fexit/vfs_rmdir"),
+                  Program("fx_do_rmdir", "fexit/do_rmdir"),
+                  Program("kr_vfs_rmdir", "kretprobe/vfs_rmdir"),
+                  Program("kr_do_rmdir", "kretprobe/do_rmdir")]
+DO_RMDIR = {"do_rmdir": [("dfd", "int"), ("name", "struct filename *")]}
+
+
+def test_unsplit_rmdir_commits_at_vfs_rmdir() -> None:
     btf = PlanBtf({"security_path_unlink", "__fput"})
-    with pytest.raises(HookUnsupported, match=r"vfs_rmdir \(the kernel calls vfs_rmdir.part.0\)"):
-        hooks.plan("fentry", [*PROGRAMS, Program("fx_vfs_rmdir", "fexit/vfs_rmdir")],
-                   btf=btf, symbols=lambda: syms)  # type: ignore[arg-type]
-    assert hooks.partial_clones(syms, {"vfs_rename", "vfs_unlink"}) == {}
+    btf.protos.update(DO_RMDIR)
+    plan = hooks.plan("fentry", RMDIR_PROGRAMS, btf=btf,  # type: ignore[arg-type]
+                      symbols=lambda: frozenset({"vfs_rmdir", "do_rmdir"}))
+    assert "fx_vfs_rmdir" in plan.programs and "fx_do_rmdir" not in plan.programs
+
+
+def test_split_rmdir_commits_at_the_exit_of_do_rmdir() -> None:
+    # Debian 5.10: do_rmdir() calls vfs_rmdir.part.0, never entering vfs_rmdir itself.
+    syms = frozenset({"vfs_unlink", "vfs_rmdir", "vfs_rmdir.part.0", "do_rmdir",
+                      "security_path_unlink", "__fput", "vfs_rename.cold"})
+    btf = PlanBtf({"security_path_unlink", "__fput"})
+    btf.protos.update(DO_RMDIR)
+    btf.returns["do_rmdir"] = "long int"  # as BTF names it
+    for backend, moved, kept in (("fentry", "fx_vfs_rmdir", "fx_do_rmdir"),
+                                 ("kprobe", "kr_vfs_rmdir", "kr_do_rmdir")):
+        plan = hooks.plan(backend, RMDIR_PROGRAMS, btf=btf,  # type: ignore[arg-type]
+                          symbols=lambda: syms)
+        assert kept in plan.programs and moved not in plan.programs, backend
+        assert plan.rodata["ret_do_rmdir"] == 2
+        assert any("vfs_rmdir.part.0" in n and "do_rmdir" in n for n in plan.notes)
+
+
+def test_partly_inlined_commit_function_without_a_caller_is_unsupported() -> None:
+    syms = frozenset({"vfs_unlink", "vfs_unlink.part.0", "vfs_rmdir", "vfs_rmdir.part.0",
+                      "security_path_unlink", "__fput", "vfs_rename.cold"})
+    btf = PlanBtf({"security_path_unlink", "__fput"})
+    # vfs_unlink has no caller Vigil could commit at; vfs_rmdir's caller is not in the BTF.
+    with pytest.raises(HookUnsupported, match=r"vfs_rmdir \(the kernel calls vfs_rmdir.part.0\)"
+                                              r", vfs_unlink \(the kernel calls vfs_unlink.part"):
+        hooks.plan("fentry", RMDIR_PROGRAMS, btf=btf,  # type: ignore[arg-type]
+                   symbols=lambda: syms)
+    assert hooks.partial_clones(syms, {"vfs_rename"}) == {}

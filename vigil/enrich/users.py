@@ -1,7 +1,9 @@
 """User and group names for ids, cached.
 
 Owns the uid/gid -> name caches. Names are looked up once per id through the system's NSS (so
-LDAP/SSSD users resolve too) and kept for ``ttl`` seconds, since accounts do get renamed.
+LDAP/SSSD users resolve too) and kept for ``ttl`` seconds, since accounts do get renamed. An id
+without a name is asked again after ``miss_ttl`` seconds: an account created while Vigil runs
+gets its name on its first events, not minutes later.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from collections.abc import Callable
 
 
 class NameCache:
-    def __init__(self, ttl: float = 300.0) -> None:
+    def __init__(self, ttl: float = 300.0, miss_ttl: float = 2.0) -> None:
         self._ttl = ttl
+        self._miss_ttl = miss_ttl
         self._users: dict[int, tuple[float, str | None]] = {}
         self._groups: dict[int, tuple[float, str | None]] = {}
 
@@ -28,7 +31,8 @@ class NameCache:
              fetch: Callable[[int], str | None]) -> str | None:
         now = time.monotonic()
         hit = cache.get(key)
-        if hit is not None and now - hit[0] < self._ttl:
+        if hit is not None and now - hit[0] < (self._ttl if hit[1] is not None
+                                                else self._miss_ttl):
             return hit[1]
         name = fetch(key)
         cache[key] = (now, name)

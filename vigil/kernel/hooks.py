@@ -146,7 +146,7 @@ def _unsupported(func: str, params: list[tuple[str, str]], why: str) -> HookUnsu
 def _return_kind(btf: Btf, func: str) -> str:
     """'int' or 'ptr' for the return value of ``func``."""
     ret = btf.func_return(func)
-    if ret in ("int", "long"):
+    if ret in ("int", "long", "long int"):
         return "int"
     if ret == DENTRY:
         return "ptr"
@@ -241,6 +241,23 @@ def _xattr_prog(p: Program) -> bool:
     return _syscall_of(p.section) in XATTR_SYSCALLS
 
 
+# Commit functions the compiler may split, and the caller whose exit commits instead: the
+# capture (security_path_rmdir) runs in do_rmdir, so its exit ends the same operation. The
+# caller takes no dentry; its commit takes whatever rmdir this thread parked (commit_parked).
+_CALLER_COMMITS: dict[str, str] = {"vfs_rmdir": "do_rmdir"}
+
+
+def _caller_commit_settings(btf: Btf, caller: str) -> dict[str, int]:
+    """ret_<caller>: where an fexit program finds the caller's return value."""
+    try:
+        params = btf.func_proto(caller)
+    except KeyError:
+        raise HookUnsupported(f"{caller} is not in the BTF in use ({btf.source})") from None
+    if _return_kind(btf, caller) != "int":
+        raise _unsupported(caller, params, "returns a pointer, expected int")
+    return {f"ret_{caller}": len(params)}
+
+
 _CLONE = re.compile(r"^(?P<func>[A-Za-z_][A-Za-z0-9_]*)\.(?:part|isra|constprop|cold)\.\d+")
 
 
@@ -303,16 +320,27 @@ def plan(backend: str, programs: Iterable[Program], *, btf: Btf | None,
     clones = partial_clones(symbols(), {p.section.partition("/")[2] for p in progs
                                         if p.section.startswith(("fexit/", "kretprobe/",
                                                                  "fentry/", "kprobe/"))})
-    if clones:
+    # A split commit function is replaced by its caller's exit where Vigil knows one.
+    moved = {f: _CALLER_COMMITS[f] for f in clones
+             if f in _CALLER_COMMITS and _CALLER_COMMITS[f] not in clones
+             and exists(_CALLER_COMMITS[f])}
+    if set(clones) - set(moved):
         split = ", ".join(f"{f} (the kernel calls {', '.join(sorted(c))})"
-                          for f, c in sorted(clones.items()))
+                          for f, c in sorted(clones.items()) if f not in moved)
         raise HookUnsupported(f"partly inlined here, so hooking them misses calls: {split}")
+    for func, caller in sorted(moved.items()):
+        rodata.update(_caller_commit_settings(btf, caller))
+        notes.append(f"{func} is partly inlined here ({', '.join(sorted(clones[func]))}): "
+                     f"its changes are committed at the exit of {caller}")
+    skipped = set(moved) | (set(_CALLER_COMMITS.values()) - set(moved.values()))
     chosen = {p.name for p in progs if _common(p) or _xattr_prog(p)}
     prefix = {"lsm": ("lsm/", "fexit/"), "fentry": ("fentry/", "fexit/"),
               "kprobe": ("kprobe/", "kretprobe/")}[backend]
     for p in progs:
         kind, _, target = p.section.partition("/")
         if not p.section.startswith(prefix):
+            continue
+        if kind in ("fexit", "kprobe", "kretprobe") and target in skipped:
             continue
         func = f"bpf_lsm_{target}" if kind == "lsm" else target
         if exists(func):
