@@ -125,3 +125,15 @@ def test_the_loader_refuses_an_unsupported_machine() -> None:
     assert "'mips64'" in str(e.value) and "x86_64" in str(e.value) and "s390x" in str(e.value)
     assert bundled_object("vigil", "i386") == OBJECTS_DIR / "i686" / "vigil.bpf.o"
     assert bundled_object("vigil").parent.name == archmod.canonical(os.uname().machine)
+
+
+@pytest.mark.parametrize("machine", ["armv7l", "i686"])
+def test_the_loader_refuses_to_load_the_32bit_objects(monkeypatch: pytest.MonkeyPatch,
+                                                      machine: str) -> None:
+    monkeypatch.setattr("vigil.kernel.loader.platform.machine", lambda: machine)
+    with pytest.raises(NotSupportedError) as e:
+        bundled_object("vigil")
+    assert f"objects for {machine} (32-bit) not supported" in str(e.value)
+    assert "vigil btf check" in str(e.value) and "runs on x86_64" in str(e.value)
+    # the objects themselves are there, for `vigil btf check --arch`
+    assert bundled_object("vigil", machine).is_file()
