@@ -232,3 +232,24 @@ def test_btf_problem_reads_elf_headers_only(tmp_path: Path) -> None:
     assert btf_problem(tmp_path / "nope") == "absent"
     (tmp_path / "tiny").write_bytes(b"\x7fELF")
     assert btf_problem(tmp_path / "tiny") == "too small to be BTF"
+
+
+def test_fetch_takes_an_older_image_when_the_mirror_lacks_the_newest(tmp_path: Path) -> None:
+    from vigil.btfhub import debian
+
+    class Apt:  # the two attributes and the one call _newest_available uses
+        suite, arch = "trixie", "s390x"
+
+        def download(self, package: str, version: str, dest: Path) -> Path:
+            if version == "6.12.117-1":
+                raise debian.FetchError("apt-get download ... 404  Not Found")
+            return dest / f"{package}_{version}.deb"
+
+    said: list[str] = []
+    images = [("linux-image-6.12.107+deb13-s390x", "6.12.107-1"),
+              ("linux-image-6.12.117+deb13-s390x", "6.12.117-1")]
+    got = debian._newest_available(Apt(), images, tmp_path, said.append)  # type: ignore[arg-type]
+    assert (got.package, got.version) == images[0]
+    assert "6.12.117-1 not downloadable" in said[0] and "404" in said[0]
+    with pytest.raises(debian.FetchError, match="404"):
+        debian._newest_available(Apt(), images[1:], tmp_path, said.append)  # type: ignore[arg-type]

@@ -164,8 +164,30 @@ def fetch(suites: list[str], arches: list[str], cache: Path = DEFAULT_CACHE, *,
                 report(f"skipped: {e}")
                 continue
             dest = cache / "debs" / "debian" / SUITES[suite] / arch
-            for package, version in images if every else images[-1:]:
-                path = apt.download(package, version, dest)
-                report(f"{suite}/{arch}: {package} {version} -> {path}")
-                out.append(Fetched(suite, SUITES[suite], arch, package, version, path))
+            if every:
+                for package, version in images:
+                    path = apt.download(package, version, dest)
+                    report(f"{suite}/{arch}: {package} {version} -> {path}")
+                    out.append(Fetched(suite, SUITES[suite], arch, package, version, path))
+            else:
+                out.append(_newest_available(apt, images, dest, report))
     return out
+
+
+def _newest_available(apt: PrivateApt, images: list[tuple[str, str]], dest: Path,
+                      report: Callable[[str], None]) -> Fetched:
+    """The newest image the mirror really serves: between a suite's index and its pool a
+    mirror can lag (the index names a kernel whose file is not there yet, or any more), so an
+    older image of the same suite is taken then, and said."""
+    failed: list[FetchError] = []
+    for package, version in reversed(images):
+        try:
+            path = apt.download(package, version, dest)
+        except FetchError as e:
+            report(f"{apt.suite}/{apt.arch}: {package} {version} not downloadable, trying an "
+                   f"older one ({e})")
+            failed.append(e)
+            continue
+        report(f"{apt.suite}/{apt.arch}: {package} {version} -> {path}")
+        return Fetched(apt.suite, SUITES[apt.suite], apt.arch, package, version, path)
+    raise failed[0]
