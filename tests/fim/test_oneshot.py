@@ -113,6 +113,24 @@ def _tree(root: Path, n: int) -> dict[bytes, tuple[bytes, bytes]]:
     return out
 
 
+def _wait_for_progress(db: Path, new_hashes: set[str], proc: subprocess.Popen[bytes],
+                       at_least: int, timeout: float = 120.0) -> None:
+    """Until ``at_least`` rows of ``db`` hold a new hash, or the scan has ended."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            done = sum(sha in new_hashes for (sha,) in
+                       con.execute("SELECT sha256 FROM files WHERE kind = 'file'"))
+        except sqlite3.OperationalError:  # the writer holds a lock this instant
+            done = 0
+        finally:
+            con.close()
+        if done >= at_least:
+            return
+        time.sleep(0.005)
+
+
 @pytest.mark.slow
 def test_kill_9_during_scan_then_restart(tmp_path: Path) -> None:
     import hashlib
@@ -124,13 +142,16 @@ def test_kill_9_during_scan_then_restart(tmp_path: Path) -> None:
     assert oneshot("--init", "--watch", str(root), "--db", str(db)).returncode == 0
     for p, (_, new) in files.items():  # the disk moves on; the baseline holds the old state
         Path(os.fsdecode(p)).write_bytes(new)
+    new_hashes = {hashlib.sha256(new).hexdigest() for _, new in files.values()}
     rng = random.Random(1234)
     partial = 0
     for attempt in range(4):
         proc = subprocess.Popen(
             [sys.executable, "-m", "vigil.fim.oneshot", "--init", "--watch", str(root),
              "--db", str(db)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.15, 0.6))
+        # Kill once the scan has committed part of its work (however slow the machine is),
+        # a little later each attempt; a scan that finishes first just makes that attempt whole.
+        _wait_for_progress(db, new_hashes, proc, at_least=1 + attempt * rng.randint(500, 2000))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         con = sqlite3.connect(db)  # WAL recovery happens here
