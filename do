@@ -41,8 +41,9 @@ ensure_venv() {
   local py=${PYTHON:-python3}
   "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || die "$py is older than Python 3.11"
-  if [ ! -x "$VENV/bin/python" ]; then
-    "$py" -m venv "$VENV" >&2
+  if [ ! -x "$VENV/bin/python" ] || [ ! -x "$VENV/bin/pip" ]; then
+    # missing, or left half-made by an interrupted run: make it afresh
+    "$py" -m venv --clear "$VENV" >&2
   fi
   # Reinstall only when the dependency list changed.
   local stamp="$VENV/.stamp-deps" want
