@@ -165,13 +165,18 @@ def fetch(suites: list[str], arches: list[str], cache: Path = DEFAULT_CACHE, *,
                 continue
             dest = cache / "debs" / "debian" / SUITES[suite] / arch
             if every:
-                for package, version in images:
-                    path = apt.download(package, version, dest)
-                    report(f"{suite}/{arch}: {package} {version} -> {path}")
-                    out.append(Fetched(suite, SUITES[suite], arch, package, version, path))
+                out.extend(_download(apt, package, version, dest, report)
+                           for package, version in images)
             else:
                 out.append(_newest_available(apt, images, dest, report))
     return out
+
+
+def _download(apt: PrivateApt, package: str, version: str, dest: Path,
+              report: Callable[[str], None]) -> Fetched:
+    path = apt.download(package, version, dest)
+    report(f"{apt.suite}/{apt.arch}: {package} {version} -> {path}")
+    return Fetched(apt.suite, SUITES[apt.suite], apt.arch, package, version, path)
 
 
 def _newest_available(apt: PrivateApt, images: list[tuple[str, str]], dest: Path,
@@ -182,12 +187,9 @@ def _newest_available(apt: PrivateApt, images: list[tuple[str, str]], dest: Path
     failed: list[FetchError] = []
     for package, version in reversed(images):
         try:
-            path = apt.download(package, version, dest)
+            return _download(apt, package, version, dest, report)
         except FetchError as e:
             report(f"{apt.suite}/{apt.arch}: {package} {version} not downloadable, trying an "
                    f"older one ({e})")
             failed.append(e)
-            continue
-        report(f"{apt.suite}/{apt.arch}: {package} {version} -> {path}")
-        return Fetched(apt.suite, SUITES[apt.suite], apt.arch, package, version, path)
     raise failed[0]

@@ -143,6 +143,19 @@ def _unsupported(func: str, params: list[tuple[str, str]], why: str) -> HookUnsu
     return HookUnsupported(f"{func}({proto}): {why}")
 
 
+def _proto(btf: Btf, func: str) -> list[tuple[str, str]]:
+    """The (name, type) parameters of ``func``, or HookUnsupported when the BTF lacks it."""
+    try:
+        return btf.func_proto(func)
+    except KeyError:
+        raise HookUnsupported(f"{func} is not in the BTF in use ({btf.source})") from None
+
+
+def _require_int_return(btf: Btf, func: str, params: list[tuple[str, str]]) -> None:
+    if _return_kind(btf, func) != "int":
+        raise _unsupported(func, params, "returns a pointer, expected int")
+
+
 def _return_kind(btf: Btf, func: str) -> str:
     """'int' or 'ptr' for the return value of ``func``."""
     ret = btf.func_return(func)
@@ -162,29 +175,23 @@ def argument_positions(btf: Btf, max_index: int, ret_in_ctx: bool) -> dict[str, 
     """
     out: dict[str, int] = {}
     for c in _COMMITS:
-        try:
-            params = btf.func_proto(c.func)
-        except KeyError:
-            raise HookUnsupported(f"{c.func} is not in the BTF in use ({btf.source})") from None
+        params = _proto(btf, c.func)
         pos = _index(params, c.ident, DENTRY)
         if pos is None:
             raise _unsupported(c.func, params, f"no {DENTRY} argument named "
                                                f"{' or '.join(c.ident)}")
         out[f"pos_{c.key}"] = pos
         out[f"ret_{c.key}"] = len(params)
-        kind = _return_kind(btf, c.func)
         if c.key == "mkdir":
-            out["ret_ptr_mkdir"] = int(kind == "ptr")
-        elif kind != "int":
-            raise _unsupported(c.func, params, "returns a pointer, expected int")
+            out["ret_ptr_mkdir"] = int(_return_kind(btf, c.func) == "ptr")
+        else:
+            _require_int_return(btf, c.func, params)
         if c.key == "truncate":
             attrs = _index(params, ("time_attrs",), "unsigned int")
             if attrs is None:
                 raise _unsupported(c.func, params, "no unsigned int time_attrs argument")
             out["pos_truncate_attrs"] = attrs
-    if not _has_func(btf, "vfs_rename"):
-        raise HookUnsupported(f"vfs_rename is not in the BTF in use ({btf.source})")
-    params = btf.func_proto("vfs_rename")
+    params = _proto(btf, "vfs_rename")
     if params and params[0][1] == "struct renamedata *":
         out.update(pos_rename=0, rename_takes_struct=1)
     else:
@@ -194,8 +201,7 @@ def argument_positions(btf: Btf, max_index: int, ret_in_ctx: bool) -> dict[str, 
                                                      f"argument nor a {DENTRY} old_dentry")
         out.update(pos_rename=pos, rename_takes_struct=0)
     out["ret_rename"] = len(params)
-    if _return_kind(btf, "vfs_rename") != "int":
-        raise _unsupported("vfs_rename", params, "returns a pointer, expected int")
+    _require_int_return(btf, "vfs_rename", params)
     too_far = {k: v for k, v in out.items()
                if (k.startswith("pos_") and v > max_index)
                or (ret_in_ctx and k.startswith("ret_") and not k.startswith("ret_ptr")
@@ -249,12 +255,8 @@ _CALLER_COMMITS: dict[str, str] = {"vfs_rmdir": "do_rmdir"}
 
 def _caller_commit_settings(btf: Btf, caller: str) -> dict[str, int]:
     """ret_<caller>: where an fexit program finds the caller's return value."""
-    try:
-        params = btf.func_proto(caller)
-    except KeyError:
-        raise HookUnsupported(f"{caller} is not in the BTF in use ({btf.source})") from None
-    if _return_kind(btf, caller) != "int":
-        raise _unsupported(caller, params, "returns a pointer, expected int")
+    params = _proto(btf, caller)
+    _require_int_return(btf, caller, params)
     return {f"ret_{caller}": len(params)}
 
 
