@@ -181,46 +181,46 @@ struct renamedata {
  * kernel's own field names so CO-RE relocates them; used by KP_ARG/KP_RET in vfs.bpf.h.
  */
 #if defined(__TARGET_ARCH_x86) && defined(VIGIL_32BIT)
-struct pt_regs { long ax, dx, cx; } CORE;	/* i386: regparm(3) */
-#define KP_ARG0(r) BPF_CORE_READ(r, ax)
-#define KP_ARG1(r) BPF_CORE_READ(r, dx)
-#define KP_ARG2(r) BPF_CORE_READ(r, cx)
+struct pt_regs { unsigned long ax, dx, cx; } CORE;	/* i386: regparm(3) */
+#define KP_ARG0(r) KREAD(r, ax)
+#define KP_ARG1(r) KREAD(r, dx)
+#define KP_ARG2(r) KREAD(r, cx)
 #define KP_ARG3(r) 0
 #define KP_ARG4(r) 0
 #define KP_NARGS 3
-#define KP_RET(r) BPF_CORE_READ(r, ax)
+#define KP_RET(r) KREAD(r, ax)
 #elif defined(__TARGET_ARCH_x86)
 struct pt_regs { unsigned long di, si, dx, cx, r8, ax; } CORE;
-#define KP_ARG0(r) BPF_CORE_READ(r, di)
-#define KP_ARG1(r) BPF_CORE_READ(r, si)
-#define KP_ARG2(r) BPF_CORE_READ(r, dx)
-#define KP_ARG3(r) BPF_CORE_READ(r, cx)
-#define KP_ARG4(r) BPF_CORE_READ(r, r8)
+#define KP_ARG0(r) KREAD(r, di)
+#define KP_ARG1(r) KREAD(r, si)
+#define KP_ARG2(r) KREAD(r, dx)
+#define KP_ARG3(r) KREAD(r, cx)
+#define KP_ARG4(r) KREAD(r, r8)
 #define KP_NARGS 5
-#define KP_RET(r) BPF_CORE_READ(r, ax)
+#define KP_RET(r) KREAD(r, ax)
 #elif defined(__TARGET_ARCH_arm64) || defined(__TARGET_ARCH_riscv) || \
 	defined(__TARGET_ARCH_arm) || defined(__TARGET_ARCH_powerpc) || defined(__TARGET_ARCH_s390)
 #if defined(__TARGET_ARCH_arm64)
 struct pt_regs { u64 regs[31]; } CORE;
-#define KP_REG(r, n) BPF_CORE_READ(r, regs[n])
+#define KP_REG(r, n) KREAD(r, regs[n])
 #define KP_FIRST 0
 #elif defined(__TARGET_ARCH_riscv)
 struct pt_regs { unsigned long a0, a1, a2, a3, a4; } CORE;
-#define KP_REG(r, n) ((n) == 0 ? BPF_CORE_READ(r, a0) : (n) == 1 ? BPF_CORE_READ(r, a1) : \
-		      (n) == 2 ? BPF_CORE_READ(r, a2) : (n) == 3 ? BPF_CORE_READ(r, a3) : \
-		      BPF_CORE_READ(r, a4))
+#define KP_REG(r, n) ((n) == 0 ? KREAD(r, a0) : (n) == 1 ? KREAD(r, a1) : \
+		      (n) == 2 ? KREAD(r, a2) : (n) == 3 ? KREAD(r, a3) : \
+		      KREAD(r, a4))
 #define KP_FIRST 0
 #elif defined(__TARGET_ARCH_arm)
 struct pt_regs { unsigned long uregs[18]; } CORE;
-#define KP_REG(r, n) BPF_CORE_READ(r, uregs[n])
+#define KP_REG(r, n) KREAD(r, uregs[n])
 #define KP_FIRST 0
 #elif defined(__TARGET_ARCH_powerpc)
 struct pt_regs { unsigned long gpr[32]; } CORE;
-#define KP_REG(r, n) BPF_CORE_READ(r, gpr[n])
+#define KP_REG(r, n) KREAD(r, gpr[n])
 #define KP_FIRST 3
 #else /* s390: the first argument is saved in orig_gpr2, gprs[2] becomes the return value */
 struct pt_regs { unsigned long gprs[16]; unsigned long orig_gpr2; } CORE;
-#define KP_REG(r, n) ((n) == 2 ? BPF_CORE_READ(r, orig_gpr2) : BPF_CORE_READ(r, gprs[n]))
+#define KP_REG(r, n) ((n) == 2 ? KREAD(r, orig_gpr2) : KREAD(r, gprs[n]))
 #define KP_FIRST 2
 #endif
 #define KP_ARG0(r) KP_REG(r, KP_FIRST + 0)
@@ -230,7 +230,7 @@ struct pt_regs { unsigned long gprs[16]; unsigned long orig_gpr2; } CORE;
 #define KP_ARG4(r) KP_REG(r, KP_FIRST + 4)
 #define KP_NARGS 5
 #if defined(__TARGET_ARCH_s390)
-#define KP_RET(r) BPF_CORE_READ(r, gprs[2])
+#define KP_RET(r) KREAD(r, gprs[2])
 #else
 #define KP_RET(r) KP_REG(r, KP_FIRST)
 #endif

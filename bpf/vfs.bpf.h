@@ -148,7 +148,7 @@ static __noinline int capture(struct capture *c)
 	e->dev = 0;
 	if (c->op != VIGIL_OP_MKDIR && c->op != VIGIL_OP_MKNOD && c->op != VIGIL_OP_SYMLINK) {
 		struct dentry *d = c->dentry;	/* a plain read: struct capture is ours, not CO-RE */
-		struct inode *inode = BPF_CORE_READ(d, d_inode);
+		struct inode *inode = KREAD(d, d_inode);
 
 		if (inode)
 			set_inode(e, inode);
@@ -188,7 +188,7 @@ static __always_inline int cap_dir_entry(const struct path *dir, struct dentry *
 					 __u32 op, __u32 kind, __u32 mode)
 {
 	struct capture c = {
-		.dentry = dentry, .mnt = BPF_CORE_READ(dir, mnt), .op = op, .commit = kind,
+		.dentry = dentry, .mnt = KREAD(dir, mnt), .op = op, .commit = kind,
 		.mode = mode, .uid = (__u32)-1, .gid = (__u32)-1,
 	};
 	return capture(&c);
@@ -207,7 +207,7 @@ static __always_inline int cap_symlink(const struct path *dir, struct dentry *de
 				       const char *target)
 {
 	struct capture c = {
-		.dentry = dentry, .mnt = BPF_CORE_READ(dir, mnt), .name2 = target,
+		.dentry = dentry, .mnt = KREAD(dir, mnt), .name2 = target,
 		.op = VIGIL_OP_SYMLINK, .commit = CM_SYMLINK, .uid = (__u32)-1, .gid = (__u32)-1,
 	};
 	return capture(&c);
@@ -216,7 +216,7 @@ static __always_inline int cap_symlink(const struct path *dir, struct dentry *de
 static __always_inline int cap_link(struct dentry *old, const struct path *new_dir,
 				    struct dentry *new)
 {
-	struct vfsmount *mnt = BPF_CORE_READ(new_dir, mnt);	/* links stay on one mount */
+	struct vfsmount *mnt = KREAD(new_dir, mnt);	/* links stay on one mount */
 	struct capture c = {
 		.dentry = old, .mnt = mnt, .dentry2 = new, .mnt2 = mnt, .op = VIGIL_OP_LINK,
 		.commit = CM_LINK, .uid = (__u32)-1, .gid = (__u32)-1,
@@ -229,8 +229,8 @@ static __always_inline int cap_rename(const struct path *old_dir, struct dentry 
 				      __u32 flags)
 {
 	struct capture c = {
-		.dentry = old, .mnt = BPF_CORE_READ(old_dir, mnt), .dentry2 = new,
-		.mnt2 = BPF_CORE_READ(new_dir, mnt), .op = VIGIL_OP_RENAME, .commit = CM_RENAME,
+		.dentry = old, .mnt = KREAD(old_dir, mnt), .dentry2 = new,
+		.mnt2 = KREAD(new_dir, mnt), .op = VIGIL_OP_RENAME, .commit = CM_RENAME,
 		.uid = (__u32)-1, .gid = (__u32)-1, .oflags = flags,
 	};
 	return capture(&c);
@@ -240,7 +240,7 @@ static __always_inline int cap_attr(const struct path *path, __u32 op, __u32 kin
 				    __u32 uid, __u32 gid)
 {
 	struct capture c = {
-		.dentry = BPF_CORE_READ(path, dentry), .mnt = BPF_CORE_READ(path, mnt), .op = op,
+		.dentry = KREAD(path, dentry), .mnt = KREAD(path, mnt), .op = op,
 		.commit = kind, .mode = mode, .uid = uid, .gid = gid,
 	};
 	return capture(&c);
@@ -248,9 +248,7 @@ static __always_inline int cap_attr(const struct path *path, __u32 op, __u32 kin
 
 static __always_inline int cap_file_truncate(struct file *f)
 {
-	struct path p = BPF_CORE_READ(f, f_path);
-
-	return cap_attr(&p, VIGIL_OP_TRUNCATE, CM_TRUNCATE, 0, (__u32)-1, (__u32)-1);
+	return cap_attr(KADDR(f, f_path), VIGIL_OP_TRUNCATE, CM_TRUNCATE, 0, (__u32)-1, (__u32)-1);
 }
 
 /* A file was opened: a write-open of a watched file is sent now and tracked to its last
@@ -262,12 +260,12 @@ static __always_inline int on_file_open(struct file *f)
 
 	if (is_self())
 		return 0;
-	fmode = BPF_CORE_READ(f, f_mode);
+	fmode = KREAD(f, f_mode);
 	if (!(fmode & cfg_fmode_write))
 		return 0;
 	created = (fmode & cfg_fmode_created) ? VIGIL_F_CREATED : 0;
 
-	struct inflight in = { .op = VIGIL_OP_OPEN_WRITE, .flags = BPF_CORE_READ(f, f_flags) };
+	struct inflight in = { .op = VIGIL_OP_OPEN_WRITE, .flags = KREAD(f, f_flags) };
 
 	if (emit_for_file(&in, 0, f, (__u64)f, created))
 		track_write(f);
@@ -284,7 +282,7 @@ static __always_inline int on_last_fput(struct file *f)
 		return 0;
 	bpf_map_delete_elem(&wfiles, &key);
 
-	struct inflight in = { .op = VIGIL_OP_MODIFY, .flags = BPF_CORE_READ(f, f_flags) };
+	struct inflight in = { .op = VIGIL_OP_MODIFY, .flags = KREAD(f, f_flags) };
 
 	return emit_for_file(&in, 0, f, key, 0);
 }
@@ -487,17 +485,24 @@ static __always_inline __u64 ctx_arg(__u64 *ctx, __u32 i)
 	return v;
 }
 
+/* A commit function's return value as an errno (<0) or 0. Registers hold a 32-bit kernel's
+ * values zero-extended, so its ERR_PTR(-errno) is 0xfffff001..0xffffffff, which no 64-bit
+ * kernel pointer can be. */
 static __always_inline long result(__u64 raw, __u32 is_ptr)
 {
-	if (is_ptr)	/* ERR_PTR(-errno) or a valid pointer */
-		return raw >= (__u64)-4095 ? (long)raw : 0;
-	return (int)raw;
+	if (!is_ptr)
+		return (int)raw;
+	if (raw >= (__u64)-4095)	/* ERR_PTR(-errno), 64-bit */
+		return (long)raw;
+	if (raw >= 0xfffff001ULL && raw <= 0xffffffffULL)
+		return (int)raw;	/* ERR_PTR(-errno), 32-bit */
+	return 0;			/* a valid pointer */
 }
 
 static __always_inline __u64 rename_ident(__u64 arg)
 {
 	if (rename_takes_struct)
-		return (__u64)BPF_CORE_READ((struct renamedata *)arg, old_dentry);
+		return (__u64)KREAD((struct renamedata *)arg, old_dentry);
 	return arg;
 }
 

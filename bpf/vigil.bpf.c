@@ -17,6 +17,7 @@
 #include "kernel_types.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
+#include "kread.h"
 #include <bpf/bpf_tracing.h>
 #include "vigil_events.h"
 
@@ -182,34 +183,34 @@ static __always_inline void count(__u32 idx)
 static __always_inline __u64 task_start(struct task_struct *t)
 {
 	if (bpf_core_field_exists(t->start_boottime))
-		return BPF_CORE_READ(t, start_boottime);
-	return BPF_CORE_READ((struct task_struct___pre55 *)t, real_start_time);
+		return KREAD(t, start_boottime);
+	return KREAD((struct task_struct___pre55 *)t, real_start_time);
 }
 
 static __noinline void fill_proc(struct vigil_proc *p)
 {
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	struct task_struct *parent = BPF_CORE_READ(t, real_parent);
-	const struct cred *cred = BPF_CORE_READ(t, cred);
+	struct task_struct *parent = KREAD(t, real_parent);
+	const struct cred *cred = KREAD(t, cred);
 	__u64 id = bpf_get_current_pid_tgid();
 
 	p->pid = id >> 32;
 	p->tid = (__u32)id;
-	p->ppid = BPF_CORE_READ(parent, tgid);
-	p->start_time = task_start(BPF_CORE_READ(t, group_leader));
-	p->parent_start_time = task_start(BPF_CORE_READ(parent, group_leader));
+	p->ppid = KREAD(parent, tgid);
+	p->start_time = task_start(KREAD(t, group_leader));
+	p->parent_start_time = task_start(KREAD(parent, group_leader));
 	p->cgroup_id = bpf_get_current_cgroup_id();
-	p->uid = BPF_CORE_READ(cred, uid.val);
-	p->gid = BPF_CORE_READ(cred, gid.val);
-	p->euid = BPF_CORE_READ(cred, euid.val);
-	p->egid = BPF_CORE_READ(cred, egid.val);
+	p->uid = KREAD(cred, uid.val);
+	p->gid = KREAD(cred, gid.val);
+	p->euid = KREAD(cred, euid.val);
+	p->egid = KREAD(cred, egid.val);
 	p->auid = (__u32)-1;
 	p->sessionid = (__u32)-1;
 	if (bpf_core_field_exists(t->loginuid)) {	/* CONFIG_AUDIT */
-		p->auid = BPF_CORE_READ(t, loginuid.val);
-		p->sessionid = BPF_CORE_READ(t, sessionid);
+		p->auid = KREAD(t, loginuid.val);
+		p->sessionid = KREAD(t, sessionid);
 	}
-	p->mnt_ns = BPF_CORE_READ(t, nsproxy, mnt_ns, ns.inum);
+	p->mnt_ns = KREAD(t, nsproxy, mnt_ns, ns.inum);
 	bpf_get_current_comm(p->comm, sizeof(p->comm));
 }
 
@@ -243,15 +244,15 @@ __noinline int vigil_walk_path(__u64 dentry_p, __u64 vfsmnt_p)
 		return WALK_END | WALK_TRUNC;
 	wb->off = WALK_END;
 	for (i = 0; i < MAX_DEPTH; i++) {
-		struct dentry *mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
-		struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
+		struct dentry *mnt_root = KREAD(vfsmnt, mnt_root);
+		struct dentry *parent = KREAD(dentry, d_parent);
 
 		if (dentry == mnt_root) {
-			struct mount *mparent = BPF_CORE_READ(mnt, mnt_parent);
+			struct mount *mparent = KREAD(mnt, mnt_parent);
 
 			if (mparent == mnt)
 				break;		/* root of the namespace */
-			dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+			dentry = KREAD(mnt, mnt_mountpoint);
 			mnt = mparent;
 			vfsmnt = &mparent->mnt;
 			continue;
@@ -259,8 +260,8 @@ __noinline int vigil_walk_path(__u64 dentry_p, __u64 vfsmnt_p)
 		if (dentry == parent)
 			break;			/* a detached tree's root */
 
-		__u32 len = BPF_CORE_READ(dentry, d_name.len) & NAME_MASK;
-		const unsigned char *name = BPF_CORE_READ(dentry, d_name.name);
+		__u32 len = KREAD(dentry, d_name.len) & NAME_MASK;
+		const unsigned char *name = KREAD(dentry, d_name.name);
 		__u32 off = wb->off;
 
 		if (len + 1 > off || off > WALK_END) {
@@ -307,24 +308,24 @@ static __always_inline __u32 path_of_dentry(struct pathbuf *pb, struct walkbuf *
 	return len;
 }
 
-/* Copies the path of a struct path into pb->d[0..), returns its length. */
-static __always_inline __u32 path_of(struct pathbuf *pb, struct walkbuf *wb, struct path *p,
+/* Copies the path of a struct path in kernel memory into pb->d[0..), returns its length. */
+static __always_inline __u32 path_of(struct pathbuf *pb, struct walkbuf *wb, const struct path *p,
 				     __u16 *flags)
 {
-	return path_of_dentry(pb, wb, BPF_CORE_READ(p, dentry), BPF_CORE_READ(p, mnt), flags);
+	return path_of_dentry(pb, wb, KREAD(p, dentry), KREAD(p, mnt), flags);
 }
 
 static __always_inline struct file *fd_file(int fd)
 {
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
-	struct file **fds = BPF_CORE_READ(fdt, fd);
-	struct file *f = NULL;
+	struct fdtable *fdt = KREAD(t, files, fdt);
+	struct file **fds = KREAD(fdt, fd);
 
-	if (fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+	if (fd < 0 || (unsigned int)fd >= KREAD(fdt, max_fds))
 		return NULL;
-	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
-	return f;
+	/* fds[fd], with the kernel's pointer width (4 bytes on a 32-bit kernel) */
+	return (struct file *)KPTR_AT((void *)fds + (__u64)fd * bpf_core_field_size(fdt->fd),
+				      fdt->fd);
 }
 
 /* True when the path argument at start..start+len of the per-CPU path buffer is not canonical
@@ -388,7 +389,7 @@ static __always_inline __u32 path_of_str(struct pathbuf *pb, struct walkbuf *wb,
 					 const char *upath, __u16 *flags, const int kstr)
 {
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	struct path base;
+	const struct path *base;
 	char first = 0;
 	__u32 pos;
 	long n;
@@ -398,21 +399,23 @@ static __always_inline __u32 path_of_str(struct pathbuf *pb, struct walkbuf *wb,
 		bpf_probe_read_kernel(&first, 1, upath);
 	else
 		bpf_probe_read_user(&first, 1, upath);
+	struct fs_struct *fs = KREAD(t, fs);
+
 	if (first == '/') {
-		base = BPF_CORE_READ(t, fs, root);
+		base = KADDR(fs, root);
 	} else if (dfd == AT_FDCWD) {
-		base = BPF_CORE_READ(t, fs, pwd);
+		base = KADDR(fs, pwd);
 	} else {
 		struct file *f = fd_file(dfd);
 
 		if (!f) {
 			*flags |= VIGIL_F_UNNORMALIZED;	/* bad fd: the syscall failed anyway */
-			base = BPF_CORE_READ(t, fs, pwd);
+			base = KADDR(fs, pwd);
 		} else {
-			base = BPF_CORE_READ(f, f_path);
+			base = KADDR(f, f_path);
 		}
 	}
-	pos = path_of(pb, wb, &base, flags);
+	pos = path_of(pb, wb, base, flags);
 	if (pos == 1)			/* base is "/": do not double the slash */
 		pos = 0;
 	if (first == 0)			/* AT_EMPTY_PATH: the dfd itself */
@@ -605,8 +608,8 @@ static __always_inline void file_event_init(struct vigil_file_event *e, struct i
 
 static __always_inline void set_inode(struct vigil_file_event *e, struct inode *inode)
 {
-	e->ino = BPF_CORE_READ(inode, i_ino);
-	e->dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	e->ino = KREAD(inode, i_ino);
+	e->dev = KREAD(inode, i_sb, s_dev);
 }
 
 static __always_inline void send_file(struct vigil_file_event *e, __u16 flags)
@@ -625,13 +628,11 @@ static __noinline int emit_for_file(struct inflight *in, long ret, struct file *
 	__u32 zero = 0;
 	struct walkbuf *wb = bpf_map_lookup_elem(&walk_scratch, &zero);
 	struct pathbuf *pb = bpf_map_lookup_elem(&path_scratch, &zero);
-	struct path p;
 	__u32 len;
 
 	if (!wb || !pb || !f)
 		return 0;
-	p = BPF_CORE_READ(f, f_path);
-	len = path_of(pb, wb, &p, &flags);
+	len = path_of(pb, wb, KADDR(f, f_path), &flags);
 	if (!is_watched(pb, len) && !(flags & VIGIL_F_PATH_TRUNC))
 		return 0;
 
@@ -640,9 +641,9 @@ static __noinline int emit_for_file(struct inflight *in, long ret, struct file *
 	if (!e)
 		return 0;
 	file_event_init(e, in, ret);
-	set_inode(e, BPF_CORE_READ(f, f_inode));
+	set_inode(e, KREAD(f, f_inode));
 	if (in->op == VIGIL_OP_OPEN_WRITE)	/* what the file got, umask and ACLs applied */
-		e->mode = BPF_CORE_READ(f, f_inode, i_mode) & 07777;
+		e->mode = KREAD(f, f_inode, i_mode) & 07777;
 	e->file_id = file_id;
 	len = clamp_len(len);
 	put_path(e, 0, pb, len);
@@ -741,15 +742,15 @@ static __noinline int emit_for_args(struct inflight *in, long ret)
 static __always_inline long file_refs(struct file *f)
 {
 	if (bpf_core_field_exists(f->f_ref))	/* file_ref_t counts from 0 for one reference */
-		return BPF_CORE_READ(f, f_ref.refcnt.counter) + 1;
-	return BPF_CORE_READ(f, f_count.counter);
+		return KREAD(f, f_ref.refcnt.counter) + 1;
+	return KREAD(f, f_count.counter);
 }
 
 static __always_inline void track_write(struct file *f)
 {
 	__u64 key = (__u64)f;
 	struct wfile w = {
-		.inode = (__u64)BPF_CORE_READ(f, f_inode),
+		.inode = (__u64)KREAD(f, f_inode),
 		.tgid = bpf_get_current_pid_tgid() >> 32,
 	};
 	__u32 one = 1, *n;
@@ -778,7 +779,7 @@ static __always_inline int on_close(int fd)
 	w = bpf_map_lookup_elem(&wfiles, &key);
 	if (!w)
 		return 0;
-	if (w->inode != (__u64)BPF_CORE_READ(f, f_inode)) {
+	if (w->inode != (__u64)KREAD(f, f_inode)) {
 		bpf_map_delete_elem(&wfiles, &key);	/* a recycled struct file */
 		return 0;
 	}
@@ -791,7 +792,7 @@ static __always_inline int on_close(int fd)
 		__sync_fetch_and_add(n, -1);
 	bpf_map_delete_elem(&wfiles, &key);
 
-	struct inflight in = { .op = VIGIL_OP_MODIFY, .flags = BPF_CORE_READ(f, f_flags) };
+	struct inflight in = { .op = VIGIL_OP_MODIFY, .flags = KREAD(f, f_flags) };
 
 	return emit_for_file(&in, 0, f, key, 0);
 }
@@ -842,10 +843,10 @@ static __noinline int on_exit(long ret)
 
 		if (!f)
 			return 0;
-		if (!(BPF_CORE_READ(f, f_mode) & cfg_fmode_write))
+		if (!(KREAD(f, f_mode) & cfg_fmode_write))
 			return 0;	/* O_CREAT without write access: nothing to track */
 		in.op = VIGIL_OP_OPEN_WRITE;
-		__u16 created = (BPF_CORE_READ(f, f_mode) & cfg_fmode_created) ? VIGIL_F_CREATED : 0;
+		__u16 created = (KREAD(f, f_mode) & cfg_fmode_created) ? VIGIL_F_CREATED : 0;
 
 		if (!emit_for_file(&in, 0, f, (__u64)f, created))
 			return 0;
@@ -866,7 +867,8 @@ static __noinline int on_exit(long ret)
 SEC("tracepoint")
 int handle_sys_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	int ret = on_exit(ctx->ret);
+	/* not ctx->ret: libbpf cannot narrow a direct load of a signed long (32-bit kernels) */
+	int ret = on_exit(KREAD(ctx, ret));
 
 	flush(ctx);
 	return ret;
@@ -984,7 +986,7 @@ static __always_inline int remember_fd(__u32 op, int fd, __u32 mode, __u32 uid, 
 static __always_inline __u32 umasked(__u32 mode)
 {
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	__u32 umask = BPF_CORE_READ(t, fs, umask);
+	__u32 umask = KREAD(t, fs, umask);
 
 	return (mode & ~07777) | (mode & 07777 & ~umask);
 }
@@ -1141,7 +1143,7 @@ static __always_inline void *uring_op_data(struct io_kiocb *req)
 
 static __always_inline __u64 fname(struct filename *f)
 {
-	return (__u64)BPF_CORE_READ(f, name);
+	return (__u64)KREAD(f, name);
 }
 
 /* symlinkat and linkat: struct io_link, or before it io_symlink and io_hardlink. */
@@ -1150,30 +1152,30 @@ static __always_inline void uring_link(struct inflight *in, void *data, int syml
 	if (bpf_core_type_exists(struct io_link)) {
 		struct io_link *l = data;
 
-		in->dfd1 = BPF_CORE_READ(l, new_dfd);
-		in->path1 = fname(BPF_CORE_READ(l, newpath));
-		in->path2 = fname(BPF_CORE_READ(l, oldpath));
+		in->dfd1 = KREAD(l, new_dfd);
+		in->path1 = fname(KREAD(l, newpath));
+		in->path2 = fname(KREAD(l, oldpath));
 		if (symlink)
 			return;
 		in->dfd2 = in->dfd1;
-		in->dfd1 = BPF_CORE_READ(l, old_dfd);
+		in->dfd1 = KREAD(l, old_dfd);
 		in->path2 = in->path1;
-		in->path1 = fname(BPF_CORE_READ(l, oldpath));
-		in->flags = BPF_CORE_READ(l, flags);
+		in->path1 = fname(KREAD(l, oldpath));
+		in->flags = KREAD(l, flags);
 	} else if (symlink) {
 		struct io_symlink *l = data;
 
-		in->dfd1 = BPF_CORE_READ(l, new_dfd);
-		in->path1 = fname(BPF_CORE_READ(l, newpath));
-		in->path2 = fname(BPF_CORE_READ(l, oldpath));
+		in->dfd1 = KREAD(l, new_dfd);
+		in->path1 = fname(KREAD(l, newpath));
+		in->path2 = fname(KREAD(l, oldpath));
 	} else {
 		struct io_hardlink *l = data;
 
-		in->dfd1 = BPF_CORE_READ(l, old_dfd);
-		in->path1 = fname(BPF_CORE_READ(l, oldpath));
-		in->dfd2 = BPF_CORE_READ(l, new_dfd);
-		in->path2 = fname(BPF_CORE_READ(l, newpath));
-		in->flags = BPF_CORE_READ(l, flags);
+		in->dfd1 = KREAD(l, old_dfd);
+		in->path1 = fname(KREAD(l, oldpath));
+		in->dfd2 = KREAD(l, new_dfd);
+		in->path2 = fname(KREAD(l, newpath));
+		in->flags = KREAD(l, flags);
 	}
 }
 
@@ -1189,43 +1191,43 @@ static __always_inline int on_uring_submit(void *ctx, struct io_kiocb *req)
 		return 0;
 	if (cfg_self_tgid && (bpf_get_current_pid_tgid() >> 32) == cfg_self_tgid)
 		return 0;
-	opcode = BPF_CORE_READ(req, opcode);
+	opcode = KREAD(req, opcode);
 	data = uring_op_data(req);
 	switch (opcode) {
 	case IORING_OP_CLOSE: {
 		struct io_close *c = data;
 
-		if (BPF_CORE_READ(c, file_slot))
+		if (KREAD(c, file_slot))
 			return 0;	/* a fixed-file slot */
-		return closing(ctx, BPF_CORE_READ(c, fd));
+		return closing(ctx, KREAD(c, fd));
 	}
 	case IORING_OP_OPENAT:
 	case IORING_OP_OPENAT2: {
 		struct io_open *o = data;
-		__u32 flags = BPF_CORE_READ(o, how.flags);
+		__u32 flags = KREAD(o, how.flags);
 
 		if ((flags & O_ACCMODE) == 0 && !(flags & (O_CREAT | O_TRUNC)))
 			return 0;
-		if (BPF_CORE_READ(o, file_slot))
+		if (KREAD(o, file_slot))
 			return 0;	/* into a fixed-file slot: no fd to follow */
 		r.oflags = flags;
 		in.kind = SC_OPEN;
 		in.op = VIGIL_OP_OPEN;
 		in.uid = in.gid = 0;
-		in.dfd1 = BPF_CORE_READ(o, dfd);
-		in.path1 = fname(BPF_CORE_READ(o, filename));
+		in.dfd1 = KREAD(o, dfd);
+		in.path1 = fname(KREAD(o, filename));
 		in.flags = flags;
-		in.mode = BPF_CORE_READ(o, how.mode) & 07777;
+		in.mode = KREAD(o, how.mode) & 07777;
 		break;
 	}
 	case IORING_OP_UNLINKAT: {
 		struct io_unlink *u = data;
 
 		in.kind = SC_PATH;
-		in.flags = BPF_CORE_READ(u, flags);
+		in.flags = KREAD(u, flags);
 		in.op = (in.flags & AT_REMOVEDIR) ? VIGIL_OP_RMDIR : VIGIL_OP_DELETE;
-		in.dfd1 = BPF_CORE_READ(u, dfd);
-		in.path1 = fname(BPF_CORE_READ(u, filename));
+		in.dfd1 = KREAD(u, dfd);
+		in.path1 = fname(KREAD(u, filename));
 		break;
 	}
 	case IORING_OP_MKDIRAT: {
@@ -1233,9 +1235,9 @@ static __always_inline int on_uring_submit(void *ctx, struct io_kiocb *req)
 
 		in.kind = SC_PATH;
 		in.op = VIGIL_OP_MKDIR;
-		in.dfd1 = BPF_CORE_READ(m, dfd);
-		in.path1 = fname(BPF_CORE_READ(m, filename));
-		in.mode = umasked(BPF_CORE_READ(m, mode));
+		in.dfd1 = KREAD(m, dfd);
+		in.path1 = fname(KREAD(m, filename));
+		in.mode = umasked(KREAD(m, mode));
 		break;
 	}
 	case IORING_OP_RENAMEAT: {
@@ -1243,11 +1245,11 @@ static __always_inline int on_uring_submit(void *ctx, struct io_kiocb *req)
 
 		in.kind = SC_PATH2;
 		in.op = VIGIL_OP_RENAME;
-		in.dfd1 = BPF_CORE_READ(rn, old_dfd);
-		in.path1 = fname(BPF_CORE_READ(rn, oldpath));
-		in.dfd2 = BPF_CORE_READ(rn, new_dfd);
-		in.path2 = fname(BPF_CORE_READ(rn, newpath));
-		in.flags = BPF_CORE_READ(rn, flags);
+		in.dfd1 = KREAD(rn, old_dfd);
+		in.path1 = fname(KREAD(rn, oldpath));
+		in.dfd2 = KREAD(rn, new_dfd);
+		in.path2 = fname(KREAD(rn, newpath));
+		in.flags = KREAD(rn, flags);
 		break;
 	}
 	case IORING_OP_SYMLINKAT:
@@ -1319,7 +1321,7 @@ static __always_inline int on_uring_complete(struct io_kiocb *req, int res)
 		return 0;	/* most completions: one lookup */
 	r = *p;
 	bpf_map_delete_elem(&uring_reqs, &key);
-	if (BPF_CORE_READ(req, opcode) != r.opcode) {
+	if (KREAD(req, opcode) != r.opcode) {
 		bpf_map_delete_elem(&uring_parked, &key);	/* left by a request never completed */
 		return 0;
 	}
@@ -1330,9 +1332,9 @@ static __always_inline int on_uring_complete(struct io_kiocb *req, int res)
 			struct file *f = fd_file(res);
 
 			bpf_map_delete_elem(&uring_parked, &key);
-			if (!f || !(BPF_CORE_READ(f, f_mode) & cfg_fmode_write))
+			if (!f || !(KREAD(f, f_mode) & cfg_fmode_write))
 				return 0;
-			__u16 created = (BPF_CORE_READ(f, f_mode) & cfg_fmode_created) ?
+			__u16 created = (KREAD(f, f_mode) & cfg_fmode_created) ?
 					VIGIL_F_CREATED : 0;
 
 			if (emit_for_file(&in, 0, f, (__u64)f, created))
@@ -1386,13 +1388,10 @@ int handle_exec(void *ctx)
 
 	if (!wb || !pb)
 		return 0;
-	struct file *exe = BPF_CORE_READ(t, mm, exe_file);
+	struct file *exe = KREAD(t, mm, exe_file);
 
-	if (exe) {
-		struct path p = BPF_CORE_READ(exe, f_path);
-
-		len = path_of(pb, wb, &p, &flags);
-	}
+	if (exe)
+		len = path_of(pb, wb, KADDR(exe, f_path), &flags);
 	e = new_event(VIGIL_EV_EXEC);
 	if (!e)
 		return 0;
@@ -1400,8 +1399,8 @@ int handle_exec(void *ctx)
 	bpf_probe_read_kernel(e->data, len, pb->d);
 	e->exe_len = len;
 
-	astart = BPF_CORE_READ(t, mm, arg_start);
-	aend = BPF_CORE_READ(t, mm, arg_end);
+	astart = KREAD(t, mm, arg_start);
+	aend = KREAD(t, mm, arg_end);
 	alen = aend > astart ? aend - astart : 0;
 	if (alen > LEN_MAX)
 		flags |= VIGIL_F_ARGS_TRUNC;
@@ -1423,7 +1422,7 @@ int handle_exit(void *ctx)
 	__u32 *pending;
 	__u16 flags = 0;
 
-	if (BPF_CORE_READ(t, signal, live.counter) != 0)
+	if (KREAD(t, signal, live.counter) != 0)
 		return 0;	/* other threads remain: not the process's exit */
 	pending = cfg_close_at_fput ? NULL : bpf_map_lookup_elem(&wpending, &tgid);
 	if (pending) {
@@ -1435,7 +1434,7 @@ int handle_exit(void *ctx)
 
 	if (!e)
 		return 0;
-	e->exit_code = BPF_CORE_READ(t, exit_code);
+	e->exit_code = KREAD(t, exit_code);
 	e->_reserved = 0;
 	e->hdr.flags = flags;
 	e->hdr.size = sizeof(struct vigil_exit_event);

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from btfpkgs import KERNELS, VERSION_IDS, vigil
 
-from vigil.btfhub.core import BpfObject, check_object
+from vigil.btfhub.core import BpfObject, check_object, width_problem
 from vigil.btfhub.packages import read_package
 from vigil.btfhub.rawbtf import RawBtf, detect_arch
 from vigil.kernel import arch as archmod
@@ -237,8 +237,9 @@ def test_check_names_a_field_missing_from_a_tailored_btf(sources: Path, twins: N
 @pytest.mark.slow
 def test_btf_from_a_debug_package_for_a_kernel_without_btf(
         debug_deb: Callable[[str], Path], tmp_path: Path) -> None:
-    """Debian's armhf kernel has no BTF; its -dbg package's DWARF does, through pahole. The
-    check then shows what a 32-bit kernel means for the objects: pointer-wide fields."""
+    """Debian's armhf kernel has no BTF; its -dbg package's DWARF does, through pahole. On
+    that 32-bit kernel every pointer and long is 4 bytes: the armv7l objects resolve and read
+    each such field at the kernel's width; without their size relocations they would not."""
     if shutil.which("pahole") is None:
         pytest.fail("pahole missing: ./do setup installs dwarves")
     deb = debug_deb("armhf")
@@ -251,6 +252,11 @@ def test_btf_from_a_debug_package_for_a_kernel_without_btf(
     btf = RawBtf.from_file(out)
     assert detect_arch(btf) == "armv7l" and btf.pointer_size == 4
     p = vigil("-v", "btf", "check", "--btf", str(out))
-    assert "1 of 1 BTFs resolve" in p.stdout
-    assert "fields of another width" in p.stdout
-    assert "struct dentry.d_parent is 4 bytes in the kernel, 8 in the object" in p.stdout
+    assert "1 of 1 BTFs resolve" in p.stdout, p.stdout
+    obj = BpfObject.from_file(str(bundled_object("vigil", "armv7l")))
+    assert check_object(obj, btf).ok
+    # the same reads with the object's width (BPF_CORE_READ's) would be wrong, and say so
+    wrong = {width_problem(obj, r, btf, frozenset()) for r in obj.relos} - {None}
+    assert "struct dentry.d_parent is 4 bytes in the kernel, 8 in the object, and read at " \
+           "the object's width" in wrong
+    assert len(wrong) > 20

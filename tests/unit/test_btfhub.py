@@ -234,22 +234,47 @@ def test_btf_problem_reads_elf_headers_only(tmp_path: Path) -> None:
     assert btf_problem(tmp_path / "tiny") == "too small to be BTF"
 
 
+class _Apt:  # the two attributes and the one call the download helpers use
+    suite, arch = "trixie", "s390x"
+
+    def download(self, package: str, version: str, dest: Path) -> Path:
+        from vigil.btfhub import debian
+
+        if version == "6.12.117-1":
+            raise debian.FetchError("apt-get download ... 404  Not Found")
+        return dest / f"{package}_{version}.deb"
+
+
+_IMAGES = [("linux-image-6.12.107+deb13-s390x", "6.12.107-1"),
+           ("linux-image-6.12.117+deb13-s390x", "6.12.117-1")]
+
+
 def test_fetch_takes_an_older_image_when_the_mirror_lacks_the_newest(tmp_path: Path) -> None:
     from vigil.btfhub import debian
 
-    class Apt:  # the two attributes and the one call _newest_available uses
-        suite, arch = "trixie", "s390x"
-
-        def download(self, package: str, version: str, dest: Path) -> Path:
-            if version == "6.12.117-1":
-                raise debian.FetchError("apt-get download ... 404  Not Found")
-            return dest / f"{package}_{version}.deb"
-
     said: list[str] = []
-    images = [("linux-image-6.12.107+deb13-s390x", "6.12.107-1"),
-              ("linux-image-6.12.117+deb13-s390x", "6.12.117-1")]
-    got = debian._newest_available(Apt(), images, tmp_path, said.append)  # type: ignore[arg-type]
-    assert (got.package, got.version) == images[0]
+    got = debian._newest_available(_Apt(), _IMAGES, tmp_path, said.append)  # type: ignore[arg-type]
+    assert (got.package, got.version) == _IMAGES[0]
     assert "6.12.117-1 not downloadable" in said[0] and "404" in said[0]
     with pytest.raises(debian.FetchError, match="404"):
-        debian._newest_available(Apt(), images[1:], tmp_path, said.append)  # type: ignore[arg-type]
+        debian._newest_available(_Apt(), _IMAGES[1:], tmp_path, said.append)  # type: ignore[arg-type]
+
+
+def test_fetch_every_skips_an_image_the_mirror_lacks(tmp_path: Path) -> None:
+    from vigil.btfhub import debian
+
+    said: list[str] = []
+    got = debian._each_available(_Apt(), _IMAGES, tmp_path, said.append)  # type: ignore[arg-type]
+    assert [(g.package, g.version) for g in got] == _IMAGES[:1]
+    assert any("6.12.117-1 not downloadable, skipped" in s for s in said)
+    with pytest.raises(debian.FetchError, match="404"):
+        debian._each_available(_Apt(), _IMAGES[1:], tmp_path, said.append)  # type: ignore[arg-type]
+
+
+def test_the_debug_package_of_an_image() -> None:
+    from vigil.btfhub.debian import debug_package
+
+    assert debug_package(("linux-image-6.1.0-50-686-unsigned", "6.1.176-1")) == \
+        "linux-image-6.1.0-50-686-dbg"
+    assert debug_package(("linux-image-6.1.0-50-armmp", "6.1.176-1")) == \
+        "linux-image-6.1.0-50-armmp-dbg"

@@ -122,8 +122,6 @@ def render(rows: list[Row], verbose: bool = False) -> str:
                 for f in (res.conditional if res else []):
                     lines.append(f"    {n} {f.program}: {f.relo.spec}: {f.reason} (only past "
                                  f"a branch on a load-time setting the loader chooses)")
-                for d in (res.size_differences if res else []):
-                    lines.append(f"    {n}: {d}")
                 for f in (res.dead if res else []):
                     lines.append(f"    {n} {f.program}: {f.relo.spec}: {f.reason} "
                                  f"(in code this kernel never runs: fine)")
@@ -140,8 +138,6 @@ def _cell(res: ObjectCheck | None) -> str:
         text = f"ok ({res.total}" if res.total else "ok (no CO-RE"
         if res.conditional:
             text += f"; {len(res.conditional)} depend on a load-time setting"
-        if res.size_differences:
-            text += f"; {len(res.size_differences)} fields of another width"
         return text + ")"
     return "missing: " + "; ".join(res.missing())
 

@@ -22,7 +22,8 @@ def _fetch(args: argparse.Namespace) -> int:
     from vigil.btfhub.debian import FLAVOURS, fetch
 
     arches = list(FLAVOURS) if args.arch == ["all"] else args.arch
-    got = fetch(args.suite, arches, args.cache, every=args.every, refresh=args.refresh)
+    got = fetch(args.suite, arches, args.cache, every=args.every, refresh=args.refresh,
+                dbg=args.dbg)
     return 0 if got else 1
 
 
@@ -74,6 +75,9 @@ def configure_parser(btf: argparse.ArgumentParser, verbose: argparse.ArgumentPar
     p.add_argument("--every", action="store_true",
                    help="every kernel version in the suite, not only the newest")
     p.add_argument("--refresh", action="store_true", help="update the package lists now")
+    p.add_argument("--dbg", action="store_true",
+                   help="each image's debug package (-dbg, DWARF) instead, into DIR/dbg/: "
+                   "for kernels built without BTF (extract --from-dwarf)")
     p.set_defaults(func=_fetch)
 
     p = sub.add_parser("extract", parents=[verbose],

@@ -11,7 +11,9 @@ against a target BTF the way libbpf does at load time:
 - any other relocation that finds nothing is *poisoned* by libbpf, which breaks the load only if
   the verifier can reach the instruction. So each program is walked with the `exists` answers
   as constants (a small constant-propagation pass over the instructions), and an unresolved
-  relocation in dead code (a fallback for older kernels) is not a failure.
+  relocation in dead code (a fallback for older kernels) is not a failure;
+- a field read that resolves but would copy the wrong number of bytes (a 32-bit kernel's
+  4-byte pointers and longs read as 8, see width_problem()) fails like an unresolved one.
 
 Does not load anything and needs no libbpf: it answers offline, for any architecture.
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 
 from vigil.btfhub.elf import STT_FUNC, Elf, ElfError, Section
@@ -315,38 +317,71 @@ def _match_fields(lb: RawBtf, relo: Relo, tb: RawBtf, cand: BType) -> str | None
     return None
 
 
-def size_difference(obj: BpfObject, relo: Relo, target: RawBtf) -> str | None:
-    """For a field read that resolves: 'struct task_struct.real_parent is 4 bytes here, 8 in
-    the object' when the kernel's field is not as wide as the object's view of it (pointers and
-    longs on a 32-bit kernel, a hand-declared type that is wrong). None when they agree."""
+def _scalar_at(btf: RawBtf, root: int, steps: list[tuple],
+               by_name: bool) -> int | None:
+    """Type id of the scalar a field access ends at (a member or an array element), following
+    ``steps`` from ``root``: by member position in the object's BTF, by member name (like
+    libbpf) in a target's. None when the access does not end at a pointer, integer or enum."""
+    cur, last = btf.skip_mods(root), None
+    for step in steps:
+        if step[0] == "field":
+            found = _find_member(btf, cur, step[1]) if by_name else step[2]
+            if found is None:
+                return None
+            last = found
+        elif cur.array is not None:
+            last = cur.array[0]
+        else:
+            return None
+        cur = btf.skip_mods(last)
+    if last is None or cur.kind not in (KIND_INT, KIND_PTR, KIND_ENUM, KIND_ENUM64):
+        return None  # hand-declared structs are stubs: only their members' widths matter
+    return last
+
+
+def _unsigned_or_ptr(t: BType) -> bool:
+    return t.kind == KIND_PTR or (t.kind == KIND_INT and not (t.int_encoding >> 24) & 1)
+
+
+_BPF_LDX_MEM = 0x61 & ~0x18  # class LDX, mode MEM (any size)
+
+
+def width_problem(obj: BpfObject, relo: Relo, target: RawBtf,
+                  sized: frozenset[tuple[str, int, str]]) -> str | None:
+    """Why a field read that resolves would carry a wrong value on ``target``, or None.
+
+    A field whose width differs in the kernel (a 32-bit kernel's pointers and longs are 4
+    bytes, a BPF program's 8) is read right in two ways only: with its size relocated too
+    (``sized`` holds the (section, type, access) of the object's FIELD_BYTE_SIZE relocations:
+    bpf/kread.h's KREAD), or by a direct load that libbpf narrows itself, which it does for
+    pointers and unsigned integers and refuses for signed ones."""
     if relo.kind != ReloKind.FIELD_BYTE_OFFSET:
         return None
     lb = obj.btf
-    local = lb.type(relo.type_id)
     steps, err = _access_path(lb, relo.type_id, relo.access)
-    if err or not steps or steps[-1][0] != "field":
+    local_id = None if err or not steps else _scalar_at(lb, relo.type_id, steps, by_name=False)
+    if local_id is None:
         return None
-    if lb.skip_mods(steps[-1][2]).kind not in (KIND_INT, KIND_PTR, KIND_ENUM, KIND_ENUM64):
-        return None  # hand-declared structs are stubs: only their members' widths matter
-    want = lb.size_of(steps[-1][2])
+    local = lb.type(relo.type_id)
     for cand in target.by_essential_name(essential_name(local.name)):
         if not _kinds_compat(cand.kind, local.kind) or _match_fields(lb, relo, target, cand):
             continue
-        cur = target.skip_mods(cand.id)
-        for step in steps:
-            if step[0] == "field":
-                found = _find_member(target, cur, step[1])
-                if found is None:
-                    return None
-                last = found
-                cur = target.skip_mods(found)
-            elif cur.array is not None:
-                last = cur.array[0]
-                cur = target.skip_mods(cur.array[0])
-        have = target.size_of(last)
-        if want is not None and have is not None and want != have:
-            return f"{relo.spec} is {have} bytes in the kernel, {want} in the object"
-        return None
+        target_id = _scalar_at(target, cand.id, steps, by_name=True)
+        if target_id is None:
+            return None
+        want, have = lb.size_of(local_id), target.size_of(target_id)
+        if want is None or have is None or want == have:
+            return None
+        what = f"{relo.spec} is {have} bytes in the kernel, {want} in the object"
+        if (relo.section, relo.type_id, relo.access) in sized:
+            return None  # read at the kernel's width
+        code = obj.elf.section_data(obj.elf.section(relo.section))[relo.insn_off]  # type: ignore[arg-type]
+        if code & 0xE7 == _BPF_LDX_MEM:
+            if _unsigned_or_ptr(lb.skip_mods(local_id)) and \
+                    _unsigned_or_ptr(target.skip_mods(target_id)):
+                return None  # libbpf narrows the load
+            return f"{what}: a direct load of a signed field, which libbpf cannot narrow"
+        return f"{what}, and read at the object's width"
     return None
 
 
@@ -556,8 +591,6 @@ class ObjectCheck:
     dead: list[Failure]  # unresolved, but only in code this kernel's answers make dead
     resolved: int
     total: int
-    # resolved field reads whose width differs between the kernel and the object (reasons)
-    size_differences: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -579,9 +612,14 @@ def check_object(obj: BpfObject, target: RawBtf,
         by_section.setdefault(r.section, []).append(r)
     progs = obj.programs()
     rodata = {s.index for s in obj.elf.sections if s.name.startswith(".rodata")}
+    sized = frozenset((r.section, r.type_id, r.access) for r in obj.relos
+                      if r.kind == ReloKind.FIELD_BYTE_SIZE)
+    for r in obj.relos:
+        if results[r].ok:
+            problem = width_problem(obj, r, target, sized)
+            if problem:
+                results[r] = Resolution(False, problem)
     out = ObjectCheck([], [], [], sum(1 for v in results.values() if v.ok), len(results))
-    out.size_differences = sorted({d for r in obj.relos if results[r].ok
-                                   for d in [size_difference(obj, r, target)] if d})
     for section, relos in by_section.items():
         sec = obj.elf.section(section)
         if sec is None:

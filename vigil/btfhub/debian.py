@@ -149,10 +149,12 @@ def _compare(a: str, b: str) -> int:
 
 
 def fetch(suites: list[str], arches: list[str], cache: Path = DEFAULT_CACHE, *,
-          every: bool = False, refresh: bool = False,
+          every: bool = False, refresh: bool = False, dbg: bool = False,
           report: Callable[[str], None] = print) -> list[Fetched]:
     """The newest kernel image (``every``: each one) of each suite and architecture, skipping
-    the pairs Debian does not build (e.g. trixie/i386), downloaded unless already cached."""
+    the pairs Debian does not build (e.g. trixie/i386), downloaded unless already cached.
+    ``dbg``: the images' debug packages instead (``linux-image-<release>-dbg``, their DWARF
+    vmlinux), under ``<cache>/dbg/``: the BTF source of kernels built without BTF."""
     out: list[Fetched] = []
     for suite in suites:
         for arch in arches:
@@ -163,12 +165,29 @@ def fetch(suites: list[str], arches: list[str], cache: Path = DEFAULT_CACHE, *,
             except FetchError as e:
                 report(f"skipped: {e}")
                 continue
-            dest = cache / "debs" / "debian" / SUITES[suite] / arch
+            dest = cache / ("dbg" if dbg else "debs") / "debian" / SUITES[suite] / arch
+            if dbg:
+                images = _debug_packages(apt, images, report)
             if every:
-                out.extend(_download(apt, package, version, dest, report)
-                           for package, version in images)
+                out.extend(_each_available(apt, images, dest, report))
             else:
                 out.append(_newest_available(apt, images, dest, report))
+    return out
+
+
+def debug_package(image: tuple[str, str]) -> str:
+    """linux-image-6.1.0-50-686-unsigned -> linux-image-6.1.0-50-686-dbg"""
+    return image[0].removesuffix("-unsigned") + "-dbg"
+
+
+def _debug_packages(apt: PrivateApt, images: list[tuple[str, str]],
+                    report: Callable[[str], None]) -> list[tuple[str, str]]:
+    out = []
+    for image in images:
+        try:
+            out.append((debug_package(image), apt._version(debug_package(image))))
+        except FetchError as e:
+            report(f"{apt.suite}/{apt.arch}: no debug package for {image[0]} ({e})")
     return out
 
 
@@ -177,6 +196,21 @@ def _download(apt: PrivateApt, package: str, version: str, dest: Path,
     path = apt.download(package, version, dest)
     report(f"{apt.suite}/{apt.arch}: {package} {version} -> {path}")
     return Fetched(apt.suite, SUITES[apt.suite], apt.arch, package, version, path)
+
+
+def _each_available(apt: PrivateApt, images: list[tuple[str, str]], dest: Path,
+                    report: Callable[[str], None]) -> list[Fetched]:
+    """Every image the mirror serves (see _newest_available); an error if it serves none."""
+    got, failed = [], []
+    for package, version in images:
+        try:
+            got.append(_download(apt, package, version, dest, report))
+        except FetchError as e:
+            report(f"{apt.suite}/{apt.arch}: {package} {version} not downloadable, skipped ({e})")
+            failed.append(e)
+    if failed and not got:
+        raise failed[0]
+    return got
 
 
 def _newest_available(apt: PrivateApt, images: list[tuple[str, str]], dest: Path,

@@ -30,13 +30,12 @@ from types import TracebackType
 from typing import Self
 
 from vigil.kernel import libbpf
-from vigil.kernel.arch import ARCHES, canonical
+from vigil.kernel.arch import canonical
 from vigil.kernel.btf import Btf
 from vigil.kernel.errors import (
     BpfPermissionError,
     KernelError,
     LibbpfError,
-    NotSupportedError,
     VerifierError,
 )
 
@@ -49,24 +48,8 @@ _NOISE = re.compile(r"^(processed \d+ insns|verification time|stack depth|-- END
 def bundled_object(name: str, arch: str | None = None) -> Path:
     """Path of a compiled object shipped with Vigil: bpf_objects/<uname -m>/<name>.bpf.o, for
     this machine unless ``arch`` says otherwise. NotSupportedError for an architecture Vigil
-    has no objects for, and for loading on a 32-bit machine (see ``refuse_32bit``)."""
-    if arch is None:
-        here = canonical(platform.machine())
-        refuse_32bit(here)
-        return OBJECTS_DIR / here / f"{name}.bpf.o"
-    return OBJECTS_DIR / canonical(arch) / f"{name}.bpf.o"
-
-
-def refuse_32bit(arch: str) -> None:
-    """The armv7l and i686 objects are built and pass `vigil btf check`, but they read kernel
-    pointers and longs as 8 bytes where those kernels store 4 (the check lists the fields), so
-    their events would carry wrong values: they are not loaded until that is done."""
-    if ARCHES[arch].bits != 64:
-        raise NotSupportedError(
-            f"Vigil's BPF objects for {arch} (32-bit)", "each kernel field read at its width",
-            "4-byte pointers and longs, which these objects still read as 8 bytes (`vigil btf "
-            "check` lists the fields); Vigil runs on "
-            + ", ".join(a.name for a in ARCHES.values() if a.bits == 64))
+    has no objects for."""
+    return OBJECTS_DIR / canonical(arch or platform.machine()) / f"{name}.bpf.o"
 
 
 def summarize_verifier_log(log: str, lines: int = 5) -> str:

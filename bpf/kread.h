@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * KREAD(src, a, b, ...): read a kernel field (through a chain of pointers) at the width the
+ * running kernel gives it.
+ *
+ * libbpf's BPF_CORE_READ relocates where a field is, but copies sizeof(the object's field)
+ * bytes. A BPF program's pointers and longs are 8 bytes whatever the CPU; a 32-bit kernel's are
+ * 4, so there BPF_CORE_READ would take the field and the 4 bytes after it. KREAD relocates the
+ * size too (bpf_core_field_size) and widens the value as a C cast would: pointers and unsigned
+ * integers zero-extended, signed integers sign-extended (the kernel's signedness, relocated).
+ * Everywhere else the kernel's width is the object's, and KREAD reads what BPF_CORE_READ reads.
+ *
+ * Only scalars: a struct-valued field does not compile (its layout differs on 32-bit kernels
+ * too), so read its members, or take its address with KADDR and pass that along.
+ *
+ * `vigil btf check` proves the rule offline: every field read whose width differs in a kernel
+ * must carry a size relocation (or be a direct load libbpf narrows itself).
+ */
+#ifndef VIGIL_KREAD_H
+#define VIGIL_KREAD_H
+
+/* Where an n-byte value sits in the 8 bytes it is widened into. */
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define KREAD_AT(n) (8 - (n))
+#else
+#define KREAD_AT(n) 0
+#endif
+
+#define KREAD_INTEGER 1		/* __builtin_classify_type(): an integer (not a pointer) */
+
+/* One field, s->a (a may be a member path, b.c, or an element, a[2]). */
+#define KFIELD(s, a) ({								\
+	typeof(s) __kf_s = (s);							\
+	unsigned long long __kf_v = 0;						\
+	unsigned int __kf_n = bpf_core_field_size(__kf_s->a);			\
+										\
+	if (__kf_n > 8)								\
+		__kf_n = 8;							\
+	bpf_probe_read_kernel((char *)&__kf_v + KREAD_AT(__kf_n), __kf_n,	\
+			      (const void *)__builtin_preserve_access_index(&__kf_s->a)); \
+	if (__builtin_classify_type(__kf_s->a) == KREAD_INTEGER &&		\
+	    __builtin_preserve_field_info(__kf_s->a, BPF_FIELD_SIGNED) && __kf_n < 8) \
+		__kf_v = (unsigned long long)((long long)(__kf_v << (64 - 8 * __kf_n)) >> \
+					      (64 - 8 * __kf_n));			\
+	(typeof(__kf_s->a))__kf_v;						\
+})
+
+#define KREAD_1(s, a) KFIELD(s, a)
+#define KREAD_2(s, a, b) KFIELD(KFIELD(s, a), b)
+#define KREAD_3(s, a, b, c) KFIELD(KFIELD(KFIELD(s, a), b), c)
+#define KREAD_4(s, a, b, c, d) KFIELD(KFIELD(KFIELD(KFIELD(s, a), b), c), d)
+#define KREAD_PICK(_1, _2, _3, _4, name, ...) name
+#define KREAD(s, ...) \
+	KREAD_PICK(__VA_ARGS__, KREAD_4, KREAD_3, KREAD_2, KREAD_1, _)(s, __VA_ARGS__)
+
+/* The kernel address of s->a (relocated), e.g. of an embedded struct path to read from. */
+#define KADDR(s, a) ((typeof(&(s)->a))__builtin_preserve_access_index(&(s)->a))
+
+/* The pointer at a kernel address (an element of an array of pointers), at the kernel's
+ * pointer width, which is the width of any pointer field: `like` names one. */
+#define KPTR_AT(addr, like) ({							\
+	unsigned long long __kp_v = 0;						\
+	unsigned int __kp_n = bpf_core_field_size(like);			\
+										\
+	if (__kp_n > 8)								\
+		__kp_n = 8;							\
+	bpf_probe_read_kernel((char *)&__kp_v + KREAD_AT(__kp_n), __kp_n, (const void *)(addr)); \
+	__kp_v;									\
+})
+
+#endif /* VIGIL_KREAD_H */
