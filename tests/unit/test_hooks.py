@@ -194,6 +194,17 @@ def test_kprobe_needs_the_symbols() -> None:
     assert {"kp_path_unlink", "kr_vfs_unlink"} <= plan.programs
 
 
+def test_kprobe_is_refused_where_the_kernel_passes_three_register_arguments() -> None:
+    btf = PlanBtf(set())
+    found = lambda: frozenset({"vfs_unlink", "security_path_unlink"})  # noqa: E731
+    with pytest.raises(HookUnsupported, match=r"regparm\(3\)"):
+        hooks.plan("kprobe", PROGRAMS, btf=btf, symbols=found,  # type: ignore[arg-type]
+                   machine="i686")
+    plan = hooks.plan("kprobe", PROGRAMS, btf=btf, symbols=found,  # type: ignore[arg-type]
+                      machine="armv7l")
+    assert "kp_path_unlink" in plan.programs
+
+
 def test_tailored_btf_rules_out_attach_by_btf() -> None:
     btf = PlanBtf({"bpf_lsm_path_unlink", "__fput", "security_path_unlink"})
     for backend in ("lsm", "fentry"):

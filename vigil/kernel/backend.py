@@ -67,8 +67,8 @@ def choose_event_buffer(requested: str = "auto") -> tuple[str, str]:
     if ring is False:
         return "perf", "this kernel has no BPF ring buffer (Linux < 5.8)"
     if platform.machine() not in ORDERED_ARCHES:
-        return "perf", (f"the ring buffer reader needs a strongly ordered CPU (x86), this is "
-                        f"{platform.machine()}")
+        return "perf", (f"the ring buffer reader needs a strongly ordered 64-bit CPU (x86_64), "
+                        f"this is {platform.machine()}")
     if ring is None:
         return "ring", "assumed: ring buffer support could not be measured (needs root)"
     return "ring", "the kernel has BPF ring buffers"

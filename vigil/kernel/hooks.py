@@ -13,11 +13,13 @@ Does not load anything (vigil.kernel.backend) and does not probe the kernel (vig
 from __future__ import annotations
 
 import functools
+import platform
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vigil.kernel.arch import canonical
 from vigil.kernel.btf import Btf
 
 # Best first. `probes` are the feature probes (vigil.kernel.probes) a backend needs.
@@ -39,6 +41,7 @@ XATTR_SYSCALLS = frozenset({
 CHOWN_SYSCALLS = frozenset({"chown", "lchown", "fchown", "fchownat"})
 
 KP_MAX_ARGS = 5  # kp_arg() in bpf/vfs.bpf.h reads the first five register arguments
+REGPARM3 = frozenset({"i686"})  # kernels with three register arguments: no kprobe backend
 FEXIT_MAX_SLOTS = 7  # ctx_arg() reads ctx[0..6]
 
 COMMON_BLIND_SPOTS = (
@@ -292,7 +295,8 @@ def kernel_symbols() -> frozenset[str]:
 
 def plan(backend: str, programs: Iterable[Program], *, btf: Btf | None,
          kernel_btf: bool = True,
-         symbols: Callable[[], frozenset[str]] = kernel_symbols) -> Plan:
+         symbols: Callable[[], frozenset[str]] = kernel_symbols,
+         machine: str | None = None) -> Plan:
     """The programs and settings of ``backend`` here, or HookUnsupported.
 
     ``btf`` is the BTF in use (the kernel's or a file given with --btf); ``kernel_btf`` says
@@ -309,6 +313,10 @@ def plan(backend: str, programs: Iterable[Program], *, btf: Btf | None,
     if backend in ("lsm", "fentry") and not kernel_btf:
         raise HookUnsupported("attaching to kernel functions needs the kernel's own BTF, "
                               "and a tailored BTF is in use")
+    if backend == "kprobe" and canonical(machine or platform.machine()) in REGPARM3:
+        raise HookUnsupported("a 32-bit x86 kernel passes only three arguments in registers "
+                              "(regparm(3)), and security_path_rename's five are read from "
+                              "registers")
     max_index = KP_MAX_ARGS - 1 if backend == "kprobe" else FEXIT_MAX_SLOTS - 2
     rodata = argument_positions(btf, max_index, ret_in_ctx=backend != "kprobe")
     rodata["cfg_close_at_fput"] = 1

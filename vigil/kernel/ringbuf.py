@@ -9,7 +9,10 @@ which drains ~0.3-0.5 M records/s; reading the memory in bulk is several times f
 
 Memory ordering: x86-64 loads are not reordered with other loads, so reading the producer
 position and then the record headers needs no barrier. On weakly ordered CPUs this reader is not
-safe and ``RingReader`` refuses to start (see ``ORDERED_ARCHES``).
+safe and ``RingReader`` refuses to start (see ``ORDERED_ARCHES``). Nor on 32-bit x86: there the
+kernel's positions are 4-byte unsigned longs (and the producer page's next word is another
+field), while this reader reads and writes them as 8 bytes. Those machines use the perf
+event array.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ _HDR: Final = 8
 _U64 = struct.Struct("=Q")
 _U32 = struct.Struct("=I")
 
-ORDERED_ARCHES: Final = frozenset({"x86_64", "i686", "i386"})
+ORDERED_ARCHES: Final = frozenset({"x86_64"})
 
 
 class RingReader:
@@ -41,7 +44,7 @@ class RingReader:
         if arch not in ORDERED_ARCHES:
             raise NotSupportedError(
                 "reading the ring buffer from Python",
-                "a strongly ordered CPU (x86)",
+                "a strongly ordered 64-bit CPU (x86_64)",
                 arch,
             )
         if size & (size - 1):
