@@ -202,7 +202,7 @@ struct pt_regs { unsigned long di, si, dx, cx, r8, ax; } CORE;
 	defined(__TARGET_ARCH_arm) || defined(__TARGET_ARCH_powerpc) || defined(__TARGET_ARCH_s390)
 #if defined(__TARGET_ARCH_arm64)
 struct pt_regs { u64 regs[31]; } CORE;
-#define KP_REG(r, n) KREAD(r, regs[n])
+#define KP_REG(r, n) KELEM(r, regs[n])
 #define KP_FIRST 0
 #elif defined(__TARGET_ARCH_riscv)
 struct pt_regs { unsigned long a0, a1, a2, a3, a4; } CORE;
@@ -212,15 +212,15 @@ struct pt_regs { unsigned long a0, a1, a2, a3, a4; } CORE;
 #define KP_FIRST 0
 #elif defined(__TARGET_ARCH_arm)
 struct pt_regs { unsigned long uregs[18]; } CORE;
-#define KP_REG(r, n) KREAD(r, uregs[n])
+#define KP_REG(r, n) KELEM(r, uregs[n])
 #define KP_FIRST 0
 #elif defined(__TARGET_ARCH_powerpc)
 struct pt_regs { unsigned long gpr[32]; } CORE;
-#define KP_REG(r, n) KREAD(r, gpr[n])
+#define KP_REG(r, n) KELEM(r, gpr[n])
 #define KP_FIRST 3
 #else /* s390: the first argument is saved in orig_gpr2, gprs[2] becomes the return value */
 struct pt_regs { unsigned long gprs[16]; unsigned long orig_gpr2; } CORE;
-#define KP_REG(r, n) ((n) == 2 ? KREAD(r, orig_gpr2) : KREAD(r, gprs[n]))
+#define KP_REG(r, n) ((n) == 2 ? KREAD(r, orig_gpr2) : KELEM(r, gprs[n]))
 #define KP_FIRST 2
 #endif
 #define KP_ARG0(r) KP_REG(r, KP_FIRST + 0)
@@ -230,7 +230,7 @@ struct pt_regs { unsigned long gprs[16]; unsigned long orig_gpr2; } CORE;
 #define KP_ARG4(r) KP_REG(r, KP_FIRST + 4)
 #define KP_NARGS 5
 #if defined(__TARGET_ARCH_s390)
-#define KP_RET(r) KREAD(r, gprs[2])
+#define KP_RET(r) KELEM(r, gprs[2])
 #else
 #define KP_RET(r) KP_REG(r, KP_FIRST)
 #endif

@@ -10,8 +10,9 @@
  * integers zero-extended, signed integers sign-extended (the kernel's signedness, relocated).
  * Everywhere else the kernel's width is the object's, and KREAD reads what BPF_CORE_READ reads.
  *
- * Only scalars: a struct-valued field does not compile (its layout differs on 32-bit kernels
- * too), so read its members, or take its address with KADDR and pass that along.
+ * An array element goes through KELEM (see there). Only scalars: a struct-valued field does not
+ * compile (its layout differs on 32-bit kernels too), so read its members, or take its address
+ * with KADDR and pass that along.
  *
  * `vigil btf check` proves the rule offline: every field read whose width differs in a kernel
  * must carry a size relocation (or be a direct load libbpf narrows itself).
@@ -28,8 +29,9 @@
 
 #define KREAD_INTEGER 1		/* __builtin_classify_type(): an integer (not a pointer) */
 
-/* One field, s->a (a may be a member path, b.c, or an element, a[2]). */
-#define KFIELD(s, a) ({								\
+/* One field, s->a (a may be a member path, b.c), widened; `sign` (an expression that may name
+ * the field as __kf_s->a) says whether to sign-extend. */
+#define KREAD_FIELD(s, a, sign) ({						\
 	typeof(s) __kf_s = (s);							\
 	unsigned long long __kf_v = 0;						\
 	unsigned int __kf_n = bpf_core_field_size(__kf_s->a);			\
@@ -38,12 +40,19 @@
 		__kf_n = 8;							\
 	bpf_probe_read_kernel((char *)&__kf_v + KREAD_AT(__kf_n), __kf_n,	\
 			      (const void *)__builtin_preserve_access_index(&__kf_s->a)); \
-	if (__builtin_classify_type(__kf_s->a) == KREAD_INTEGER &&		\
-	    __builtin_preserve_field_info(__kf_s->a, BPF_FIELD_SIGNED) && __kf_n < 8) \
+	if ((sign) && __kf_n < 8)						\
 		__kf_v = (unsigned long long)((long long)(__kf_v << (64 - 8 * __kf_n)) >> \
 					      (64 - 8 * __kf_n));			\
 	(typeof(__kf_s->a))__kf_v;						\
 })
+
+/* The kernel's signedness of an integer field (relocated); pointers are never sign-extended. */
+#define KFIELD(s, a) KREAD_FIELD(s, a, __builtin_classify_type(__kf_s->a) == KREAD_INTEGER && \
+				 __builtin_preserve_field_info(__kf_s->a, BPF_FIELD_SIGNED))
+
+/* An array element, s->a[n]: libbpf relocates its offset and size but not its signedness,
+ * so it is zero-extended (the elements read this way, registers, are unsigned longs). */
+#define KELEM(s, a) KREAD_FIELD(s, a, 0)
 
 #define KREAD_1(s, a) KFIELD(s, a)
 #define KREAD_2(s, a, b) KFIELD(KFIELD(s, a), b)

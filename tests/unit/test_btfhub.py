@@ -3,7 +3,9 @@ and the run-time choice of BTF, against this machine's real kernel BTF and real 
 
 from __future__ import annotations
 
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -278,3 +280,31 @@ def test_the_debug_package_of_an_image() -> None:
         "linux-image-6.1.0-50-686-dbg"
     assert debug_package(("linux-image-6.1.0-50-armmp", "6.1.176-1")) == \
         "linux-image-6.1.0-50-armmp-dbg"
+
+
+ELEMENT_PROG = r"""
+struct regs { unsigned long r[4]; long s; } __attribute__((preserve_access_index));
+__attribute__((section("kprobe/x"), used)) int prog(struct regs *p)
+{
+    return __builtin_preserve_field_info(p->r[1], 3 /* FIELD_SIGNED */) +
+           __builtin_preserve_field_info(p->r[1], 1 /* FIELD_BYTE_SIZE */) +
+           __builtin_preserve_field_info(p->s, 3 /* FIELD_SIGNED */);
+}
+"""
+
+
+def test_check_refuses_signedness_of_an_array_element_like_libbpf(tmp_path: Path) -> None:
+    """libbpf relocates an element's offset and size, but refuses its signedness ("can't be
+    applied to array access"): the offline check must fail there too, not at load time."""
+    if shutil.which("clang") is None:
+        pytest.fail("clang missing: ./do installs it")
+    src, obj_path = tmp_path / "elem.c", tmp_path / "elem.o"
+    src.write_text(ELEMENT_PROG)
+    subprocess.run(["clang", "-g", "-O2", "-target", "bpfel", "-c", str(src), "-o",
+                    str(obj_path)], check=True)
+    obj = BpfObject.from_file(str(obj_path))
+    res = check_object(obj, obj.btf)  # the object's own types as the kernel's
+    assert [(f.relo.kind.name, f.relo.spec) for f in res.failures] == [
+        ("FIELD_SIGNED", "struct regs.r[1]")]
+    assert "cannot apply FIELD_SIGNED to an array element" in res.failures[0].reason
+    assert res.total == 3 and res.resolved == 2

@@ -25,10 +25,12 @@ def archive() -> BtfArchive:
     return BtfArchive(SHIPPED)
 
 
-def test_the_archive_covers_debian_amd64_and_arm64(archive: BtfArchive) -> None:
+def test_the_archive_covers_debian_64_and_32_bit(archive: BtfArchive) -> None:
     keys = archive.index.kernels
-    for version in ("11", "12", "13"):
-        for arch in ("x86_64", "aarch64"):
+    for version, arches in (("11", ("x86_64", "aarch64", "armv7l", "i686")),
+                            ("12", ("x86_64", "aarch64", "armv7l", "i686")),
+                            ("13", ("x86_64", "aarch64", "armv7l"))):  # trixie: no i386 kernel
+        for arch in arches:
             assert any(k.startswith(f"debian/{version}/{arch}/") for k in keys), (version, arch)
     for key in keys:
         _, _, arch, release = key.split("/")

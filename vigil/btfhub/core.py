@@ -63,6 +63,8 @@ ENUM_KINDS = {ReloKind.ENUMVAL_EXISTS, ReloKind.ENUMVAL_VALUE}
 # Relocations whose "not found" is an answer (0), not a failure.
 EXISTS_KINDS = {ReloKind.FIELD_EXISTS, ReloKind.TYPE_EXISTS, ReloKind.ENUMVAL_EXISTS,
                 ReloKind.TYPE_MATCHES}
+# Field relocations libbpf refuses on an array element (a[n]): only its offset and size work.
+_NOT_FOR_ELEMENTS = {ReloKind.FIELD_SIGNED, ReloKind.FIELD_LSHIFT_U64, ReloKind.FIELD_RSHIFT_U64}
 _COMPOSITE = (KIND_STRUCT, KIND_UNION)
 _KIND_WORD = {KIND_STRUCT: "struct", KIND_UNION: "union", KIND_ENUM: "enum",
               KIND_ENUM64: "enum", KIND_FWD: "struct", KIND_INT: "", KIND_PTR: "",
@@ -403,6 +405,10 @@ def resolve(obj: BpfObject, relo: Relo, target: RawBtf) -> Resolution:
         return Resolution(False, f"no {_KIND_WORD.get(local.kind) or 'type'} "
                                  f"{essential_name(local.name)} in the target")
     if relo.kind in FIELD_KINDS:
+        steps, _ = _access_path(lb, relo.type_id, relo.access)
+        if relo.kind in _NOT_FOR_ELEMENTS and steps and steps[-1][0] == "index":
+            return Resolution(False, f"libbpf cannot apply {relo.kind.name} to an array "
+                                     f"element ({relo.spec})")
         reasons = [_match_fields(lb, relo, target, c) for c in cands]
         if any(r is None for r in reasons):
             return Resolution(True)
