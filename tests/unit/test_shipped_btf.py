@@ -63,7 +63,8 @@ def test_the_readme_pipeline_uses_real_options() -> None:
     assert block is not None
     commands = [ln.strip() for ln in block.group(1).splitlines()
                 if ln.strip().startswith("vigil ")]
-    assert [c.split()[2] for c in commands] == ["fetch", "extract", "gen", "check"]
+    assert [c.split()[2] for c in commands] == ["fetch", "fetch", "extract", "extract", "gen",
+                                               "check"]
     parser = build_parser()
     for cmd in commands:
         argv = [a.replace("$C", "/c").replace("$v", "12") for a in shlex.split(cmd)[1:]]
