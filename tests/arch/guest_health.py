@@ -1,9 +1,21 @@
-"""Inside the arm64 guest: Vigil's health check with the aarch64 objects.
+"""Inside the guest of tests/arch/health.py: Vigil's health check with the objects of the
+guest's architecture (aarch64, armv7l, i686).
 
-Runs the real agent (`vigil run`, the checkout mounted read-only at /opt/vigil), waits until it
-reports a sentinel file, then an unprivileged user (nobody) creates, modifies, chmods and deletes
-a watched file. Writes /out/result.json: the machine, the kernel, whether it has BTF, the
-agent's stderr and every event under the watched directory. The host side (health.py) judges.
+The host mounts a snapshot of the checkout read-only at /opt/vigil, with health-config.json
+saying which BTF to use (``btf``: kernel, tailored with ``btf_archive`` and ``btf_key``, or full
+with ``btf_file``) and an optional ``backend`` for `vigil run --backend`; without that file the
+guest uses the kernel's own BTF and the agent's choice of backend (the arm64 check as it was).
+
+``bpf_jit`` ("0"/"1") sets net.core.bpf_jit_enable first. Runs `vigil btf which`, then `vigil
+doctor` (text) with the same environment (VIGIL_BTF_ARCHIVE and VIGIL_TEST_HIDE_KERNEL_BTF=1 for
+the tailored BTF, VIGIL_BTF for the full one), then the real agent (`vigil run`;
+VIGIL_TEST_EXPECT_BTF names the archive key it must use), waits until it reports a sentinel file,
+then an unprivileged user (nobody) creates, modifies, chmods and deletes a watched file. Writes
+/out/result.json: the machine, the kernel, whether it has BTF, the JIT switch, the outputs of
+btf which and doctor, the agent's exit status and stderr, every event under the watched
+directory, and timings (the guest's uptime when this started = the boot); when the agent did
+not come up, whether each object's tracepoint programs load on their own against the same BTF
+(diagnosis). The host side (health.py) judges.
 """
 
 from __future__ import annotations
@@ -19,8 +31,11 @@ from pathlib import Path
 from typing import Any
 
 OUT = Path("/out")
+VIGIL_ROOT = Path("/opt/vigil")
+CONFIG = VIGIL_ROOT / "health-config.json"
 WATCHED = Path("/tmp/vigil-health")
 PYTHONPATH = "/opt/vigil:/opt/vigil-deps"
+VIGIL = [sys.executable, "-c", "import sys; from vigil.cli import main; sys.exit(main())"]
 NOBODY = 65534
 OPS = """
 import os
@@ -34,14 +49,70 @@ os.unlink(p)
 """
 
 
+JIT = Path("/proc/sys/net/core/bpf_jit_enable")
+
+
+def bpf_jit(want: str | None) -> dict[str, str | None]:
+    """The BPF JIT switch as booted, after setting it to ``want`` ("0"/"1", None: untouched).
+    32-bit kernels leave it off by default (no ARCH_WANT_DEFAULT_BPF_JIT)."""
+    def read() -> str | None:
+        return JIT.read_text().strip() if JIT.exists() else None
+    booted, error = read(), None
+    if want is not None:
+        try:
+            JIT.write_text(want)
+        except OSError as e:
+            error = str(e)
+    return {"booted": booted, "now": read(), "error": error}
+
+
+def uptime() -> float:
+    return float(Path("/proc/uptime").read_text().split()[0])
+
+
+def environment(cfg: dict[str, Any]) -> dict[str, str]:
+    """The environment of btf which, doctor and the agent: the BTF the host chose."""
+    env = dict(os.environ, PYTHONPATH=PYTHONPATH)
+    if cfg.get("btf_archive"):
+        env["VIGIL_BTF_ARCHIVE"] = cfg["btf_archive"]
+        env["VIGIL_TEST_HIDE_KERNEL_BTF"] = "1"  # the archive even where the kernel has BTF
+        env["VIGIL_TEST_EXPECT_BTF"] = cfg["btf_key"]
+    if cfg.get("btf_file"):
+        env["VIGIL_BTF"] = cfg["btf_file"]
+    return env
+
+
+def step(args: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
+    """One vigil command: exit status, stdout, stderr, seconds."""
+    t0 = time.monotonic()
+    try:
+        p = subprocess.run([*VIGIL, *args], env=env, capture_output=True, text=True,
+                           timeout=timeout, check=False)
+        rc, out, err = p.returncode, p.stdout, p.stderr
+    except subprocess.TimeoutExpired as e:
+        rc, out, err = None, str(e.stdout or ""), f"timed out after {timeout} s"
+    res = {"rc": rc, "stdout": out, "stderr": err, "seconds": round(time.monotonic() - t0, 1)}
+    print(f"vigil-health: vigil {' '.join(args)}: rc {rc} in {res['seconds']} s", flush=True)
+    return res
+
+
 def main() -> int:
+    booted = uptime()
+    t_start = time.monotonic()
     OUT.mkdir(exist_ok=True)
     WATCHED.mkdir(mode=0o777, exist_ok=True)
     os.chmod(WATCHED, 0o777)
-    env = dict(os.environ, PYTHONPATH=PYTHONPATH)
-    cmd = [sys.executable, "-c", "import sys; from vigil.cli import main; sys.exit(main())",
-           "-v", "run", "--watch", str(WATCHED), "-o", "json", "--no-fim", "--no-exec",
+    cfg: dict[str, Any] = json.loads(CONFIG.read_text()) if CONFIG.exists() else {}
+    env = environment(cfg)
+    jit = bpf_jit(cfg.get("bpf_jit"))
+    btf_which = step(["btf", "which"], env, 300)
+    doctor = step(["doctor"], env, 900)
+    cmd = [*VIGIL, "-v", "run", "--watch", str(WATCHED), "-o", "json", "--no-fim", "--no-exec",
            "--db", "/tmp/vigil-health.db"]
+    if cfg.get("btf_file"):
+        cmd += ["--btf", cfg["btf_file"]]
+    if cfg.get("backend"):
+        cmd += ["--backend", cfg["backend"]]
     t0 = time.monotonic()
     agent = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     events: list[dict[str, Any]] = []
@@ -95,10 +166,12 @@ def main() -> int:
         agent.wait(120)
     except subprocess.TimeoutExpired:
         agent.kill()
+    agent_seconds = time.monotonic() - t0
     for t in threads:
         t.join(10)
     btf = Path("/sys/kernel/btf/vmlinux")
-    diagnosis = {} if ready else diagnose(env)
+    refused = any("(32-bit) not supported here" in ln for ln in errors)
+    diagnosis = {} if ready or refused else diagnose(env)
     result = {
         "machine": platform.machine(),
         "kernel": platform.release(),
@@ -106,13 +179,21 @@ def main() -> int:
         "kernel_btf": btf.exists(),
         "lsm": Path("/sys/kernel/security/lsm").read_text().strip()
         if Path("/sys/kernel/security/lsm").exists() else None,
+        "config": cfg,
+        "bpf_jit_enable": jit,
+        "btf_which": btf_which,
+        "doctor": doctor,
         "ready": ready,
         "seconds_to_ready": round(started, 1),
         "child_pid": child_pid,
+        "agent_argv": cmd[3:],
         "agent_rc": agent.returncode,
         "stderr": errors,
         "events": [e for e in events if ".ready" not in e.get("file", {}).get("path", "")],
         "diagnosis": diagnosis,
+        "timings": {"boot_uptime": round(booted, 1), "btf_which": btf_which["seconds"],
+                    "doctor": doctor["seconds"], "agent": round(agent_seconds, 1),
+                    "guest_total": round(time.monotonic() - t_start, 1)},
     }
     (OUT / "result.json").write_text(json.dumps(result, indent=1))
     print("vigil-health: done", json.dumps({k: result[k] for k in ("machine", "ready")}))
@@ -121,10 +202,12 @@ def main() -> int:
 
 DIAGNOSE = """
 import sys
+from vigil.kernel.btf_source import resolve_btf
 from vigil.kernel.errors import VigilError
 from vigil.kernel.loader import BpfObjectSpec, bundled_object
 try:
-    with BpfObjectSpec.open(bundled_object(sys.argv[1])) as spec:
+    btf = resolve_btf()
+    with BpfObjectSpec.open(bundled_object(sys.argv[1]), btf_custom_path=btf.custom_path) as spec:
         for p in spec.programs:
             if not p.section.startswith("tracepoint"):
                 spec.set_autoload(p.name, False)
@@ -136,7 +219,8 @@ except VigilError as e:
 
 
 def diagnose(env: dict[str, str]) -> dict[str, str]:
-    """When the agent did not come up: does each object's tracepoint set load on its own?"""
+    """When the agent did not come up: does each object's tracepoint set load on its own
+    (against the same BTF)?"""
     out = {}
     for name in ("vigil", "vigil_perf"):
         p = subprocess.run([sys.executable, "-c", DIAGNOSE, name], env=env, capture_output=True,
