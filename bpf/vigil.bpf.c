@@ -896,17 +896,21 @@ int handle_close(void *ctx)
 	return ret;
 }
 
-enum { H_SYS_EXIT = 0, H_CLOSE = 1 };
+/* io_uring submissions, below. */
+int handle_uring_submit(void *ctx);
+
+enum { H_SYS_EXIT = 0, H_CLOSE = 1, H_URING_SUBMIT = 2 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, 3);
 	__type(key, __u32);
 	__array(values, int (void *));
 } handlers SEC(".maps") = {
 	.values = {
 		[H_SYS_EXIT] = (void *)&handle_sys_exit,
 		[H_CLOSE] = (void *)&handle_close,
+		[H_URING_SUBMIT] = (void *)&handle_uring_submit,
 	},
 };
 
@@ -1179,28 +1183,15 @@ static __always_inline void uring_link(struct inflight *in, void *data, int syml
 	}
 }
 
-static __always_inline int on_uring_submit(void *ctx, struct io_kiocb *req)
+static __always_inline int on_uring_submit(struct io_kiocb *req)
 {
 	__u64 key = (__u64)req;
 	struct inflight in = { .uid = NO_ID, .gid = NO_ID };
 	struct uring_req r = {};
-	void *data;
-	__u8 opcode;
+	void *data = uring_op_data(req);
+	__u8 opcode = KREAD(req, opcode);
 
-	if (!uring_served() || !req)
-		return 0;
-	if (cfg_self_tgid && (bpf_get_current_pid_tgid() >> 32) == cfg_self_tgid)
-		return 0;
-	opcode = KREAD(req, opcode);
-	data = uring_op_data(req);
 	switch (opcode) {
-	case IORING_OP_CLOSE: {
-		struct io_close *c = data;
-
-		if (KREAD(c, file_slot))
-			return 0;	/* a fixed-file slot */
-		return closing(ctx, KREAD(c, fd));
-	}
 	case IORING_OP_OPENAT:
 	case IORING_OP_OPENAT2: {
 		struct io_open *o = data;
@@ -1285,30 +1276,69 @@ static __always_inline int on_uring_submit(void *ctx, struct io_kiocb *req)
 
 /* Each submission program loads only where its tracepoint exists (user space checks); the
  * type test keeps the other's record layout out of kernels that lack it. */
+struct uring_arg {
+	__u64 req;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct uring_arg);
+} uring_scratch SEC(".maps");
+
+/* A submission: a close must find its file now, before the kernel closes it (closing() tail
+ * calls handle_close when it is tracked); anything else is parked by handle_uring_submit,
+ * reached by tail call too. So the tracepoint programs themselves make no BPF-to-BPF call: a
+ * program with both is refused by the kernel's interpreter and by the 32-bit JITs (armhf, i386
+ * load none of them otherwise). */
+static __always_inline int uring_submitted(void *ctx, struct io_kiocb *req)
+{
+	__u32 zero = 0;
+	struct uring_arg *a;
+
+	if (!uring_served() || !req)
+		return 0;
+	if (cfg_self_tgid && (bpf_get_current_pid_tgid() >> 32) == cfg_self_tgid)
+		return 0;
+	if (KREAD(req, opcode) == IORING_OP_CLOSE) {
+		struct io_close *c = uring_op_data(req);
+
+		if (KREAD(c, file_slot))
+			return 0;	/* a fixed-file slot */
+		return closing(ctx, KREAD(c, fd));
+	}
+	a = bpf_map_lookup_elem(&uring_scratch, &zero);
+	if (!a)
+		return 0;
+	a->req = (__u64)req;
+	bpf_tail_call(ctx, &handlers, H_URING_SUBMIT);
+	return 0;
+}
+
+SEC("tracepoint")
+int handle_uring_submit(void *ctx)
+{
+	__u32 zero = 0;
+	struct uring_arg *a = bpf_map_lookup_elem(&uring_scratch, &zero);
+
+	return a ? on_uring_submit((struct io_kiocb *)a->req) : 0;
+}
+
 SEC("tracepoint/io_uring/io_uring_submit_req")
 int uring_submit_req(struct trace_event_raw_io_uring_submit_req *ctx)
 {
-	int ret;
-
 	if (!bpf_core_type_exists(struct trace_event_raw_io_uring_submit_req))
 		return 0;
-	ret = on_uring_submit(ctx, ctx->req);
-
-	flush(ctx);
-	return ret;
+	return uring_submitted(ctx, ctx->req);
 }
 
 SEC("tracepoint/io_uring/io_uring_submit_sqe")
 int uring_submit_sqe(struct trace_event_raw_io_uring_submit_sqe *ctx)
 {
-	int ret;
-
 	if (!bpf_core_type_exists(struct trace_event_raw_io_uring_submit_sqe))
 		return 0;
-	ret = on_uring_submit(ctx, ctx->req);
-
-	flush(ctx);
-	return ret;
+	return uring_submitted(ctx, ctx->req);
 }
 
 static __always_inline int on_uring_complete(struct io_kiocb *req, int res)

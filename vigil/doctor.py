@@ -96,8 +96,6 @@ def collect() -> DoctorReport:
     except VigilError as e:
         libbpf_version = None
         problems.append(str(e))
-    results = {p.name: p for p in probes.run_all()}
-    event_buffer, why = choose_event_buffer()
     in_use: BtfSource | None = None
     btf_error = ""
     try:
@@ -105,6 +103,9 @@ def collect() -> DoctorReport:
     except VigilError as e:
         btf_error = str(e)
         problems.append(btf_error)
+    probes.use_btf(in_use.custom_path if in_use else None)
+    results = {p.name: p for p in probes.run_all()}
+    event_buffer, why = choose_event_buffer()
     btf = probes.KERNEL_BTF
     uname = os.uname()
     return DoctorReport(

@@ -106,6 +106,12 @@ class Summary:
     line: str
 
 
+# Runs a command in a mount namespace of its own where /sys/kernel/btf is empty: to Vigil and
+# to libbpf the kernel has no BTF, as on a kernel built without CONFIG_DEBUG_INFO_BTF.
+WITHOUT_KERNEL_BTF = ("unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                      'mount -t tmpfs none /sys/kernel/btf && exec "$@"', "sh")
+
+
 @dataclass
 class AgentProc:
     """One running ``vigil run ... -o json``; events accumulate in ``self.events``."""
@@ -123,6 +129,7 @@ class AgentProc:
     _btf_checked: bool = False
 
     verbose: bool = False  # `vigil -v run`: scan completions and the like logged on stderr
+    wrap: Sequence[str] = ()  # argv that execs the agent (same pid), e.g. WITHOUT_KERNEL_BTF
 
     def start(self) -> AgentProc:
         # The kernel matrix (tests/vm) runs the suite once per backend.
@@ -133,8 +140,8 @@ class AgentProc:
                "--db", str(self.db), *(["--backend", backend] if backend else []),
                *(["--event-buffer", buffer] if buffer and "--event-buffer" not in self.args
                  else [])]
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      cwd="/")
+        self._proc = subprocess.Popen([*self.wrap, *cmd], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, cwd="/")
         for target in (self._read_stdout, self._read_stderr):
             t = threading.Thread(target=target, daemon=True)
             t.start()

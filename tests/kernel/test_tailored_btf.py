@@ -2,9 +2,10 @@
 
 A tailored BTF for this kernel is generated the way the shipped archive is (`vigil btf gen`
 over this kernel's BTF filed under this machine's os-release key), then the real `vigil run`
-is started twice on the same file operations: once as usual, once with the kernel's BTF hidden
-(VIGIL_TEST_HIDE_KERNEL_BTF=1) and the archive pointed at (VIGIL_BTF_ARCHIVE). The events
-must be identical. Also: libbpf and `vigil btf check` agree on a BTF that lacks a field.
+is started twice on the same file operations: once as usual, once in a mount namespace where
+/sys/kernel/btf is empty (neither Vigil nor libbpf finds the kernel's BTF, as on a kernel built
+without it) and the archive pointed at (VIGIL_BTF_ARCHIVE). The events must be identical.
+Also: libbpf and `vigil btf check` agree on a BTF that lacks a field.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_proc import VIGIL, AgentProc, Area, Event, UserIds, get, under
+from agent_proc import VIGIL, WITHOUT_KERNEL_BTF, AgentProc, Area, Event, UserIds, get, under
 
 from vigil.btfhub.rawbtf import RawBtf
 from vigil.kernel import arch as archmod
@@ -85,7 +86,8 @@ def _norm(ev: Event, d: Path, pid: int) -> dict[str, Any]:
 def run_once(area: Area, test_user: UserIds) -> Iterator[Any]:
     procs: list[AgentProc] = []
 
-    def run(name: str, env: dict[str, str]) -> tuple[list[dict[str, Any]], list[str]]:
+    def run(name: str, env: dict[str, str],
+            wrap: tuple[str, ...] = ()) -> tuple[list[dict[str, Any]], list[str]]:
         d = area.root / name
         d.mkdir()
         os.chown(d, test_user.uid, test_user.gid)
@@ -93,7 +95,7 @@ def run_once(area: Area, test_user: UserIds) -> Iterator[Any]:
         os.environ.update(env)
         try:
             agent = AgentProc(["--watch", str(d), "--no-fim", "--no-exec"],
-                              db=area.root / f"{name}.db", verbose=True).start()
+                              db=area.root / f"{name}.db", verbose=True, wrap=wrap).start()
         finally:
             for k, v in saved.items():
                 if v is None:
@@ -126,8 +128,8 @@ def _run_ops(d: Path, user: UserIds) -> int:
 @pytest.mark.slow
 def test_events_are_identical_on_the_tailored_btf(archive: Path, run_once: Any) -> None:
     with_kernel, log_k = run_once("kernel-btf", {})
-    with_tailored, log_t = run_once("tailored-btf", {"VIGIL_TEST_HIDE_KERNEL_BTF": "1",
-                                                     "VIGIL_BTF_ARCHIVE": str(archive)})
+    with_tailored, log_t = run_once("tailored-btf", {"VIGIL_BTF_ARCHIVE": str(archive)},
+                                    WITHOUT_KERNEL_BTF)
     key = f"{os_release()['ID']}/{os_release()['VERSION_ID']}/{archmod.machine()}/" \
           f"{platform.release()}"
     assert any("using tailored BTF" in ln and key in ln for ln in log_t), "\n".join(log_t)

@@ -122,6 +122,7 @@ class KernelBackend:
     def start(self) -> KernelBackend:
         ensure_mounted(securityfs=False)
         s = self.settings
+        probes.use_btf(s.btf_custom_path)
         self.event_buffer, why = choose_event_buffer(s.event_buffer)
         log.info("event buffer: %s (%s)", self.event_buffer, why)
         perf = self.event_buffer == "perf"
@@ -273,6 +274,7 @@ def plan_backends(settings: BackendSettings, forced: str | None = None,
         except KernelError as e:
             btf_error = f"cannot read BTF {btf_path}: {e}"
     out = Candidates([], {})
+    probes.use_btf(settings.btf_custom_path)
     for name in names:
         failed = [probes.probe(n) for n in hooks.NEEDED_PROBES[name]]
         bad = [p for p in failed if p.available is not True]

@@ -64,6 +64,19 @@ _SPECS: dict[str, _Spec] = {
 }
 PROBE_NAMES = tuple(_SPECS)
 _cache: dict[str, Probe] = {}
+# The BTF file libbpf relocates the probe object against (its d_path probe reads a kernel
+# field), where the kernel has no BTF of its own: see use_btf().
+_btf_custom_path: str | None = None
+
+
+def use_btf(custom_path: str | None) -> None:
+    """Probe with the BTF the agent will use (BtfSource.custom_path: None for the kernel's
+    own). Without it, on a kernel built without BTF every probe would fail: libbpf needs some
+    BTF to open an object that carries CO-RE relocations."""
+    global _btf_custom_path
+    if custom_path != _btf_custom_path:
+        _btf_custom_path = custom_path
+        _cache.clear()
 
 
 # --- host facts read from files -------------------------------------------------------------
@@ -149,7 +162,7 @@ def _measure(name: str, spec: _Spec) -> Probe:
     path = bundled_object("probes")
     phase = "open"
     try:
-        with BpfObjectSpec.open(path) as spec_obj:
+        with BpfObjectSpec.open(path, btf_custom_path=_btf_custom_path) as spec_obj:
             for prog in spec_obj.programs:
                 spec_obj.set_autoload(prog.name, prog.name == spec.program)
             if name == "ringbuf":
