@@ -266,3 +266,15 @@ def test_partly_inlined_commit_function_without_a_caller_is_unsupported() -> Non
         hooks.plan("fentry", RMDIR_PROGRAMS, btf=btf,  # type: ignore[arg-type]
                    symbols=lambda: syms)
     assert hooks.partial_clones(syms, {"vfs_rename"}) == {}
+
+
+def test_a_32bit_kernel_with_its_jit_on_is_refused_with_the_fix() -> None:
+    from vigil.kernel.backend import jit_problem
+
+    for machine in ("armv7l", "i686", "i386"):
+        problem = jit_problem(machine, jit_on=True)
+        assert problem and "net.core.bpf_jit_enable=0" in problem, machine
+        assert jit_problem(machine, jit_on=False) is None
+    assert jit_problem("x86_64", jit_on=True) is None
+    assert jit_problem("aarch64", jit_on=True) is None
+    assert jit_problem("mips", jit_on=True) is None

@@ -55,6 +55,12 @@ def canonical(name: str) -> str:
     return arch
 
 
+def bits(name: str) -> int | None:
+    """32 or 64: the width of ``name``'s longs and pointers (None: not a Vigil architecture)."""
+    arch = ARCHES.get(_ALIASES.get(name, name))
+    return arch.bits if arch else None
+
+
 def machine() -> str:
     """This machine's architecture, canonical (see canonical())."""
     return canonical(platform.machine())

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vigil.events import layout
+from vigil.kernel import arch as archmod
 from vigil.kernel import hooks, probes
 from vigil.kernel.btf import Btf
 from vigil.kernel.errors import KernelError, VerifierError, VigilError
@@ -258,6 +259,22 @@ class Candidates:
     rejected: dict[str, str]
 
 
+def jit_problem(machine: str | None = None, jit_on: bool | None = None) -> str | None:
+    """Why Vigil's programs cannot load on a 32-bit kernel whose BPF JIT is on, or None.
+
+    The 32-bit JITs (arm, x86) cannot compile BPF-to-BPF calls, so a program with such calls
+    runs in the interpreter while one without is compiled; and a tail-call map refuses to mix
+    compiled and interpreted programs (the kernel's bpf_prog_map_compatible). With the JIT off
+    every program is interpreted, which is Debian's default on those kernels."""
+    if archmod.bits(machine or platform.machine()) != 32:
+        return None
+    if not (probes.bpf_jit_enabled() if jit_on is None else jit_on):
+        return None
+    return (f"the BPF JIT is on ({probes.BPF_JIT_SYSCTL} != 0), and a 32-bit kernel's JIT "
+            "cannot compile the BPF-to-BPF calls of the programs its tail calls reach; set "
+            "net.core.bpf_jit_enable=0 (the kernel then interprets them all)")
+
+
 def plan_backends(settings: BackendSettings, forced: str | None = None,
                   obj_path: Path | None = None) -> Candidates:
     """Probes and prototypes decide; nothing is loaded but the probe programs."""
@@ -275,7 +292,11 @@ def plan_backends(settings: BackendSettings, forced: str | None = None,
             btf_error = f"cannot read BTF {btf_path}: {e}"
     out = Candidates([], {})
     probes.use_btf(settings.btf_custom_path)
+    jit = jit_problem()
     for name in names:
+        if jit:
+            out.rejected[name] = jit
+            continue
         failed = [probes.probe(n) for n in hooks.NEEDED_PROBES[name]]
         bad = [p for p in failed if p.available is not True]
         if bad:

@@ -104,6 +104,15 @@ def bpf_lsm_active() -> bool | None:
     return None if lsms is None else "bpf" in lsms
 
 
+BPF_JIT_SYSCTL = Path("/proc/sys/net/core/bpf_jit_enable")
+
+
+def bpf_jit_enabled() -> bool | None:
+    """net.core.bpf_jit_enable != 0 (None if unknown)."""
+    text = _read(BPF_JIT_SYSCTL)
+    return None if text is None else text != "0"
+
+
 def lockdown_mode() -> str | None:
     """'none', 'integrity' or 'confidentiality' (the bracketed one), None if unknown."""
     text = _read(mounts.SECURITYFS / "lockdown")
