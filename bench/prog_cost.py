@@ -1,8 +1,9 @@
 """Benchmark: what each of Vigil's BPF programs costs per run, against a baseline set of objects.
 
 What it measures. The kernel's own accounting (sysctl kernel.bpf_stats_enabled=1: run_time_ns
-and run_cnt per program, read with `bpftool prog show -j`) while the running agent watches a
-directory in which a child does N iterations of create + write + close + rename + unlink. Two
+and run_cnt per program, read from the fdinfo of the agent's program descriptors) while the
+running agent watches a directory in which a child does N iterations of create + write +
+close + rename + unlink. Two
 object sets take turns, R rounds each, in the same invocation: this checkout's objects and a
 baseline (`--baseline DIR`, laid out like vigil/bpf_objects). For every program that ran, it
 prints ns per run (min and median over rounds) for both, and the ratio. The agent is run from a
@@ -29,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -56,32 +58,46 @@ def package_with(objects: Path, into: Path) -> Path:
 
 
 def prog_stats(pid: int) -> dict[str, tuple[int, int]]:
-    """{program name: (run_time_ns, run_cnt)} of the programs process ``pid`` holds."""
-    out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True,
-                         check=True).stdout
+    """{program name: (run_time_ns, run_cnt)} of the programs process ``pid`` holds (its
+    bpf-prog file descriptors' fdinfo; names from bpftool)."""
     stats: dict[str, tuple[int, int]] = {}
-    for p in json.loads(out):
-        if any(h.get("pid") == pid for h in p.get("pids", [])):
-            ns, cnt = p.get("run_time_ns", 0), p.get("run_cnt", 0)
-            old = stats.get(p.get("name", "?"), (0, 0))
-            stats[p.get("name", "?")] = (old[0] + ns, old[1] + cnt)
+    fds = Path(f"/proc/{pid}/fd")
+    for fd in fds.iterdir():
+        try:
+            if os.readlink(fd) != "anon_inode:bpf-prog":
+                continue
+            info = dict(line.split(":", 1) for line in
+                        (fds.parent / "fdinfo" / fd.name).read_text().splitlines() if ":" in line)
+        except OSError:
+            continue
+        prog_id = info["prog_id"].strip()
+        show = subprocess.run(["bpftool", "prog", "show", "id", prog_id, "-j"],
+                              capture_output=True, text=True, check=True).stdout
+        name = json.loads(show).get("name", prog_id)
+        ns, cnt = int(info.get("run_time_ns", "0")), int(info.get("run_cnt", "0"))
+        old = stats.get(name, (0, 0))
+        stats[name] = (old[0] + ns, old[1] + cnt)
     return stats
 
 
 def one_run(pkg: Path, watched: Path, iterations: int, backend: str) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=str(pkg))
     cmd = [str(PYTHON), "-c", "import sys; from vigil.cli import main; sys.exit(main())",
-           "run", "--watch", str(watched), "--no-fim", "-o", "json", "--backend", backend,
+           "-v", "run", "--watch", str(watched), "--no-fim", "-o", "json", "--backend", backend,
            "--db", str(watched.parent / "bench.db")]
     agent = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              text=True)
     try:
         assert agent.stderr is not None
-        for line in agent.stderr:  # the agent says it watches once its programs are attached
-            if "watching" in line:
+        said = []
+        for line in agent.stderr:  # -v: it says so once its programs are attached
+            said.append(line)
+            if "vigil: watching" in line:
                 break
         else:
-            sys.exit(f"prog_cost: the agent ended before it watched: rc {agent.wait()}")
+            sys.exit(f"prog_cost: the agent ended before it watched: rc {agent.wait()}\n"
+                     + "".join(said[-10:]))
+        threading.Thread(target=agent.stderr.read, daemon=True).start()  # a full pipe blocks
         time.sleep(0.5)
         before = prog_stats(agent.pid)
         subprocess.run([str(PYTHON), "-c", WORKLOAD, str(watched), str(iterations)],
