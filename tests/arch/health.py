@@ -38,9 +38,8 @@ which`, `vigil doctor`, then the agent (`--backend` passed through); an unprivil
 as last-vng.log): uname -m, release, /sys/kernel/btf/vmlinux, the JIT switch, the doctor's and
 agent's output, whether the objects' tracepoint programs load alone when the agent did not come
 up, timings. This side judges it. Exit status: 0 healthy (the right machine, the BTF handed over
-used, the four events with the acting process's who-data: uid 65534, exe /usr/bin/python3*); 2
-when both `vigil doctor` and `vigil run` refused the 32-bit objects (loader.refuse_32bit, which
-checkouts before 2a3cd9a have); 1 otherwise.
+used, the four events with the acting process's who-data: uid 65534, exe /usr/bin/python3*); 1
+otherwise.
 
 Needs debootstrap, qemu-system-arm or qemu-system-x86, qemu-user-static and binfmt-support for
 the foreign roots, dwarves (pahole) for --btf tailored/full on kernels without BTF (apt), and
@@ -77,7 +76,6 @@ VNG_ARCHES = ("amd64", "arm64", "armhf", "ppc64el", "s390x", "riscv64")  # vng -
 GUEST_ROOT = "/opt/vigil"  # where the snapshot is mounted in the guest
 CONFIG_NAME = "health-config.json"  # in the snapshot: what the guest is to do
 PACKAGES = "python3,python3-yaml,libbpf1,kmod,busybox-static"
-REFUSED = "(32-bit) not supported here"  # loader.refuse_32bit's NotSupportedError
 
 
 @dataclass(frozen=True)
@@ -408,21 +406,6 @@ def btf_problems(result: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
     return []
 
 
-def refused(result: dict[str, Any]) -> dict[str, str]:
-    """Where the 32-bit objects were refused: doctor / run -> the refusing line."""
-    out = {}
-    doctor = result.get("doctor") or {}
-    for ln in (doctor.get("stdout", "") + doctor.get("stderr", "")).splitlines():
-        if REFUSED in ln:
-            out["doctor"] = ln.strip()
-            break
-    for ln in result["stderr"]:
-        if REFUSED in ln:
-            out["run"] = ln.strip()
-            break
-    return out
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="arm64", choices=sorted(ARCHES),
@@ -524,13 +507,6 @@ def report(result: dict[str, Any], spec: ArchSpec, cfg: dict[str, Any], k: Kerne
         say(f"diagnosis: {name}.bpf.o tracepoint programs alone: {verdict}")
     say(f"result: {paths.cache / 'last-result.json'}")
     problems = judge(result, spec, cfg)
-    where = refused(result)
-    if set(where) == {"doctor", "run"} and result["machine"] == spec.machine:
-        for p in btf_problems(result, cfg):
-            say(f"FAILED: {p}")
-        say(f"REFUSED: both vigil doctor and vigil run refuse the {spec.machine} objects "
-            f"(loader.refuse_32bit) on {k.release}; the harness itself worked")
-        return 1 if btf_problems(result, cfg) else 2
     for msg in problems:
         say(f"FAILED: {msg}")
     if not problems:
