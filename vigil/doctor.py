@@ -72,7 +72,7 @@ def _choose(btf: BtfSource | None, btf_error: str) -> BackendChoice:
         return BackendChoice(None, f"cannot plan backends: {e}")
     available = [p.backend for p in cands.plans]
     if not cands.plans:
-        return BackendChoice(None, "Vigil cannot run here: no backend passed its probes",
+        return BackendChoice(None, "Vigil cannot run here: every backend is ruled out (below)",
                              cands.rejected)
     best = cands.plans[0]
     return BackendChoice(best.backend, "its probes passed and its hook prototypes are known",
