@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import shutil
 import signal
 import statistics
@@ -125,6 +126,10 @@ def main() -> int:
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("prog_cost: needs root")
+    machine = platform.machine()
+    if not (args.baseline / machine / "vigil.bpf.o").is_file():
+        ap.error(f"--baseline {args.baseline}: no {machine}/vigil.bpf.o in it (build one: "
+                 f"make -C <checkout>/bpf ARCHS={machine} OBJDIR={args.baseline})")
     was = STATS.read_text().strip()
     STATS.write_text("1")
     results: dict[str, dict[str, list[float]]] = {"this": {}, "baseline": {}}

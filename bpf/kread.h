@@ -29,17 +29,25 @@
 
 #define KREAD_INTEGER 1		/* __builtin_classify_type(): an integer (not a pointer) */
 
+/* The n bytes (at most 8) at kernel address addr, zero-extended to 64 bits. */
+#define KREAD_WIDE(addr, n) ({							\
+	unsigned long long __kw_v = 0;						\
+	unsigned int __kw_n = (n);						\
+										\
+	if (__kw_n > 8)								\
+		__kw_n = 8;							\
+	bpf_probe_read_kernel((char *)&__kw_v + KREAD_AT(__kw_n), __kw_n, (const void *)(addr)); \
+	__kw_v;									\
+})
+
 /* One field, s->a (a may be a member path, b.c), widened; `sign` (an expression that may name
  * the field as __kf_s->a) says whether to sign-extend. */
 #define KREAD_FIELD(s, a, sign) ({						\
 	typeof(s) __kf_s = (s);							\
-	unsigned long long __kf_v = 0;						\
 	unsigned int __kf_n = bpf_core_field_size(__kf_s->a);			\
+	unsigned long long __kf_v =						\
+		KREAD_WIDE(__builtin_preserve_access_index(&__kf_s->a), __kf_n);	\
 										\
-	if (__kf_n > 8)								\
-		__kf_n = 8;							\
-	bpf_probe_read_kernel((char *)&__kf_v + KREAD_AT(__kf_n), __kf_n,	\
-			      (const void *)__builtin_preserve_access_index(&__kf_s->a)); \
 	if ((sign) && __kf_n < 8)						\
 		__kf_v = (unsigned long long)((long long)(__kf_v << (64 - 8 * __kf_n)) >> \
 					      (64 - 8 * __kf_n));			\
@@ -65,16 +73,12 @@
 /* The kernel address of s->a (relocated), e.g. of an embedded struct path to read from. */
 #define KADDR(s, a) ((typeof(&(s)->a))__builtin_preserve_access_index(&(s)->a))
 
-/* The pointer at a kernel address (an element of an array of pointers), at the kernel's
- * pointer width, which is the width of any pointer field: `like` names one. */
-#define KPTR_AT(addr, like) ({							\
-	unsigned long long __kp_v = 0;						\
-	unsigned int __kp_n = bpf_core_field_size(like);			\
+/* base[i] of a kernel array of pointers, at the kernel's pointer width, which is the width of
+ * any pointer field: `like` names one. */
+#define KPTR_ELEM(base, i, like) ({						\
+	unsigned int __ke_n = bpf_core_field_size(like);			\
 										\
-	if (__kp_n > 8)								\
-		__kp_n = 8;							\
-	bpf_probe_read_kernel((char *)&__kp_v + KREAD_AT(__kp_n), __kp_n, (const void *)(addr)); \
-	__kp_v;									\
+	KREAD_WIDE((void *)(base) + (unsigned long long)(i) * __ke_n, __ke_n);	\
 })
 
 #endif /* VIGIL_KREAD_H */

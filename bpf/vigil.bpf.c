@@ -324,8 +324,7 @@ static __always_inline struct file *fd_file(int fd)
 	if (fd < 0 || (unsigned int)fd >= KREAD(fdt, max_fds))
 		return NULL;
 	/* fds[fd], with the kernel's pointer width (4 bytes on a 32-bit kernel) */
-	return (struct file *)KPTR_AT((void *)fds + (__u64)fd * bpf_core_field_size(fdt->fd),
-				      fdt->fd);
+	return (struct file *)KPTR_ELEM(fds, fd, fdt->fd);
 }
 
 /* True when the path argument at start..start+len of the per-CPU path buffer is not canonical

@@ -296,15 +296,54 @@ __attribute__((section("kprobe/x"), used)) int prog(struct regs *p)
 def test_check_refuses_signedness_of_an_array_element_like_libbpf(tmp_path: Path) -> None:
     """libbpf relocates an element's offset and size, but refuses its signedness ("can't be
     applied to array access"): the offline check must fail there too, not at load time."""
-    if shutil.which("clang") is None:
-        pytest.fail("clang missing: ./do installs it")
-    src, obj_path = tmp_path / "elem.c", tmp_path / "elem.o"
-    src.write_text(ELEMENT_PROG)
-    subprocess.run(["clang", "-g", "-O2", "-target", "bpfel", "-c", str(src), "-o",
-                    str(obj_path)], check=True)
-    obj = BpfObject.from_file(str(obj_path))
+    obj = _bpf_object(tmp_path, "elem", ELEMENT_PROG)
     res = check_object(obj, obj.btf)  # the object's own types as the kernel's
     assert [(f.relo.kind.name, f.relo.spec) for f in res.failures] == [
         ("FIELD_SIGNED", "struct regs.r[1]")]
     assert "cannot apply FIELD_SIGNED to an array element" in res.failures[0].reason
     assert res.total == 3 and res.resolved == 2
+
+
+# The object's view (8-byte longs) and a "kernel" where the same fields are 4 bytes wide.
+WIDTH_PROG = r"""
+struct k { long s; unsigned long u; unsigned long r; unsigned long z; }
+    __attribute__((preserve_access_index));
+static long (*probe_read)(void *dst, unsigned int size, const void *src) = (void *)113;
+__attribute__((section("kprobe/x"), used)) long prog(struct k *p)
+{
+    unsigned long r = 0, z = 0;
+
+    probe_read(&r, sizeof(r), &p->r);                                  /* object's width */
+    probe_read(&z, __builtin_preserve_field_info(p->z, 1), &p->z);     /* kernel's width */
+    return p->s + p->u + r + z;                                    /* s, u: direct loads */
+}
+"""
+WIDTH_KERNEL = r"""
+struct k { int s; unsigned int u; unsigned int r; unsigned int z; };
+__attribute__((section("kprobe/y"), used)) int keep(struct k *q) { return q->s; }
+"""
+
+
+def _bpf_object(tmp_path: Path, name: str, text: str) -> BpfObject:
+    if shutil.which("clang") is None:
+        pytest.fail("clang missing: ./do installs it")
+    src, obj = tmp_path / f"{name}.c", tmp_path / f"{name}.o"
+    src.write_text(text)
+    subprocess.run(["clang", "-g", "-O2", "-target", "bpfel", "-c", str(src), "-o", str(obj)],
+                   check=True)
+    return BpfObject.from_file(str(obj))
+
+
+def test_check_fails_reads_of_the_wrong_width_only(tmp_path: Path) -> None:
+    """A field 4 bytes wide in the kernel and 8 in the object: read by a direct load libbpf
+    narrows (unsigned) or refuses to (signed), by a copy of the object's width (wrong), or with
+    its size relocated (right)."""
+    obj = _bpf_object(tmp_path, "width", WIDTH_PROG)
+    kernel = _bpf_object(tmp_path, "kernel", WIDTH_KERNEL).btf
+    res = check_object(obj, kernel)
+    reasons = sorted(f.reason for f in res.failures)
+    assert reasons == [
+        "struct k.r is 4 bytes in the kernel, 8 in the object, and read at the object's width",
+        "struct k.s is 4 bytes in the kernel, 8 in the object: a direct load of a signed "
+        "field, which libbpf cannot narrow"], reasons
+    assert check_object(obj, obj.btf).ok  # the same reads where the widths agree

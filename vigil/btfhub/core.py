@@ -345,7 +345,9 @@ def _unsigned_or_ptr(t: BType) -> bool:
     return t.kind == KIND_PTR or (t.kind == KIND_INT and not (t.int_encoding >> 24) & 1)
 
 
-_BPF_LDX_MEM = 0x61 & ~0x18  # class LDX, mode MEM (any size)
+# BPF instruction code fields (the 8-bit opcode): class in the low 3 bits, mode in the top 3.
+_CLASS_MASK, _CLASS_LDX = 0x07, 0x01
+_MODE_MASK, _MODE_MEM = 0xE0, 0x60
 
 
 def width_problem(obj: BpfObject, relo: Relo, target: RawBtf,
@@ -377,8 +379,9 @@ def width_problem(obj: BpfObject, relo: Relo, target: RawBtf,
         what = f"{relo.spec} is {have} bytes in the kernel, {want} in the object"
         if (relo.section, relo.type_id, relo.access) in sized:
             return None  # read at the kernel's width
-        code = obj.elf.section_data(obj.elf.section(relo.section))[relo.insn_off]  # type: ignore[arg-type]
-        if code & 0xE7 == _BPF_LDX_MEM:
+        sec = obj.elf.section(relo.section)
+        code = obj.elf.section_data(sec)[relo.insn_off] if sec else 0
+        if code & _CLASS_MASK == _CLASS_LDX and code & _MODE_MASK == _MODE_MEM:
             if _unsigned_or_ptr(lb.skip_mods(local_id)) and \
                     _unsigned_or_ptr(target.skip_mods(target_id)):
                 return None  # libbpf narrows the load
@@ -509,7 +512,7 @@ def reachable(code: bytes, big_endian: bool, start: int, end: int,
         dst, src = (r >> 4, r & 0xF) if big_endian else (r & 0xF, r >> 4)
         if dst > 10 or src > 10:
             continue
-        cls, op = code_b & 7, code_b & 0xF0
+        cls, op = code_b & _CLASS_MASK, code_b & 0xF0
         succ: list[tuple[int, Regs, bool]] = []
         if cls == 0:  # LD: ld_imm64 takes two slots
             if code_b == 0x18:
@@ -527,7 +530,7 @@ def reachable(code: bytes, big_endian: bool, start: int, end: int,
                 regs[0] = None
                 succ.append((pc + 1, tuple(regs), free))
         elif cls in (1, 2, 3):  # LDX, ST, STX
-            if cls == 1:
+            if cls == _CLASS_LDX:
                 regs[dst] = SETTING if regs[src] is RODATA_PTR else None
             elif cls == 3 and code_b & 0xE0 == 0xC0:  # atomics may write src and r0
                 regs[src] = None

@@ -184,8 +184,9 @@ def _debug_packages(apt: PrivateApt, images: list[tuple[str, str]],
                     report: Callable[[str], None]) -> list[tuple[str, str]]:
     out = []
     for image in images:
+        package = debug_package(image)
         try:
-            out.append((debug_package(image), apt._version(debug_package(image))))
+            out.append((package, apt._version(package)))
         except FetchError as e:
             report(f"{apt.suite}/{apt.arch}: no debug package for {image[0]} ({e})")
     return out
