@@ -29,6 +29,13 @@ from vigil.fim.service import FimService
 from vigil.kernel.backend import BackendSettings, KernelBackend, start_backend
 from vigil.kernel.errors import VigilError
 from vigil.outputs.base import Output, Sink
+from vigil.watchlist import (
+    Alias,
+    AliasSet,
+    kernel_watch_paths,
+    resolve,
+    static_aliases,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +47,6 @@ DROP_KINDS = ("drop_file", "drop_exec", "drop_exit", "inflight_full", "drop_unkn
 
 def _kind(counter: str) -> str:
     return counter.removeprefix("drop_").removesuffix("_full")
-
-
-# Symlinks into watched trees followed by name; the kernel's watch list holds 4096 entries.
-MAX_ALIASES = 2048
 
 
 @dataclass
@@ -62,19 +65,6 @@ class RunSummary:
                           if k != "drop_unknown" or self.drops.get(k))
         return (f"vigil: {sum(self.delivered.values())} events delivered ({kinds}) in "
                 f"{self.seconds:.1f}s; {self.dropped} dropped by the kernel side ({drops})")
-
-
-def kernel_watch_paths(config: Config) -> list[bytes]:
-    """Every realtime directory, plus its real path when it is reached through a symlink
-    (/bin -> /usr/bin): paths from syscall arguments are matched before symlinks resolve."""
-    out: list[bytes] = []
-    for d in config.directories:
-        if not d.realtime:
-            continue
-        for p in (d.path, os.path.realpath(d.path)):
-            if p not in out:
-                out.append(p)
-    return out
 
 
 class Agent:
@@ -99,19 +89,26 @@ class Agent:
         self._backend_name = backend  # None or "auto": the best that runs here
         self._backend: KernelBackend | None = None
         self.summary = RunSummary()
-        self._aliases: set[bytes] = set()
+        self.aliases = AliasSet(config)
 
-    def _watch_alias(self, link: bytes) -> None:
-        if link in self._aliases:
+    def _add_alias(self, alias: Alias) -> None:
+        if not self.aliases.add(alias):
             return
-        if len(self._aliases) >= MAX_ALIASES:
-            log.warning("not following symlink %r into a watched tree: %d already followed",
-                        link, MAX_ALIASES)
-            return
-        self._aliases.add(link)
         if self._backend is not None:
-            self._backend.add_watch(link)
-        log.info("following symlink %s into a watched tree", os.fsdecode(link))
+            self._backend.add_watch(alias.link)
+        log.info("following symlink %s -> %s into a watched tree (%s)",
+                 os.fsdecode(alias.link), os.fsdecode(alias.target), alias.found_by)
+
+    def _new_link(self, link: bytes, target: bytes) -> None:
+        """The pipeline saw a symlink created: an alias if it leads into a watched tree."""
+        self._add_alias(Alias(link, target, "created"))
+
+    def _baseline_links(self) -> None:
+        """Symlinks the baseline walks recorded in the watched trees become aliases too."""
+        if self._fim is not None:
+            for link in self._fim.take_symlinks():
+                if (target := resolve(link)) is not None:
+                    self._add_alias(Alias(link, target, "baseline"))
 
     def _is_watched(self, path: bytes) -> bool:
         return self._policy.watched(path) is not None
@@ -133,16 +130,19 @@ class Agent:
         for note in self._backend.plan.notes:
             log.info("%s", note)
         with self._backend as backend:
-            roots = kernel_watch_paths(self.config)
-            n = backend.set_watches(roots)
+            for alias in static_aliases(self.config):
+                self.aliases.add(alias)
+            n = backend.set_watches(kernel_watch_paths(self.config) + [
+                a.link for a in self.aliases.aliases()])
             procs = ProcessTable()
             procs.load_from_proc()
             pipeline = Pipeline(self._is_watched, procs, NameCache(), backend.forget_open_file,
-                                report_processes=self.config.exec_events, roots=roots,
-                                watch_alias=self._watch_alias,
+                                report_processes=self.config.exec_events,
+                                watch_alias=self._new_link,
                                 closes_at_exit=backend.name == "tracepoint")
-            log.info("watching %d paths (%d kernel entries) with the %s backend; %d processes "
-                     "known", len(self.config.directories), n, backend.name, len(procs))
+            log.info("watching %d paths (%d kernel entries, %d of them symlink aliases) with "
+                     "the %s backend; %d processes known", len(self.config.directories), n,
+                     len(self.aliases), backend.name, len(procs))
             if self._fim_enabled:
                 self._fim = FimService(self.config)
                 self._fim.start()
@@ -179,6 +179,7 @@ class Agent:
                     break
             if self._fim is not None:
                 self._emit(self._fim.tick(time.time_ns()))
+                self._baseline_links()
             now = time.monotonic()
             if stopping or now >= next_stats:
                 self._check_drops(backend)

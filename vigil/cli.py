@@ -74,9 +74,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
+    from vigil.config import load_config
     from vigil.doctor import collect, render
 
-    report = collect()
+    report = collect(load_config(args.config))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -134,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="what this kernel supports and what Vigil will use",
                             parents=[verbose])
     doctor.add_argument("--json", action="store_true", help="machine-readable report")
+    doctor.add_argument("--config", type=Path, metavar="FILE",
+                        help="configuration whose watch list to show (default: embedded)")
     doctor.set_defaults(func=_doctor)
 
     from vigil.fim import oneshot

@@ -11,6 +11,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from vigil import watchlist
+from vigil.config import Config, load_config
 from vigil.kernel import libbpf, mounts, probes
 from vigil.kernel.backend import BackendSettings, choose_event_buffer, plan_backends
 from vigil.kernel.btf_source import BtfSource, resolve_btf
@@ -49,6 +51,9 @@ class DoctorReport:
     # tailored; None when there is none.
     btf_in_use: str | None = None
     btf_in_use_kind: str | None = None
+    # The kernel's watch list for the configuration: roots and symlink aliases (vigil.watchlist)
+    watch_roots: list[str] = field(default_factory=list)
+    aliases: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def can_run(self) -> bool:
@@ -79,8 +84,16 @@ def _choose(btf: BtfSource | None, btf_error: str) -> BackendChoice:
                          cands.rejected, best.blind_spots, available, list(best.notes))
 
 
-def collect() -> DoctorReport:
-    """Measure everything (mounting tracefs/bpffs/securityfs first when root)."""
+def _watch_list(config: Config) -> tuple[list[str], list[dict[str, str]]]:
+    roots = [os.fsdecode(p) for p in watchlist.kernel_watch_paths(config)]
+    aliases = [{"link": os.fsdecode(a.link), "target": os.fsdecode(a.target),
+                "found_by": a.found_by} for a in watchlist.static_aliases(config)]
+    return roots, aliases
+
+
+def collect(config: Config | None = None) -> DoctorReport:
+    """Measure everything (mounting tracefs/bpffs/securityfs first when root); the watch list
+    is the one ``config`` gives (default: the embedded configuration)."""
     problems: list[str] = []
     mounted_now: list[str] = []
     if os.geteuid() == 0:
@@ -108,6 +121,7 @@ def collect() -> DoctorReport:
     event_buffer, why = choose_event_buffer()
     btf = probes.KERNEL_BTF
     uname = os.uname()
+    roots, aliases = _watch_list(config if config is not None else load_config(None))
     return DoctorReport(
         kernel_release=uname.release,
         architecture=uname.machine,
@@ -126,6 +140,8 @@ def collect() -> DoctorReport:
         problems=problems,
         btf_in_use=in_use.describe() if in_use else None,
         btf_in_use_kind=in_use.kind if in_use else None,
+        watch_roots=roots,
+        aliases=aliases,
     )
 
 
@@ -166,5 +182,10 @@ def render(report: DoctorReport) -> str:
     lines.extend(f"  note: {n}" for n in b.notes)
     for gap in b.blind_spots:
         lines.append(f"  cannot see: {gap}")
+    lines.append(f"watch list    {len(r.watch_roots)} roots, {len(r.aliases)} symlink aliases "
+                 "(symlinks into watched trees, matched like the trees)")
+    lines.extend(f"  alias {a['link']} -> {a['target']} ({a['found_by']})" for a in r.aliases)
+    lines.append("  and, while running: symlinks the baseline walks record in watched trees, "
+                 "and new ones as they are created")
     lines.extend(f"problem       {p}" for p in r.problems)
     return "\n".join(lines)

@@ -22,7 +22,12 @@ from vigil.btfhub.debian import fetch
 @pytest.fixture(scope="session")
 def kernel_deb() -> Callable[[str], Path]:
     """kernel_deb("arm64") -> the cached .deb of that kernel (downloaded on first use)."""
-    if not os.access(CACHE.parent if not CACHE.exists() else CACHE, os.W_OK):
+    try:  # a fresh machine has no cache yet: make it, as `vigil btf fetch` would
+        CACHE.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        pytest.skip(f"cannot create the kernel cache {CACHE}: {e.strerror} "
+                    "(run as root or set VIGIL_KERNEL_CACHE)")
+    if not os.access(CACHE, os.W_OK):
         pytest.skip(f"{CACHE} is not writable (run as root or set VIGIL_KERNEL_CACHE)")
     got: dict[str, Path] = {}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from vigil.enrich.process import ProcessTable
@@ -78,8 +78,7 @@ class Pipeline:
         forget_open_file: Callable[[int], None],
         *,
         report_processes: bool = True,
-        roots: Sequence[bytes] = (),
-        watch_alias: Callable[[bytes], None] | None = None,
+        watch_alias: Callable[[bytes, bytes], None] | None = None,
         closes_at_exit: bool = True,
     ) -> None:
         # True when the kernel side sees closes only as syscalls (the tracepoint backend): an
@@ -87,7 +86,6 @@ class Pipeline:
         # the last reference go (__fput), after the exit record, and send the "modified" then.
         self._closes_at_exit = closes_at_exit
         self._report_processes = report_processes
-        self._roots = [r.rstrip(b"/") or b"/" for r in roots]
         self._watch_alias = watch_alias
         self._is_watched = is_watched
         self._procs = procs
@@ -173,17 +171,14 @@ class Pipeline:
         out.append(ev)
 
     def _follow_new_link(self, link: bytes, target: bytes) -> None:
-        """A symlink that leads into (or above) a watched tree becomes a watched name itself,
-        so that operations through it reach user space, which resolves them to the real path.
-        (The tracepoint backend matches path arguments by their text.)"""
+        """Hands a new symlink and what it resolves to to ``watch_alias``, which makes it a
+        watched name if it leads into (or above) a watched tree (vigil.watchlist), so that
+        operations through it reach user space, which resolves them to the real path."""
         if self._watch_alias is None:
             return
         base = link.rpartition(b"/")[0] or b"/"
         real = os.path.realpath(target if target.startswith(b"/") else base + b"/" + target)
-        inside = real.rstrip(b"/") + b"/"
-        if any(real == r or r.startswith(inside) or real.startswith(r + b"/")
-               for r in self._roots):
-            self._watch_alias(link)
+        self._watch_alias(link, real)
 
     def _opened(self, raw: RawFile, out: list[Event]) -> None:
         ev = raw.event

@@ -40,6 +40,7 @@ class FimService:
         self._thread = threading.Thread(target=self._worker, name="vigil-fim", daemon=True)
         self._next_scan = float("inf")
         self.scans_done = 0
+        self._symlinks: queue.Queue[list[bytes]] = queue.Queue()
 
     def start(self) -> None:
         first = self._store.last_complete_scan() is None
@@ -66,6 +67,15 @@ class FimService:
             self._next_scan = time.monotonic() + self.config.scan.interval
             self._jobs.put(("scheduled-scan", None))
         return out
+
+    def take_symlinks(self) -> list[bytes]:
+        """The baseline's symlinks, once after each finished scan (else nothing)."""
+        out: list[bytes] = []
+        while True:
+            try:
+                out += self._symlinks.get_nowait()
+            except queue.Empty:
+                return out
 
     def rescan_after_drops(self) -> None:
         """Events were lost: walk every realtime tree and report what differs from the baseline."""
@@ -113,5 +123,6 @@ class FimService:
             if source != "initial-scan":  # the first baseline is not a list of changes
                 self._results.put(ev)
         self.scans_done += 1
+        self._symlinks.put(store.symlinks())
         log.info("%s: %d files in %.1fs, %d %s", source, scanner.stats.seen,
                  time.monotonic() - t0, n, "recorded" if source == "initial-scan" else "changes")

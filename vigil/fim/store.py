@@ -263,6 +263,11 @@ class Store:
                     "WHERE path >= ? AND path < ?",
                     (new_prefix, len(lo) + 1, lo, hi))
 
+    def symlinks(self) -> list[bytes]:
+        """The paths of every symlink in the baseline (vigil.watchlist follows those that lead
+        into a watched tree)."""
+        return [r[0] for r in self.db.execute("SELECT path FROM files WHERE kind = 'symlink'")]
+
     def count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM files").fetchone()[0])
 

@@ -64,8 +64,11 @@ BLIND_SPOTS: dict[str, tuple[str, ...]] = {
         "completion and are not reported",
         "io_uring on kernels whose io_uring_complete tracepoint does not name the request "
         "(5.10): nothing of io_uring is seen there",
-        "operations through a symlink or bind mount into a watched tree made before Vigil "
-        "started (path arguments are matched by their text; new symlinks are followed)",
+        "operations through a bind mount of a watched tree, or through a symlink into one "
+        "that Vigil does not know of: outside the watched trees and their ancestor "
+        "directories, made before Vigil started (and not in a scanned tree) or used before "
+        "Vigil saw it created (path arguments are matched by their text; the known symlinks "
+        "are listed under 'watch list')",
         "close_range(), writes through mmap after close, files inherited by a child that "
         "outlives the opener (scheduled scans and rescans after drops catch the result)",
     ),
