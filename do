@@ -4,7 +4,7 @@
 #   ./do test [pytest options]     install what is missing, build, run the whole test suite
 # Both are idempotent: each step checks first and does nothing when already done.
 #   ./do test-kernels [--kernel 5.10|6.1|6.12 ...] [--backend auto|all|NAME ...]
-#                     [--btf kernel|tailored ...]
+#                     [--btf kernel|tailored ...] [--suite matrix|kernel]
 #                                  the VM kernel matrix (tests/vm; QEMU + virtme-ng, see README);
 #                                  --btf tailored: on a tailored BTF, the kernel's own hidden
 set -euo pipefail
@@ -108,7 +108,7 @@ case "$cmd" in
   *)
     echo "usage: ./do run [vigil run options] | ./do test [pytest options] | ./do setup" >&2
     echo "       ./do test-kernels [--kernel SERIES ...] [--backend auto|all|NAME ...]" \
-         "[--btf kernel|tailored ...]" >&2
+         "[--btf kernel|tailored ...] [--suite matrix|kernel]" >&2
     exit 2
     ;;
 esac

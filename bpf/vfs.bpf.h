@@ -62,10 +62,13 @@ struct pending {
 	struct evbuf ev;		/* the event, complete but for its result */
 };
 
-/* One slot per thread with an operation between capture and commit. LRU: a capture whose
- * commit never comes (another LSM said no) must not pin a slot forever. */
+/* One slot per thread with an operation between capture and commit. A plain hash, not an LRU
+ * (which would evict a capture in progress without a trace): a capture whose commit never comes
+ * (another LSM said no) keeps its thread's slot only until that thread's next capture replaces
+ * it or the thread exits (handle_exit deletes it), so the slots in use never exceed the threads
+ * alive; a full map fails the capture, which is counted (inflight_full) like a full inflight. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);
 	__type(key, __u64);		/* pid_tgid */
 	__type(value, struct pending);
@@ -126,6 +129,13 @@ static __noinline int capture(struct capture *c)
 
 		len2 = n > 1 ? n - 1 : 0;
 	}
+	if (!hit && c->op == VIGIL_OP_SYMLINK) {
+		/* as on the tracepoint backend: a new symlink anywhere may lead into a watched tree,
+		 * and the xattr syscalls (matched by their path text on every backend) see through
+		 * it only once user space has made it a watched name */
+		hit = 1;
+		flags |= VIGIL_F_LINK_ANYWHERE;
+	}
 	if (!hit) {
 		bpf_map_delete_elem(&pending, &id);	/* no stale slot may meet this commit */
 		return 0;
@@ -174,11 +184,33 @@ static __noinline int commit(__u32 kind, __u64 ident, long ret)
 	if (!pd || pd->commit != kind || pd->ident != ident)
 		return 0;	/* not ours (notify_change inside do_truncate, an unwatched path) */
 	e = (struct vigil_file_event *)pd->ev.b;
-	if (errno_reported(ret)) {
+	/* a symlink sent only because it may lead somewhere watched: not if it was not made */
+	if (errno_reported(ret) && !(ret < 0 && (e->hdr.flags & VIGIL_F_LINK_ANYWHERE))) {
 		e->ret = ret < 0 ? ret : 0;
+		if (kind == CM_MKDIR && ret >= 0) {
+			/* the mode the directory got: the capture saw the one asked for, which is
+			 * before the umask where the file system applies it (POSIX ACLs) */
+			struct dentry *d = (struct dentry *)ident;
+			struct inode *inode = KREAD(d, d_inode);
+
+			if (inode)
+				e->mode = KREAD(inode, i_mode) & 07777;
+		}
 		submit(e, e->hdr.size, VIGIL_STAT_DROP_FILE);
 	}
 	bpf_map_delete_elem(&pending, &id);
+	return 0;
+}
+
+/* A capture that no commit will send (open's O_TRUNC, reported by the write-open): its slot is
+ * freed now rather than left for the thread's next capture. */
+static __always_inline int drop_capture(__u32 kind, __u64 ident)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct pending *pd = bpf_map_lookup_elem(&pending, &id);
+
+	if (pd && pd->commit == kind && pd->ident == ident)
+		bpf_map_delete_elem(&pending, &id);
 	return 0;
 }
 
@@ -263,6 +295,15 @@ static __always_inline int on_file_open(struct file *f)
 	fmode = KREAD(f, f_mode);
 	if (!(fmode & cfg_fmode_write))
 		return 0;
+	/* overlayfs opens the file of the layer below as a second struct file that passes here
+	 * too, named by the overlay's path (open_with_fake_path, before 6.7) but holding the lower
+	 * inode; it has a last fput of its own, so tracking it would report every close twice.
+	 * The caller's file is the one whose inode is its dentry's. */
+	struct path *fp = KADDR(f, f_path);
+	struct dentry *fd = KREAD(fp, dentry);
+
+	if (KREAD(fd, d_inode) != KREAD(f, f_inode))
+		return 0;
 	created = (fmode & cfg_fmode_created) ? VIGIL_F_CREATED : 0;
 
 	struct inflight in = { .op = VIGIL_OP_OPEN_WRITE, .flags = KREAD(f, f_flags) };
@@ -280,7 +321,7 @@ static __always_inline int on_last_fput(struct file *f)
 
 	if (!w)
 		return 0;
-	bpf_map_delete_elem(&wfiles, &key);
+	lru_delete(&wfiles, &key, VIGIL_STAT_WFILES_DEL);
 
 	struct inflight in = { .op = VIGIL_OP_MODIFY, .flags = KREAD(f, f_flags) };
 
@@ -552,8 +593,8 @@ int fx_vfs_rename(__u64 *ctx)
 SEC("fexit/do_truncate")
 int fx_do_truncate(__u64 *ctx)
 {
-	if (ctx_arg(ctx, pos_truncate_attrs) & ATTR_OPEN)
-		return 0;	/* open(O_TRUNC): the write-open reports it */
+	if (ctx_arg(ctx, pos_truncate_attrs) & ATTR_OPEN)	/* the write-open reports it */
+		return drop_capture(CM_TRUNCATE, ctx_arg(ctx, pos_truncate));
 	commit(CM_TRUNCATE, ctx_arg(ctx, pos_truncate), result(ctx_arg(ctx, ret_truncate), 0));
 	return flush(ctx);
 }
@@ -715,7 +756,7 @@ SEC("kprobe/do_truncate")
 int kp_do_truncate(struct pt_regs *r)
 {
 	if (kp_arg(r, pos_truncate_attrs) & ATTR_OPEN)
-		return 0;
+		return drop_capture(CM_TRUNCATE, kp_arg(r, pos_truncate));
 	return arm(CM_TRUNCATE, kp_arg(r, pos_truncate));
 }
 

@@ -102,7 +102,11 @@ struct {
 	__type(value, struct inflight);
 } inflight SEC(".maps");
 
-/* Open files of watched paths that were opened for writing: closing them means "modified". */
+/* Open files of watched paths that were opened for writing: closing them means "modified".
+ * An LRU: on the tracepoint backend some last closes are never seen (close_range, the closes of
+ * an exec's O_CLOEXEC files), so no path can promise the delete; a plain hash would fill with
+ * them for good. Evictions are counted exactly
+ * instead (lru_insert), and each one is reported as a lost "modified". */
 struct wfile {
 	__u64 inode;
 	__u32 tgid;
@@ -170,12 +174,44 @@ static __always_inline __u32 clamp_len(__u32 len)
 	return len & LEN_MAX;
 }
 
+/* Atomic although per CPU: a trampoline program can be preempted by another on the same CPU, and
+ * the eviction counts (inserts - deletes - live entries) must be exact. */
 static __always_inline void count(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
 
 	if (v)
-		*v += 1;
+		__sync_fetch_and_add(v, 1);
+}
+
+#define E_NOENT 2
+#define E_EXIST 17
+
+/* The LRU maps (wfiles, uring_reqs) evict without telling anyone. Each of their entries is
+ * inserted once, then deleted or evicted or still there; so new keys and deletes are counted
+ * here and user space, which counts the live entries when an eviction was possible, knows
+ * exactly how many were evicted (vigil/kernel/lru.py). A replaced value is no new key: BPF_NOEXIST first, then BPF_EXIST. Where
+ * an entry can be cleaned up on every path, a plain hash with a counted "full" is used instead
+ * (inflight, pending). */
+static __always_inline long lru_insert(void *map, void *key, void *val, __u32 stat_new)
+{
+	long err = bpf_map_update_elem(map, key, val, BPF_NOEXIST);
+
+	if (err == -E_EXIST) {
+		err = bpf_map_update_elem(map, key, val, BPF_EXIST);
+		if (err != -E_NOENT)
+			return err;
+		err = bpf_map_update_elem(map, key, val, BPF_NOEXIST);	/* evicted in between */
+	}
+	if (!err)
+		count(stat_new);
+	return err;
+}
+
+static __always_inline void lru_delete(void *map, void *key, __u32 stat_del)
+{
+	if (!bpf_map_delete_elem(map, key))
+		count(stat_del);
 }
 
 /* ---- who: the acting task ------------------------------------------------------------- */
@@ -754,7 +790,7 @@ static __always_inline void track_write(struct file *f)
 	};
 	__u32 one = 1, *n;
 
-	if (bpf_map_update_elem(&wfiles, &key, &w, BPF_ANY)) {
+	if (lru_insert(&wfiles, &key, &w, VIGIL_STAT_WFILES_NEW)) {
 		count(VIGIL_STAT_WFILES_FULL);
 		return;
 	}
@@ -779,7 +815,7 @@ static __always_inline int on_close(int fd)
 	if (!w)
 		return 0;
 	if (w->inode != (__u64)KREAD(f, f_inode)) {
-		bpf_map_delete_elem(&wfiles, &key);	/* a recycled struct file */
+		lru_delete(&wfiles, &key, VIGIL_STAT_WFILES_DEL);	/* a recycled struct file */
 		return 0;
 	}
 	if (file_refs(f) > 1)
@@ -789,7 +825,7 @@ static __always_inline int on_close(int fd)
 
 	if (n && *n > 0)
 		__sync_fetch_and_add(n, -1);
-	bpf_map_delete_elem(&wfiles, &key);
+	lru_delete(&wfiles, &key, VIGIL_STAT_WFILES_DEL);
 
 	struct inflight in = { .op = VIGIL_OP_MODIFY, .flags = KREAD(f, f_flags) };
 
@@ -1268,8 +1304,10 @@ static __always_inline int on_uring_submit(struct io_kiocb *req)
 	} else {
 		bpf_map_delete_elem(&uring_parked, &key);	/* an earlier request's, if any */
 	}
-	if (e || r.opcode == IORING_OP_OPENAT || r.opcode == IORING_OP_OPENAT2)
-		bpf_map_update_elem(&uring_reqs, &key, &r, BPF_ANY);
+	if (e || r.opcode == IORING_OP_OPENAT || r.opcode == IORING_OP_OPENAT2) {
+		if (lru_insert(&uring_reqs, &key, &r, VIGIL_STAT_URING_NEW))
+			count(VIGIL_STAT_INFLIGHT_FULL);
+	}
 	return 0;
 }
 
@@ -1349,7 +1387,7 @@ static __always_inline int on_uring_complete(struct io_kiocb *req, int res)
 	if (!p)
 		return 0;	/* most completions: one lookup */
 	r = *p;
-	bpf_map_delete_elem(&uring_reqs, &key);
+	lru_delete(&uring_reqs, &key, VIGIL_STAT_URING_DEL);
 	if (KREAD(req, opcode) != r.opcode) {
 		bpf_map_delete_elem(&uring_parked, &key);	/* left by a request never completed */
 		return 0;
@@ -1447,15 +1485,18 @@ SEC("tracepoint/sched/sched_process_exit")
 int handle_exit(void *ctx)
 {
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u32 *pending;
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	__u32 *held;
 	__u16 flags = 0;
 
+	/* every thread's exit: a VFS capture it parked and no commit sent goes with it */
+	bpf_map_delete_elem(&pending, &id);
 	if (KREAD(t, signal, live.counter) != 0)
 		return 0;	/* other threads remain: not the process's exit */
-	pending = cfg_close_at_fput ? NULL : bpf_map_lookup_elem(&wpending, &tgid);
-	if (pending) {
-		if (*pending)
+	held = cfg_close_at_fput ? NULL : bpf_map_lookup_elem(&wpending, &tgid);
+	if (held) {
+		if (*held)
 			flags |= VIGIL_F_PENDING_WRITES;
 		bpf_map_delete_elem(&wpending, &tgid);
 	}

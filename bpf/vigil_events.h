@@ -53,7 +53,9 @@ enum vigil_ev_flags {
 					 * tell whether it leads into a watched tree */
 };
 
-/* Index into the per-CPU `stats` array: every failed ring-buffer reserve is counted. */
+/* Index into the per-CPU `stats` array: every failed ring-buffer reserve is counted, and so is
+ * every new key and every delete of the LRU maps (user space derives their evictions: an LRU
+ * map has no eviction callback, but each entry is either still there, deleted or evicted). */
 enum vigil_stat {
 	VIGIL_STAT_DROP_FILE = 0,
 	VIGIL_STAT_DROP_EXEC = 1,
@@ -62,7 +64,11 @@ enum vigil_stat {
 	VIGIL_STAT_WFILES_FULL = 4,
 	VIGIL_STAT_PERF_FULL = 5,	/* perf variant: sends that found the CPU's buffer full (also
 					 * counted by kind above) */
-	VIGIL_STAT_MAX = 8,
+	VIGIL_STAT_WFILES_NEW = 6,	/* wfiles: keys inserted ... */
+	VIGIL_STAT_WFILES_DEL = 7,	/* ... and deleted by BPF (user space counts its own) */
+	VIGIL_STAT_URING_NEW = 8,	/* uring_reqs: the same */
+	VIGIL_STAT_URING_DEL = 9,
+	VIGIL_STAT_MAX = 16,
 };
 
 struct vigil_hdr {

@@ -24,6 +24,7 @@ from vigil.enrich.users import NameCache
 from vigil.events.layout import Clock, Decoder
 from vigil.events.model import Event, LostEvents
 from vigil.events.pipeline import Pipeline
+from vigil.events.truncated import TruncatedPaths
 from vigil.fim.policy import Policy
 from vigil.fim.service import FimService
 from vigil.kernel.backend import BackendSettings, KernelBackend, start_backend
@@ -39,10 +40,26 @@ from vigil.watchlist import (
 
 log = logging.getLogger(__name__)
 
-# Counters that mean "an event may be missing": failed ring reserves, and file syscalls that
-# could not be followed from enter to exit because the in-flight table was full; with the perf
-# event buffer also samples perf lost that the BPF side could not count (4.x kernels: no kind).
-DROP_KINDS = ("drop_file", "drop_exec", "drop_exit", "inflight_full", "drop_unknown")
+# Counters that mean "an event may be missing". Each new loss becomes an events-lost event (its
+# kind: the counter's name less drop_ and _full), a warning, and a rescan of the watched trees.
+# The kernel side: failed ring reserves by kind; file syscalls, VFS captures or io_uring requests
+# not followed because their map (inflight, pending, uring_*) was full; write-opens not tracked
+# (wfiles_full: their "modified" never comes); entries its LRU maps evicted (wfiles: a write-open
+# whose "modified" is lost; uring_reqs: an io_uring request whose event is lost; counted exactly,
+# vigil.kernel.lru); with the perf event buffer also samples perf lost that the BPF side could not
+# count (4.x kernels: no kind).
+KERNEL_DROP_KINDS = ("drop_file", "drop_exec", "drop_exit", "inflight_full", "wfiles_full",
+                     "wfiles_evicted", "uring_reqs_evicted", "drop_unknown")
+# User space: records the decoder could not read (short, or of an unknown kind or operation);
+# write-opens the pipeline stopped following beyond MAX_OPEN_FILES (a "modified" at the exit of
+# the process holding it is lost).
+USER_DROP_KINDS = ("malformed", "open_files_evicted")
+DROP_KINDS = KERNEL_DROP_KINDS + USER_DROP_KINDS
+# Work done in part, no event missing: events whose path the kernel cut (reported with
+# vigil.file.path_truncated; the rescan they start lets the baseline learn the real path), and
+# /proc reads that failed (who-data without executable or command line). In the summary.
+PARTIAL_KINDS = ("path_truncated", "proc_read_failed")
+RESCAN_KINDS = ("path_truncated",)
 
 
 def _kind(counter: str) -> str:
@@ -54,17 +71,35 @@ class RunSummary:
     delivered: Counter[str] = field(default_factory=Counter)
     drops: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    baseline: dict[str, int] = field(default_factory=dict)  # FimService.counters(), when on
 
     @property
     def dropped(self) -> int:
-        return sum(self.drops.get(k, 0) for k in DROP_KINDS)
+        """Lost by the kernel side."""
+        return sum(self.drops.get(k, 0) for k in KERNEL_DROP_KINDS)
+
+    @property
+    def lost_in_user_space(self) -> int:
+        return sum(self.drops.get(k, 0) for k in USER_DROP_KINDS)
+
+    def _counts(self, kinds: Sequence[str]) -> str:
+        return ", ".join(f"{_kind(k)} {self.drops.get(k, 0)}" for k in kinds
+                         if k != "drop_unknown" or self.drops.get(k))
 
     def line(self) -> str:
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.delivered.items())) or "none"
-        drops = ", ".join(f"{_kind(k)} {self.drops.get(k, 0)}" for k in DROP_KINDS
-                          if k != "drop_unknown" or self.drops.get(k))
         return (f"vigil: {sum(self.delivered.values())} events delivered ({kinds}) in "
-                f"{self.seconds:.1f}s; {self.dropped} dropped by the kernel side ({drops})")
+                f"{self.seconds:.1f}s; {self.dropped} dropped by the kernel side "
+                f"({self._counts(KERNEL_DROP_KINDS)}); {self.lost_in_user_space} lost in user "
+                f"space ({self._counts(USER_DROP_KINDS)}); incomplete "
+                f"({self._counts(PARTIAL_KINDS)})"
+                + ("; baseline (" + ", ".join(f"{k} {n}" for k, n in self.baseline.items()) + ")"
+                   if self.baseline else ""))
+
+
+def _decoder_counts(decoder: Decoder) -> dict[str, int]:
+    """Records the decoder could not read, all reasons together."""
+    return {"malformed": sum(decoder.malformed.values())}
 
 
 class Agent:
@@ -139,7 +174,9 @@ class Agent:
             pipeline = Pipeline(self._is_watched, procs, NameCache(), backend.forget_open_file,
                                 report_processes=self.config.exec_events,
                                 watch_alias=self._new_link,
-                                closes_at_exit=backend.name == "tracepoint")
+                                closes_at_exit=backend.name == "tracepoint",
+                                truncated=TruncatedPaths(
+                                    d.path for d in self.config.directories if d.realtime))
             log.info("watching %d paths (%d kernel entries, %d of them symlink aliases) with "
                      "the %s backend; %d processes known", len(self.config.directories), n,
                      len(self.aliases), backend.name, len(procs))
@@ -174,7 +211,8 @@ class Agent:
                 events = pipeline.process(decoder.decode_batch(reader.drain(8 << 20)))
                 self._emit(events)
                 if self._fim is not None and events:
-                    self._emit(self._fim.handle(events, time.time_ns()))
+                    self._emit(self._fim.handle(pipeline.baseline_events(events),
+                                                time.time_ns()))
                 if reader.records == before:
                     break
             if self._fim is not None:
@@ -182,7 +220,7 @@ class Agent:
                 self._baseline_links()
             now = time.monotonic()
             if stopping or now >= next_stats:
-                self._check_drops(backend)
+                self._check_drops(backend, {**pipeline.counts(), **_decoder_counts(decoder)})
                 next_stats = now + 1.0
             if stopping:
                 return
@@ -195,20 +233,32 @@ class Agent:
         for sink in self.sinks:
             sink.emit(events)
 
-    def _check_drops(self, backend: KernelBackend) -> None:
-        counters = backend.counters()
+    def _check_drops(self, backend: KernelBackend, local: dict[str, int]) -> None:
+        """New losses (the kernel's counters and ``local``, user space's) become events-lost
+        events and a rescan; new events with cut paths a rescan."""
+        counters = {**backend.counters(), **local}
         lost: list[Event] = []
         for kind in DROP_KINDS:
             new = counters.get(kind, 0) - self.summary.drops.get(kind, 0)
             if new > 0:
-                log.warning("kernel side lost %d %s events", new, _kind(kind))
+                where = "user space" if kind in USER_DROP_KINDS else "kernel side"
+                log.warning("%s lost %d %s events", where, new, _kind(kind))
                 lost.append(LostEvents(time.time_ns(), _kind(kind), new))
+        rescan = bool(lost)
+        for kind in RESCAN_KINDS:
+            new = counters.get(kind, 0) - self.summary.drops.get(kind, 0)
+            if new > 0:
+                log.warning("%d events with a path the kernel could not walk to its end "
+                            "(%s): rescanning the watched trees", new, kind)
+                rescan = True
         self.summary.drops = counters
+        if self._fim is not None:
+            self.summary.baseline = self._fim.counters()
         if lost:
             for sink in self.sinks:
                 sink.emit(lost)
-            if self._fim is not None:
-                self._fim.rescan_after_drops()
+        if rescan and self._fim is not None:
+            self._fim.rescan_after_drops()
 
     def stop(self) -> None:
         self.stop_event.set()

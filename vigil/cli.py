@@ -151,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     btf = sub.add_parser("btf", help="BTF tools: fetch, extract, gen, check, which")
     btf_cli.configure_parser(btf, verbose)
 
+    from vigil.rules import cli as rules_cli
+
+    rules = sub.add_parser("rules", help="Sigma detection rules: check, list, test",
+                           parents=[verbose])
+    rules_cli.configure_parser(rules)
+
     config = sub.add_parser("config", help="configuration tools")
     csub = config.add_subparsers(dest="config_command", required=True)
     check = csub.add_parser("check", help="validate a configuration file")

@@ -25,17 +25,19 @@ from typing import Any, TypeVar
 
 import yaml
 
-from vigil.kernel.errors import VigilError
+from vigil import yamlfile
+from vigil.kernel.errors import InputError
 
 T = TypeVar("T")
 
-CHECKS = ("size", "mode", "owner", "group", "mtime", "inode", "hashes")
+CHECKS = ("size", "mode", "owner", "group", "mtime", "inode", "hashes", "xattrs", "ctime")
+MOUNTS = ("include", "skip")  # a directory's `mounts`: walk into other filesystems below it?
 HASHES = ("sha256", "sha1", "md5", "blake3")
 OUTPUTS = ("auto", "pretty", "json")
 EMBEDDED_NAME = "<embedded default.yaml>"
 
 
-class ConfigError(VigilError):
+class ConfigError(InputError):
     """A configuration file is wrong; the message says where ("FILE:LINE: ...")."""
 
 
@@ -84,6 +86,7 @@ class DirectoryConfig:
     nodiff: tuple[Pattern, ...] = ()
     follow_symlinks: bool = False
     tags: tuple[str, ...] = ()
+    mounts: str = "include"  # one of MOUNTS (pseudo filesystems are never walked)
 
     @property
     def max_depth(self) -> int | None:
@@ -148,7 +151,11 @@ class _Ctx:
         return ConfigError(f"{self.source}:{node.start_mark.line + 1}: {msg}")
 
     def value(self, node: yaml.Node) -> Any:
-        return self._loader.construct_object(node, deep=True)
+        try:
+            return self._loader.construct_object(node, deep=True)
+        except (ValueError, OverflowError, TypeError) as e:
+            # PyYAML's own constructors: a date like 2001-02-30, an integer of 5,000 digits
+            raise self.error(node, f"cannot read the value {_excerpt(node)}: {e}") from None
 
     def mapping(self, node: yaml.Node, what: str, allowed: tuple[str, ...]) -> dict[str, yaml.Node]:
         if not isinstance(node, yaml.MappingNode):
@@ -187,9 +194,17 @@ class _Ctx:
         for text, item in self.str_list(node, key):
             try:
                 out.append(Pattern.parse(text))
-            except re.error as e:
-                raise self.error(item, f"bad regex in '{key}': {text!r}: {e}") from None
+            except (re.error, OverflowError, RecursionError) as e:
+                raise self.error(item, f"bad regex in '{key}': {text[:80]!r}: "
+                                       f"{e if str(e) else 'nested too deeply'}") from None
         return tuple(out)
+
+
+def _excerpt(node: yaml.Node) -> str:
+    if isinstance(node, yaml.ScalarNode):
+        text = str(node.value)
+        return repr(text if len(text) <= 40 else text[:40] + "...")
+    return f"({type(node).__name__})"
 
 
 _NAMES = {"int": "an integer", "bool": "true or false", "str": "a string",
@@ -198,8 +213,8 @@ _NAMES = {"int": "an integer", "bool": "true or false", "str": "a string",
 _TOP = ("directories", "exec_events", "failed_errnos", "ring_buffer_mb", "output", "json_file",
         "database", "state_dir", "scan", "diff", "ignore")
 _DIR = ("path", "recursive", "depth", "realtime", "check", "hashes", "report_changes", "ignore",
-        "restrict", "nodiff", "follow_symlinks", "tags")
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+        "restrict", "nodiff", "follow_symlinks", "tags", "mounts")
+_DURATION = re.compile(r"^\s*(\d{1,12})\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -236,7 +251,9 @@ def _subset(ctx: _Ctx, node: yaml.Node, key: str, allowed: tuple[str, ...]) -> l
 def _abs_path(ctx: _Ctx, node: yaml.Node, key: str) -> Path:
     v = ctx.typed(node, key, str)
     if not os.path.isabs(v):
-        raise ctx.error(node, f"'{key}' must be an absolute path, got {v!r}")
+        raise ctx.error(node, f"'{key}' must be an absolute path, got {v[:200]!r}")
+    if "\0" in v:
+        raise ctx.error(node, f"'{key}' holds a NUL character, which no path can")
     return Path(os.path.normpath(v))
 
 
@@ -280,6 +297,12 @@ def _directory(ctx: _Ctx, node: yaml.Node) -> DirectoryConfig | None:
             kw[key] = ctx.patterns(m[key], key)
     if "tags" in m:
         kw["tags"] = tuple(v for v, _ in ctx.str_list(m["tags"], "tags"))
+    if "mounts" in m:
+        mounts = ctx.typed(m["mounts"], "mounts", str)
+        if mounts not in MOUNTS:
+            raise ctx.error(m["mounts"], f"'mounts' must be one of {', '.join(MOUNTS)}, "
+                                         f"got {mounts!r}")
+        kw["mounts"] = mounts
     return DirectoryConfig(**kw)
 
 
@@ -358,14 +381,7 @@ def _parse(ctx: _Ctx, root: yaml.Node | None) -> Config:
 
 def _load_text(text: str, source: str, embedded: bool) -> Config:
     ctx = _Ctx(source, embedded)
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark else 1
-        raise ConfigError(f"{source}:{line}: YAML syntax error: {e.problem or e}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}:1: YAML error: {e}") from None
+    root = yamlfile.compose(text, source, ConfigError)
     try:
         return _parse(ctx, root)
     except yaml.constructor.ConstructorError as e:
@@ -386,12 +402,7 @@ def load_config(path: Path | None) -> Config:
     """Load and validate a configuration file; ``None`` loads the embedded default."""
     if path is None:
         return _load_text(_embedded_text(), EMBEDDED_NAME, embedded=True)
-    try:
-        text = Path(path).read_text("utf-8")
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text: {e}") from None
+    text = yamlfile.read_text(Path(path), ConfigError)
     return _load_text(text, str(path), embedded=False)
 
 

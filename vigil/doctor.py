@@ -13,6 +13,7 @@ from typing import Any
 
 from vigil import watchlist
 from vigil.config import Config, load_config
+from vigil.fim import mounts as fim_mounts
 from vigil.kernel import libbpf, mounts, probes
 from vigil.kernel.backend import BackendSettings, choose_event_buffer, plan_backends
 from vigil.kernel.btf_source import BtfSource, resolve_btf
@@ -54,6 +55,9 @@ class DoctorReport:
     # The kernel's watch list for the configuration: roots and symlink aliases (vigil.watchlist)
     watch_roots: list[str] = field(default_factory=list)
     aliases: list[dict[str, str]] = field(default_factory=list)
+    # Filesystems mounted below watched directories that the baseline walk does not enter
+    # (vigil.fim.mounts: `mounts: skip`, and pseudo filesystems always)
+    fim_mounts_skipped: list[str] = field(default_factory=list)
 
     @property
     def can_run(self) -> bool:
@@ -142,6 +146,8 @@ def collect(config: Config | None = None) -> DoctorReport:
         btf_in_use_kind=in_use.kind if in_use else None,
         watch_roots=roots,
         aliases=aliases,
+        fim_mounts_skipped=fim_mounts.describe_skipped(
+            config if config is not None else load_config(None)),
     )
 
 
@@ -187,5 +193,9 @@ def render(report: DoctorReport) -> str:
     lines.extend(f"  alias {a['link']} -> {a['target']} ({a['found_by']})" for a in r.aliases)
     lines.append("  and, while running: symlinks the baseline walks record in watched trees, "
                  "and new ones as they are created")
+    lines.append(f"FIM mounts    {len(r.fim_mounts_skipped) or 'no'} filesystems mounted below "
+                 "watched directories left out of the baseline (`mounts: skip`, pseudo "
+                 "filesystems)")
+    lines.extend(f"  skipped {m}" for m in r.fim_mounts_skipped)
     lines.extend(f"problem       {p}" for p in r.problems)
     return "\n".join(lines)

@@ -47,6 +47,9 @@ with open(p, "a") as f:
 os.chmod(p, 0o600)
 os.unlink(p)
 """
+# What OPS must produce for its file, exactly and in order: one "modified" per close (the host
+# side, health.py, judges; a close reported twice is a failure).
+EXPECTED_ACTIONS = ("created", "modified", "modified", "mode-changed", "deleted")
 
 
 JIT = Path("/proc/sys/net/core/bpf_jit_enable")

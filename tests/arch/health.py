@@ -38,7 +38,8 @@ which`, `vigil doctor`, then the agent (`--backend` passed through); an unprivil
 as last-vng.log): uname -m, release, /sys/kernel/btf/vmlinux, the JIT switch, the doctor's and
 agent's output, whether the objects' tracepoint programs load alone when the agent did not come
 up, timings. This side judges it. Exit status: 0 healthy (the right machine, the BTF handed over
-used, the four events with the acting process's who-data: uid 65534, exe /usr/bin/python3*); 1
+used, exactly the events of guest_health.EXPECTED_ACTIONS (one "modified" per close), each
+with the acting process's who-data: uid 65534, exe /usr/bin/python3*); 1
 otherwise.
 
 Needs debootstrap, qemu-system-arm or qemu-system-x86, qemu-user-static and binfmt-support for
@@ -65,6 +66,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+
+from guest_health import EXPECTED_ACTIONS  # noqa: E402  (beside this file)
 
 from vigil.btfhub.debian import PrivateApt, fetch  # noqa: E402
 from vigil.btfhub.packages import read_package  # noqa: E402
@@ -367,10 +370,10 @@ def judge(result: dict[str, Any], spec: ArchSpec, cfg: dict[str, Any]) -> list[s
     pid = result["child_pid"]
     mine = [e for e in result["events"] if e.get("process", {}).get("pid") == pid]
     path = "/tmp/vigil-health/health.txt"
-    actions = [e["event"]["action"] for e in mine if e.get("file", {}).get("path") == path]
-    for wanted in ("created", "modified", "mode-changed", "deleted"):
-        if wanted not in actions:
-            problems.append(f"no {wanted} event for {path} (got {actions})")
+    actions = tuple(e["event"]["action"] for e in mine if e.get("file", {}).get("path") == path)
+    if actions != EXPECTED_ACTIONS:
+        problems.append(f"events for {path}: {list(actions)}, expected exactly "
+                        f"{list(EXPECTED_ACTIONS)} (one modified per close)")
     for e in mine:
         who = (e.get("user", {}).get("id"), e.get("process", {}).get("executable"))
         if who[0] != "65534" or not str(who[1]).startswith("/usr/bin/python3"):

@@ -50,3 +50,15 @@ def oneshot(*args: str, user: str | None = None,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
+
+
+def stored(cfg: Config) -> dict[bytes, dict[str, Any]]:
+    """The baseline's rows under the watched directories, as the before/after view of events (a
+    first scan records them silently: this is where to look at what it recorded)."""
+    with Store(cfg.database) as s:
+        out: dict[bytes, dict[str, Any]] = {}
+        for d in cfg.directories:
+            for r in [s.get(d.path), *s.iter_subtree(d.path)]:
+                if r is not None:
+                    out[r.path] = r.to_dict()
+        return out

@@ -9,7 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from fimutil import by_path, make_config, scan
+from fimutil import by_path, make_config, scan, stored
 
 from vigil.fim import scanner as scanner_mod
 from vigil.fim.store import Store
@@ -19,12 +19,20 @@ b = os.fsencode
 
 def test_init_then_no_changes(tmp_path: Path, tree: Path) -> None:
     cfg = make_config(tmp_path, tree)
-    first = by_path(scan(cfg))
-    assert {e.action for e in first.values()} == {"added"}
-    assert set(first) == {b(tree), b(tree / "a.txt"), b(tree / "sub"), b(tree / "sub/b.bin")}
+    # the first scan of a directory establishes its baseline: one event, not one per file
+    (first,) = scan(cfg)
+    assert (first.action, first.path, first.source) == ("baseline-established", b(tree),
+                                                        "manual-scan")
+    assert first.scan is not None and first.scan["files"] == 4
+    assert first.scan["duration_s"] >= 0
+    rows = stored(cfg)
+    assert set(rows) == {b(tree), b(tree / "a.txt"), b(tree / "sub"), b(tree / "sub/b.bin")}
     import hashlib
-    assert first[b(tree / "a.txt")].after["sha256"] == hashlib.sha256(b"alpha\n").hexdigest()
+    assert rows[b(tree / "a.txt")]["sha256"] == hashlib.sha256(b"alpha\n").hexdigest()
     assert scan(cfg) == []
+    (tree / "new.txt").write_text("n")  # once established, an addition is a change
+    assert [(e.action, e.path) for e in scan(cfg) if e.path != b(tree)] == [
+        ("added", b(tree / "new.txt"))]
 
 
 def test_every_attribute_change(tmp_path: Path, tree: Path) -> None:
@@ -67,8 +75,9 @@ def test_every_attribute_change(tmp_path: Path, tree: Path) -> None:
 
 def test_check_subset_and_hash_algorithms(tmp_path: Path, tree: Path) -> None:
     cfg = make_config(tmp_path, tree, check=["size", "hashes"], hashes=["sha1", "md5"])
-    added = by_path(scan(cfg))[b(tree / "a.txt")]
-    assert set(added.after) >= {"sha1", "md5"} and "sha256" not in added.after
+    scan(cfg)
+    added = stored(cfg)[b(tree / "a.txt")]
+    assert set(added) >= {"sha1", "md5"} and "sha256" not in added
     (tree / "a.txt").chmod(0o600)
     assert scan(cfg) == []  # mode is not checked
     (tree / "a.txt").write_text("alphA\n")
@@ -120,9 +129,10 @@ def test_special_files_attributes_only(tmp_path: Path, tree: Path) -> None:
     if os.geteuid() == 0:
         os.mknod(tree / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
         kinds["null"] = "chardev"
-    evs = by_path(scan(cfg))
+    scan(cfg)
+    rows = stored(cfg)
     for name, kind in kinds.items():
-        after = evs[b(tree / name)].after
+        after = rows[b(tree / name)]
         assert after["type"] == kind and "sha256" not in after, name
     (tree / "fifo").chmod(0o600)
     assert by_path(scan(cfg))[b(tree / "fifo")].changed_attributes == ["mode"]
@@ -140,17 +150,19 @@ def test_symlinks(tmp_path: Path, tree: Path) -> None:
     # followed: the link's target content is what is hashed
     (tmp_path / "f").mkdir()
     cfg2 = make_config(tmp_path / "f", tree, follow_symlinks=True)
-    evs = by_path(scan(cfg2))
-    assert evs[b(tree / "link")].after["sha256"] == evs[b(tree / "sub/b.bin")].after["sha256"]
+    scan(cfg2)
+    rows = stored(cfg2)
+    assert rows[b(tree / "link")]["sha256"] == rows[b(tree / "sub/b.bin")]["sha256"]
 
 
 def test_size_limit(tmp_path: Path, tree: Path) -> None:
     cfg = make_config(tmp_path, tree, scan={"max_file_size": 100})
     (tree / "big").write_bytes(b"x" * 101)
-    evs = by_path(scan(cfg))
-    assert "sha256" not in evs[b(tree / "big")].after
-    assert "too large" in evs[b(tree / "big")].after["error"]
-    assert "sha256" in evs[b(tree / "a.txt")].after
+    scan(cfg)
+    rows = stored(cfg)
+    assert "sha256" not in rows[b(tree / "big")]
+    assert "too large" in rows[b(tree / "big")]["error"]
+    assert "sha256" in rows[b(tree / "a.txt")]
 
 
 def test_vanishing_file_is_skipped(tmp_path: Path, tree: Path,
@@ -165,10 +177,9 @@ def test_vanishing_file_is_skipped(tmp_path: Path, tree: Path,
         return real(path, *a)  # type: ignore[arg-type]
 
     monkeypatch.setattr(scanner_mod, "build_record", racing)
-    evs = by_path(scan(cfg))
-    assert victim not in evs and b(tree / "sub/b.bin") in evs
-    with Store(cfg.database) as s:
-        assert s.get(victim) is None
+    scan(cfg)
+    rows = stored(cfg)
+    assert victim not in rows and b(tree / "sub/b.bin") in rows
 
 
 def test_depth_ignore_restrict(tmp_path: Path, tree: Path) -> None:
@@ -177,11 +188,11 @@ def test_depth_ignore_restrict(tmp_path: Path, tree: Path) -> None:
     (tree / "sub" / "y.conf").write_text("y")
     (tree / "z.swp").write_text("z")
     cfg = make_config(tmp_path, tree, depth=1, ignore=["*.swp"], restrict=["*.conf", "*.txt"])
-    paths = set(by_path(scan(cfg)))
-    assert paths == {b(tree / "a.txt"), b(tree / "sub/y.conf")}
+    scan(cfg)
+    assert set(stored(cfg)) == {b(tree / "a.txt"), b(tree / "sub/y.conf")}
 
 
-def test_other_filesystem_not_entered(tmp_path: Path, tree: Path) -> None:
+def test_other_filesystem_not_entered_with_mounts_skip(tmp_path: Path, tree: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("mounting needs root")
     import subprocess
@@ -190,7 +201,9 @@ def test_other_filesystem_not_entered(tmp_path: Path, tree: Path) -> None:
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mnt)], check=True)
     try:
         (mnt / "inside").write_text("x")
-        paths = set(by_path(scan(make_config(tmp_path, tree))))
+        cfg = make_config(tmp_path, tree, mounts="skip")
+        scan(cfg)
+        paths = set(stored(cfg))
         assert b(mnt) in paths and b(mnt / "inside") not in paths
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
@@ -233,5 +246,6 @@ def test_content_quota_oldest_first(tmp_path: Path, tree: Path) -> None:
 def test_blake3_when_installed(tmp_path: Path, tree: Path) -> None:
     blake3 = pytest.importorskip("blake3")
     cfg = make_config(tmp_path, tree, hashes=["sha256", "blake3"])
-    after = by_path(scan(cfg))[b(tree / "a.txt")].after
+    scan(cfg)
+    after = stored(cfg)[b(tree / "a.txt")]
     assert after["blake3"] == blake3.blake3(b"alpha\n").hexdigest()

@@ -27,12 +27,24 @@ VIGIL = ROOT / ".venv" / "bin" / "vigil"
 CHILD_PY = "/usr/bin/python3"
 
 Event = dict[str, Any]
+# How many times slower than a usual machine this one runs the tests: the kernel matrix's
+# software-emulated VMs set it (tests/vm/guest.py). Waits whose length depends on the machine's
+# speed rather than on what a test checks (events to arrive, a child to finish, the agent to
+# drain its buffer and stop) are multiplied by it.
+TIME_SCALE = float(os.environ.get("VIGIL_TEST_TIME_SCALE", "1"))
+
+
+def scaled(seconds: float) -> float:
+    return seconds * TIME_SCALE
+
 Pred = Callable[[Event], bool]
 
 SUMMARY_RE = re.compile(
     r"^vigil: (?P<delivered>\d+) events delivered \((?P<kinds>[^)]*)\) in (?P<secs>[\d.]+)s; "
-    r"(?P<dropped>\d+) dropped by the kernel side \(file (?P<file>\d+), exec (?P<exec>\d+), "
-    r"exit (?P<exit>\d+)(?:, inflight (?P<inflight>\d+))?(?:, unknown (?P<unknown>\d+))?\)$")
+    r"(?P<dropped>\d+) dropped by the kernel side \((?P<kernel>file \d+, exec \d+, exit \d+"
+    r"[^)]*)\)(?:; (?P<user>\d+) lost in user space \((?P<userkinds>[^)]*)\))?"
+    r"(?:; incomplete \((?P<partial>[^)]*)\))?(?:; baseline \((?P<baseline>[^)]*)\))?$")
+_COUNT_RE = re.compile(r"(\w+) (\d+)")
 
 
 def get(ev: Event, dotted: str, default: Any = None) -> Any:
@@ -69,6 +81,7 @@ def under(prefix: str | Path) -> Pred:
 # the archive key every agent must relocate against (the kernel's own BTF hidden): each agent's
 # start-up log is checked for it, so the suite cannot pass on the kernel's own BTF unnoticed.
 EXPECT_BTF_ENV = "VIGIL_TEST_EXPECT_BTF"
+BACKEND_ENV = "VIGIL_TEST_BACKEND"
 BACKEND_LINE_RE = re.compile(r"^vigil: (?P<backend>[a-z]+) backend\b")
 
 
@@ -104,6 +117,10 @@ class Summary:
     inflight: int
     unknown: int  # perf event buffer: samples perf lost that the BPF side could not count
     line: str
+    # every "name N" of the line: kernel kinds (wfiles, wfiles_evicted, ...), user space's
+    # (malformed, open_files_evicted) and the incomplete work (path_truncated, ...)
+    counts: dict[str, int] = field(default_factory=dict)
+    lost_in_user_space: int = 0
 
 
 # Runs a command in a mount namespace of its own where /sys/kernel/btf is empty: to Vigil and
@@ -130,11 +147,14 @@ class AgentProc:
 
     verbose: bool = False  # `vigil -v run`: scan completions and the like logged on stderr
     wrap: Sequence[str] = ()  # argv that execs the agent (same pid), e.g. WITHOUT_KERNEL_BTF
+    # `vigil run --backend`: None takes VIGIL_TEST_BACKEND (the kernel matrix runs the suite
+    # once per backend, tests/vm) and, without it, the agent's own choice; "auto" is always the
+    # agent's choice (a test whose setting allows one backend only, e.g. a tailored BTF).
+    backend: str | None = None
 
     def start(self) -> AgentProc:
-        # The kernel matrix (tests/vm) runs the suite once per backend.
         # VIGIL_TEST_EVENT_BUFFER=perf: through the perf event array kernels < 5.8 use.
-        backend = os.environ.get("VIGIL_TEST_BACKEND")
+        backend = self.backend or os.environ.get(BACKEND_ENV)
         buffer = os.environ.get("VIGIL_TEST_EVENT_BUFFER")
         cmd = [str(VIGIL), *(["-v"] if self.verbose else []), "run", *self.args, "-o", "json",
                "--db", str(self.db), *(["--backend", backend] if backend else []),
@@ -177,6 +197,19 @@ class AgentProc:
                 self.stderr_lines.append(line.decode(errors="replace").rstrip("\n"))
                 self._cond.notify_all()
 
+    def running_backend(self, timeout: float = 10) -> str:
+        """The backend the agent says it started (its "vigil: NAME backend ..." line)."""
+        deadline = time.monotonic() + scaled(timeout)
+        with self._cond:
+            while True:
+                for line in self.stderr_lines:
+                    if m := BACKEND_LINE_RE.match(line):
+                        return m["backend"]
+                if time.monotonic() > deadline:
+                    raise AssertionError("the agent did not say which backend runs:\n"
+                                         + "\n".join(self.stderr_lines[-20:]))
+                self._cond.wait(0.2)
+
     def _alive_check(self) -> None:
         assert self._proc is not None
         if self._proc.poll() is not None:
@@ -187,8 +220,11 @@ class AgentProc:
         with self._cond:
             return [e for e in self.events if pred(e)]
 
-    def wait_for(self, pred: Pred, timeout: float = 10, count: int = 1) -> list[Event]:
-        """Every event matching ``pred`` once at least ``count`` have arrived; fails on timeout."""
+    def wait_for(self, pred: Pred, timeout: float = 10, count: int = 1,
+                 scale: bool = True) -> list[Event]:
+        """Every event matching ``pred`` once at least ``count`` have arrived; fails after
+        ``timeout`` seconds (``scaled`` unless ``scale`` is false)."""
+        timeout = scaled(timeout) if scale else timeout
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -202,9 +238,12 @@ class AgentProc:
                 self._alive_check()
                 self._cond.wait(min(left, 0.2))
 
-    def probe(self, directory: Path, timeout: float = 15, tries: float = 0.2) -> None:
+    def probe(self, directory: Path, timeout: float = 15, tries: float = 0.2,
+              scale: bool = True) -> None:
         """Create and delete a sentinel in ``directory`` until the agent reports it: both the
-        readiness check at start and the "everything before this was processed" barrier."""
+        readiness check at start and the "everything before this was processed" barrier.
+        ``timeout`` is ``scaled`` unless ``scale`` is false (a limit already set for this
+        machine, VIGIL_TEST_START_TIMEOUT)."""
         self._seq += 1
         sentinel = str(directory / f".vigil-probe-{os.getpid()}-{self._seq}")
 
@@ -212,13 +251,13 @@ class AgentProc:
             return (is_file_event(ev) and get(ev, "event.action") == "deleted"
                     and get(ev, "file.path") == sentinel)
 
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (scaled(timeout) if scale else timeout)
         while True:
             with open(sentinel, "w"):
                 pass
             os.unlink(sentinel)
             try:
-                self.wait_for(seen, timeout=tries)
+                self.wait_for(seen, timeout=tries, scale=False)
                 break
             except AssertionError:
                 if time.monotonic() > deadline:
@@ -255,7 +294,7 @@ class AgentProc:
         if self._proc.poll() is None:
             self._proc.send_signal(signal.SIGTERM)
         try:
-            rc = self._proc.wait(timeout)
+            rc = self._proc.wait(scaled(timeout))
         except subprocess.TimeoutExpired:
             self._proc.kill()
             rc = self._proc.wait()
@@ -267,9 +306,11 @@ class AgentProc:
         for line in self.stderr_lines:
             m = SUMMARY_RE.match(line)
             if m:
-                summary = Summary(int(m["delivered"]), int(m["dropped"]), int(m["file"]),
-                                  int(m["exec"]), int(m["exit"]), int(m["inflight"] or 0),
-                                  int(m["unknown"] or 0), line)
+                counts = {k: int(v) for part in ("kernel", "userkinds", "partial", "baseline")
+                          for k, v in _COUNT_RE.findall(m[part] or "")}
+                summary = Summary(int(m["delivered"]), int(m["dropped"]), counts["file"],
+                                  counts["exec"], counts["exit"], counts.get("inflight", 0),
+                                  counts.get("unknown", 0), line, counts, int(m["user"] or 0))
         return rc, summary
 
 
@@ -363,7 +404,7 @@ def run_child(argv: Sequence[str], *, user: tuple[int, int] | None = None,
         kw = {"user": user[0], "group": user[1], "extra_groups": []}
     p = subprocess.Popen(list(argv), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          **kw)
-    out, err = p.communicate(timeout=timeout)
+    out, err = p.communicate(timeout=scaled(timeout))
     if expect_rc is not None:
         assert p.returncode == expect_rc, f"{argv!r} exited {p.returncode}: {err.decode()}"
     return Child(pid=p.pid, ppid=os.getpid(), uid=0 if user is None else user[0],

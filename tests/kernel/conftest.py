@@ -82,7 +82,7 @@ def agent(area: Area) -> Iterator[AgentProc]:
     proc = AgentProc(["--watch", str(area.watched)], db=area.root / "baseline.db").start()
     try:
         try:
-            proc.probe(area.watched, timeout=START_TIMEOUT)
+            proc.probe(area.watched, timeout=START_TIMEOUT, scale=False)
         except AssertionError as e:
             raise AssertionError(f"the agent did not report its readiness probe within "
                                  f"{START_TIMEOUT:.0f}s ({e}); its stderr:\n"

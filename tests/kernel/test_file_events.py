@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import errno
 import os
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from agent_proc import (
     run_child,
     under,
 )
+
+from vigil.kernel import hooks
 
 pytestmark = pytest.mark.root
 
@@ -336,6 +339,40 @@ def test_coreutils_relative_paths(agent: AgentProc, test_user: UserIds,
             check_who(ev, child)
 
 
+@pytest.mark.matrix
+def test_overlayfs_close_is_one_modification(agent: AgentProc, test_user: UserIds,
+                                             dirs: tuple[Path, Path]) -> None:
+    """A watched tree on overlayfs (containers; the health check's /tmp under virtme-ng): a
+    write-open there also opens the file of the layer below, and until 6.7 that second struct
+    file carries the overlay's path. Each close must still be one "modified", by the child."""
+    w, o = dirs
+    lower, upper, work, merged = o / "lower", o / "upper", o / "work", w / "merged"
+    for d in (lower, upper, work, merged):
+        d.mkdir()
+    (lower / "old").write_bytes(b"from the lower layer\n")
+    for d in (lower, lower / "old", upper):
+        os.chown(d, test_user.uid, test_user.gid)
+    subprocess.run(["modprobe", "overlay"], capture_output=True, check=False)  # may be built in
+    mount = subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                            f"lowerdir={lower},upperdir={upper},workdir={work}", str(merged)],
+                           capture_output=True, text=True, check=False)
+    assert mount.returncode == 0, f"mounting an overlayfs failed: {mount.stderr}"
+    try:
+        code = ("M = W + '/merged'\n"
+                "with open(M + '/new', 'w') as f: f.write('one')\n"
+                "with open(M + '/new', 'a') as f: f.write('two')\n"
+                "with open(M + '/old', 'a') as f: f.write('copied up')\n")
+        child = py_child(child_code(code, w, o), user=test_user.ids)
+        evs = of_pid(agent.settle(w), child.pid)
+    finally:
+        subprocess.run(["umount", str(merged)], check=False)
+    assert [(get(e, "event.action"), get(e, "file.path")) for e in evs] == [
+        ("created", f"{merged}/new"), ("modified", f"{merged}/new"),
+        ("modified", f"{merged}/new"), ("modified", f"{merged}/old")]
+    for ev in evs:
+        check_who(ev, child)
+
+
 def test_failed_attempts_are_reported_with_errno(agent: AgentProc, test_user: UserIds,
                                                  dirs: tuple[Path, Path]) -> None:
     """The test user against root's 0644 file in root's 0755 directory: failures, no changes."""
@@ -358,12 +395,19 @@ def test_failed_attempts_are_reported_with_errno(agent: AgentProc, test_user: Us
     evs = of_pid(agent.settle(w), child.pid)
     got = [(get(e, "event.action"), get(e, "file.path"), get(e, "event.outcome"),
             get(e, "error.code")) for e in evs]
-    assert got == [
+    want = [
         ("deleted", f"{target}", "failure", "EACCES"),
         ("opened", f"{target}", "failure", "EACCES"),
         ("mode-changed", f"{target}", "failure", "EPERM"),
         ("opened", f"{locked}/new", "failure", "EACCES"),
     ]
+    backend = agent.running_backend()
+    if backend != "tracepoint":
+        # The VFS backends see an open at file_open, which a refused open never reaches; only
+        # because the product says so (vigil doctor) may the test expect it.
+        assert any(gap.startswith("failed opens") for gap in hooks.BLIND_SPOTS[backend])
+        want = [w for w in want if w[0] != "opened"]
+    assert got == want
     for ev in evs:
         check_who(ev, child)
 

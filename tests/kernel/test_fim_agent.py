@@ -34,6 +34,7 @@ from agent_proc import (
     get,
     py_child,
     run_child,
+    scaled,
 )
 
 pytestmark = [
@@ -109,7 +110,7 @@ class VerboseAgent(AgentProc):
 
     def wait_log(self, prefix: str, timeout: float = 60, count: int = 1) -> list[str]:
         """Stderr lines starting with ``vigil: <prefix>`` once ``count`` have been written."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         with self._cond:
             while True:
                 found = [ln for ln in self.stderr_lines if ln.startswith(f"vigil: {prefix}")]
@@ -480,7 +481,9 @@ def test_changes_while_stopped_reported_at_start(scratch: Path) -> None:
         first.probe(w, timeout=60)
     finally:
         first.stop_ok()
-    assert not first.matching(is_fim), "the first baseline is not a list of changes"
+    # the first baseline is not a list of changes: one event says it was established
+    est = [(get(e, "event.action"), get(e, "file.path")) for e in first.matching(is_fim)]
+    assert est == [("baseline-established", str(w))], est
 
     # while stopped
     files["mod.txt"].write_bytes(b"mod.txt changed while vigil was stopped\n")

@@ -35,14 +35,6 @@ def uring_ops(area: Area) -> Path:
     return exe
 
 
-def _backend(agent: AgentProc) -> str:
-    for line in agent.stderr_lines:
-        if line.startswith("vigil: ") and " backend" in line:
-            return line.split()[1]
-    raise AssertionError("the agent did not say which backend runs:\n"
-                         + "\n".join(agent.stderr_lines))
-
-
 def _acted_for(ev: dict, child: Child) -> bool:
     """The event's process is the child, or an io_uring worker acting for it: a thread of the
     child (iou-wrk-*, since 5.12) or a kernel worker with the child's credentials (before)."""
@@ -76,7 +68,7 @@ def test_io_uring_changes(agent: AgentProc, uring_ops: Path, dirs: tuple[Path, P
            if get(e, "event.outcome") == "success" and get(e, "file.path") in names]
     got = [(get(e, "event.action"), get(e, "file.path")) for e in evs]
 
-    if _backend(agent) == "tracepoint" and not _complete_names_the_request():
+    if agent.running_backend() == "tracepoint" and not _complete_names_the_request():
         assert got == [], "io_uring is not served on this kernel; it must not invent events"
         return
 

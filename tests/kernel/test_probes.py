@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from vigil import doctor
-from vigil.kernel import mounts, probes
+from vigil.kernel import hooks, mounts, probes
 
 pytestmark = [
     pytest.mark.root,
@@ -69,29 +69,70 @@ def test_host_facts() -> None:
     assert not mounts.tracepoint_exists("syscalls", "sys_enter_no_such_thing")
 
 
+def choice_problems(measured: list[probes.Probe], choice: doctor.BackendChoice) -> list[str]:
+    """Where the doctor's backend choice disagrees with the feature probes ``measured``: the
+    chosen backend must be the best (hooks.BACKENDS order) whose needed probes all passed and
+    that the doctor did not rule out for another reason (a prototype, a JIT); every backend
+    with a failed probe must be rejected with that probe's own detail as its reason; a backend
+    whose probes passed may be rejected only for a reason that is not a probe's."""
+    by_name = {p.name: p for p in measured}
+    problems = []
+    best = None
+    for name in hooks.BACKENDS:
+        failed = [by_name[n] for n in hooks.NEEDED_PROBES[name] if by_name[n].available is not True]
+        why = choice.rejected.get(name)
+        if failed:
+            if why is None:
+                problems.append(f"{name}: probes {[p.name for p in failed]} failed, "
+                                "but it is not rejected")
+                continue
+            problems += [f"{name}: rejected with {why!r}, which does not cite the failed "
+                         f"{p.name} probe ({p.detail})" for p in failed
+                         if f"{p.name} probe: {p.detail}" not in why]
+        elif why is not None and " probe: " in why:
+            problems.append(f"{name}: its probes passed, but it is rejected for a probe: {why}")
+        elif why is None:
+            best = best or name
+    if choice.chosen != best:
+        problems.append(f"chose {choice.chosen}, the probes and rejections say {best}")
+    possible = [b for b in hooks.BACKENDS if b not in choice.rejected]
+    if choice.available != possible:
+        problems.append(f"lists {choice.available} as possible, not the unrejected {possible}")
+    return problems
+
+
 def test_doctor_reports_a_backend() -> None:
+    # The probes measured afresh, apart from the doctor's own run
+    probes.clear_cache()
+    measured = probes.run_all()
     report = doctor.collect()
     text = doctor.render(report)
     assert report.kernel_release == os.uname().release
-    assert report.backend.chosen == "tracepoint"
-    for better in ("lsm", "fentry", "kprobe"):
-        assert report.backend.rejected[better]
-    assert "backend       tracepoint" in text
-    assert report.to_dict()["can_run"] is True
+    assert [(p.name, p.available) for p in report.probes] == \
+        [(p.name, p.available) for p in measured]
+    assert choice_problems(measured, report.backend) == []
+    chosen = report.backend.chosen
+    assert chosen is not None and report.to_dict()["can_run"] is True
+    assert f"backend       {chosen} (" in text
+    for name, why in report.backend.rejected.items():
+        assert f"  not {name}: {why}" in text
     # the product says what the chosen backend cannot see
-    assert any("io_uring" in gap for gap in report.backend.blind_spots)
-    assert "cannot see: io_uring" in text
+    assert report.backend.blind_spots == hooks.BLIND_SPOTS[chosen]
+    for gap in report.backend.blind_spots:
+        assert f"  cannot see: {gap}" in text
 
 
 def test_ensure_mounted_on_a_fresh_namespace() -> None:
-    # A private mount namespace without tracefs/bpffs/securityfs mimics a fresh boot.
+    # A private mount namespace without tracefs/bpffs/securityfs mimics a fresh boot; debugfs
+    # goes too where the system mounts it (virtme-ng's guests): tracefs appears below it.
     if shutil.which("unshare") is None:
         pytest.skip("needs unshare(1)")
     script = (
         "import subprocess as s\n"
-        "for p in ('/sys/kernel/tracing', '/sys/fs/bpf', '/sys/kernel/security'):\n"
+        "for p in ('/sys/kernel/tracing', '/sys/kernel/debug/tracing', '/sys/kernel/debug',\n"
+        "          '/sys/fs/bpf', '/sys/kernel/security'):\n"
         "    s.run(['umount', '-l', p], check=False)\n"
-        "from vigil.kernel import mounts, probes\n"
+        "from vigil.kernel import hooks, mounts, probes\n"
         "assert mounts.tracefs_root() is None, mounts.tracefs_root()\n"
         "assert probes.probe('tracepoint').available is None\n"
         "done = mounts.ensure_mounted()\n"

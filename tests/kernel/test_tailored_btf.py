@@ -2,9 +2,10 @@
 
 A tailored BTF for this kernel is generated the way the shipped archive is (`vigil btf gen`
 over this kernel's BTF filed under this machine's os-release key), then the real `vigil run`
-is started twice on the same file operations: once as usual, once in a mount namespace where
-/sys/kernel/btf is empty (neither Vigil nor libbpf finds the kernel's BTF, as on a kernel built
-without it) and the archive pointed at (VIGIL_BTF_ARCHIVE). The events must be identical.
+is started twice on the same file operations: once as usual (on the backend under test), once
+in a mount namespace where /sys/kernel/btf is empty (neither Vigil nor libbpf finds the kernel's
+BTF, as on a kernel built without it) and the archive pointed at (VIGIL_BTF_ARCHIVE), where it
+must choose the tracepoint backend. The events must be identical.
 Also: libbpf and `vigil btf check` agree on a BTF that lacks a field.
 """
 
@@ -86,8 +87,8 @@ def _norm(ev: Event, d: Path, pid: int) -> dict[str, Any]:
 def run_once(area: Area, test_user: UserIds) -> Iterator[Any]:
     procs: list[AgentProc] = []
 
-    def run(name: str, env: dict[str, str],
-            wrap: tuple[str, ...] = ()) -> tuple[list[dict[str, Any]], list[str]]:
+    def run(name: str, env: dict[str, str], wrap: tuple[str, ...] = (),
+            backend: str | None = None) -> tuple[list[dict[str, Any]], list[str], str]:
         d = area.root / name
         d.mkdir()
         os.chown(d, test_user.uid, test_user.gid)
@@ -95,7 +96,8 @@ def run_once(area: Area, test_user: UserIds) -> Iterator[Any]:
         os.environ.update(env)
         try:
             agent = AgentProc(["--watch", str(d), "--no-fim", "--no-exec"],
-                              db=area.root / f"{name}.db", verbose=True, wrap=wrap).start()
+                              db=area.root / f"{name}.db", verbose=True, wrap=wrap,
+                              backend=backend).start()
         finally:
             for k, v in saved.items():
                 if v is None:
@@ -104,12 +106,13 @@ def run_once(area: Area, test_user: UserIds) -> Iterator[Any]:
                     os.environ[k] = v
         procs.append(agent)
         agent.probe(d, timeout=90)
+        running = agent.running_backend()
         child = _run_ops(d, test_user)
         events = agent.settle(d, under(d))
         rc, summary = agent.stop()
         assert rc == 0, "\n".join(agent.stderr_lines[-20:])
         assert summary is not None and summary.dropped == 0
-        return [_norm(e, d, child) for e in events], agent.stderr_lines
+        return [_norm(e, d, child) for e in events], agent.stderr_lines, running
 
     yield run
     for p in procs:
@@ -127,9 +130,15 @@ def _run_ops(d: Path, user: UserIds) -> int:
 
 @pytest.mark.slow
 def test_events_are_identical_on_the_tailored_btf(archive: Path, run_once: Any) -> None:
-    with_kernel, log_k = run_once("kernel-btf", {})
-    with_tailored, log_t = run_once("tailored-btf", {"VIGIL_BTF_ARCHIVE": str(archive)},
-                                    WITHOUT_KERNEL_BTF)
+    """On its kernel's own BTF the agent runs the backend under test (VIGIL_TEST_BACKEND in the
+    kernel matrix, else its own choice). A tailored BTF allows the tracepoint backend only, by
+    design (no function prototypes for kprobe, no kernel BTF to attach fentry or LSM programs
+    to): that run is left to the agent's choice, which must be tracepoint, and must see what
+    the backend under test saw."""
+    with_kernel, log_k, _ = run_once("kernel-btf", {})
+    with_tailored, log_t, tailored_backend = run_once(
+        "tailored-btf", {"VIGIL_BTF_ARCHIVE": str(archive)}, WITHOUT_KERNEL_BTF, "auto")
+    assert tailored_backend == "tracepoint", "\n".join(log_t)
     key = f"{os_release()['ID']}/{os_release()['VERSION_ID']}/{archmod.machine()}/" \
           f"{platform.release()}"
     assert any("using tailored BTF" in ln and key in ln for ln in log_t), "\n".join(log_t)

@@ -80,6 +80,23 @@ def test_unknown_or_short_records_are_skipped() -> None:
     assert decode(file_record(200, b"/x"), CLOCK) is None
 
 
+def test_dropped_records_are_counted_by_reason() -> None:
+    """Nothing the decoder drops is silent: each record is an event or a count."""
+    d = Decoder(CLOCK)
+    good = file_record(FileOp.CHMOD, b"/w/a")
+    over = bytearray(good)
+    layout.FILE_TAIL.pack_into(over, layout.TAIL_OFF, FileOp.CHMOD, 0, 0, 0, 0, 0, 0, 0, 0,
+                               4000, 0)  # path_len past the record's end
+    exe = b"/usr/bin/true"
+    body = proc_bytes() + layout.EXEC_TAIL.pack(len(exe), 1 << 30) + exe
+    records = [good, b"\x01\x00", good[:100], layout.HDR.pack(9, 0, 16, 0),
+               file_record(200, b"/x"), bytes(over), layout.HDR.pack(2, 0, 0, 0) + body, good]
+    events = list(d.decode_batch(memoryview(r) for r in records))
+    assert len(events) == 2
+    assert d.malformed == {"short": 2, "unknown-kind": 1, "unknown-op": 1, "bad-length": 2}
+    assert set(d.malformed) <= set(layout.MALFORMED_REASONS)
+
+
 def test_who_data_is_shared_until_an_exec() -> None:
     d = Decoder(CLOCK)
     a = d.decode(file_record(FileOp.CHMOD, b"/w/a"))

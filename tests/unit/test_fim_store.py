@@ -56,7 +56,7 @@ def test_migration_from_version_1(tmp_path: Path) -> None:
     con.commit()
     con.close()
     with Store(db) as s:
-        assert s.schema_version == 2
+        assert s.schema_version == SCHEMA_VERSION
         old = s.get(b"/a")
         assert old is not None and old.hashes == {"sha256": "aa"}
         r = rec(b"/b")

@@ -17,6 +17,7 @@ import tailored
 from agent_proc import tailored_btf_problem
 from cells import (
     Cell,
+    Counts,
     availability,
     btf_which_problem,
     cell_file,
@@ -24,6 +25,7 @@ from cells import (
     expand,
     junit_counts,
     markdown,
+    verdict,
 )
 from kernels import SERIES, Kernel, PrivateApt
 
@@ -67,6 +69,42 @@ def test_junit_counts(tmp_path: Path) -> None:
     assert (c.tests, c.failed, c.skipped) == (4, 2, 1)
     assert c.failures == ["tests.kernel.t::b", "tests.kernel.t::c"]
     assert junit_counts(tmp_path / "missing.xml") is None
+
+
+def test_a_cell_whose_tests_all_skipped_fails(tmp_path: Path) -> None:
+    xml = tmp_path / "r.xml"
+    xml.write_text(
+        '<testsuites><testsuite name="pytest">'
+        '<testcase classname="tests.kernel.t" name="a"><skipped message="needs x86_64"/>'
+        '</testcase>'
+        '<testcase classname="tests.kernel.t" name="b"><skipped message="needs root"/>'
+        "</testcase></testsuite></testsuites>")
+    counts = junit_counts(xml)
+    assert counts is not None
+    assert counts.skips == ["tests.kernel.t::a: needs x86_64", "tests.kernel.t::b: needs root"]
+    # pytest exits 0 when everything skipped; the cell must not pass
+    status, why = verdict(0, counts, 900)
+    assert (status, why) == ("fail", "all 2 tests skipped")
+    cell = Cell("6.12", "lsm", status, reason=why, tests=counts.tests, skipped=counts.skipped,
+                skips=counts.skips)
+    assert not cell.ok
+    assert cell.text() == "FAIL (all 2 tests skipped)"
+    # one test that ran is enough; its skips stay visible
+    counts.tests += 1
+    assert verdict(0, counts, 900) == ("pass", "")
+    passed = Cell("6.12", "lsm", "pass", tests=3, skipped=2, seconds=61)
+    assert passed.ok and passed.text() == "pass (3 tests, 2 skipped, 61s)"
+
+
+def test_cell_verdicts() -> None:
+    assert verdict(None, None, 900) == ("fail", "timed out after 900s")
+    assert verdict(5, Counts(), 900)[0] == "error"
+    assert verdict(1, None, 900) == ("fail", "pytest exited 1 without a report")
+    assert verdict(1, Counts(tests=3, failed=1), 900) == ("fail", "")
+    assert verdict(3, Counts(tests=3), 900) == ("fail", "pytest exited 3")
+    assert verdict(0, Counts(tests=3, skipped=1), 900) == ("pass", "")
+    failed = Cell("6.12", "kprobe", "fail", tests=30, failed=2, reason="timed out after 900s")
+    assert failed.text() == "FAIL (2 failed of 30; timed out after 900s)"
 
 
 def test_markdown_table() -> None:

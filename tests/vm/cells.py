@@ -1,8 +1,10 @@
 """The cells of the kernel x backend matrix: what a cell says, and how it is decided.
 
-Owns the list of backends, which backend names a ``--backend`` request expands to, reading a
-backend's availability from ``vigil doctor --json``, the result of one cell (written by the guest
-as JSON, read back by the host), counting a JUnit XML report, the Markdown table, and the BTF a
+Owns the list of backends, which backend names a ``--backend`` request expands to, the test
+suites a cell can run (``--suite``), reading a backend's availability from ``vigil doctor
+--json``, the result of one cell (written by the guest as JSON, read back by the host) and its
+verdict (a cell whose tests all skipped fails), counting a JUnit XML report (skip reasons
+included), the Markdown table, and the BTF a
 cell runs on: the kernel's own, or a tailored BTF made from the kernel's package with the kernel's
 own hidden (``--btf tailored``; such cells are columns of their own, "auto (tailored BTF)", and
 ``btf_which_problem`` says whether ``vigil btf which`` really picked the expected archive entry).
@@ -28,6 +30,10 @@ AUTO = "auto"
 KERNEL_BTF = "kernel"
 TAILORED_BTF = "tailored"
 BTF_MODES = (KERNEL_BTF, TAILORED_BTF)
+# What each cell runs: the `matrix` subset of tests/kernel (the file operation table, exec/exit,
+# io_uring: a few minutes per backend under emulation), or the whole of tests/kernel (FIM agent,
+# bursts, perf buffer, tailored BTF, probes, loader too) with the cell's backend.
+SUITES: dict[str, tuple[str, ...]] = {"matrix": ("-m", "matrix"), "kernel": ()}
 
 
 def column(backend: str, btf: str = KERNEL_BTF) -> str:
@@ -91,6 +97,7 @@ class Counts:
     failed: int = 0  # failures and errors
     skipped: int = 0
     failures: list[str] = field(default_factory=list)  # test ids
+    skips: list[str] = field(default_factory=list)  # "test id: reason"
 
 
 def junit_counts(xml: Path) -> Counts | None:
@@ -105,9 +112,30 @@ def junit_counts(xml: Path) -> Counts | None:
         if case.find("failure") is not None or case.find("error") is not None:
             c.failed += 1
             c.failures.append(f"{case.get('classname', '')}::{case.get('name', '')}")
-        elif case.find("skipped") is not None:
+        elif (skip := case.find("skipped")) is not None:
             c.skipped += 1
+            c.skips.append(f"{case.get('classname', '')}::{case.get('name', '')}: "
+                           f"{skip.get('message', '')}")
     return c
+
+
+def verdict(rc: int | None, counts: Counts | None, timeout: float) -> tuple[str, str]:
+    """(status, reason) of a cell from pytest's exit status (None: timed out) and its JUnit
+    counts. A cell passes only when tests ran, none failed and not every one skipped: a cell
+    whose tests all skipped tested nothing on that kernel and backend."""
+    if rc is None:
+        return "fail", f"timed out after {timeout:.0f}s"
+    if rc == 5 or (counts is not None and counts.tests == 0):
+        return "error", "no test was selected"
+    if counts is None:
+        return "fail", f"pytest exited {rc} without a report"
+    if counts.failed:
+        return "fail", ""
+    if counts.skipped == counts.tests:
+        return "fail", f"all {counts.tests} tests skipped"
+    if rc != 0:
+        return "fail", f"pytest exited {rc}"
+    return "pass", ""
 
 
 @dataclass
@@ -126,6 +154,8 @@ class Cell:
     failures: list[str] = field(default_factory=list)
     btf: str = KERNEL_BTF  # kernel or tailored (what the run asked for)
     btf_used: str = ""  # tailored: what `vigil btf which` said in the guest
+    suite: str = "matrix"  # a key of SUITES
+    skips: list[str] = field(default_factory=list)  # "test id: reason" of each skipped test
 
     @property
     def column(self) -> str:
@@ -148,8 +178,9 @@ class Cell:
             skipped = f", {self.skipped} skipped" if self.skipped else ""
             return f"pass ({self.tests} tests{skipped}, {self.seconds:.0f}s){chose}"
         if self.status == "fail":
-            if self.tests:
-                return f"FAIL ({self.failed} failed of {self.tests}){chose}"
+            if self.failed:
+                why = f"; {self.reason}" if self.reason else ""
+                return f"FAIL ({self.failed} failed of {self.tests}{why}){chose}"
             return f"FAIL ({self.reason}){chose}"
         if self.status == "unsupported":
             return f"unsupported ({self.reason})"

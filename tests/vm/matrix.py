@@ -6,6 +6,10 @@ files are unchanged afterwards, and the summary (terminal table and Markdown fil
 0 when every cell passed or is unsupported, 1 when any failed, 2 when the run itself could not
 be done.
 
+With ``--suite kernel`` each cell runs all of tests/kernel instead of the ``matrix`` subset
+(the FIM agent, bursts, perf buffer, tailored-BTF, probe and loader tests too), each agent on
+the cell's backend; a cell whose tests all skipped fails (cells.verdict).
+
 With ``--btf tailored`` each kernel's VM runs on a tailored BTF instead of the kernel's own
 (issue 5): the archive is made here from the kernel's cached package (tailored.py), the guest
 hides /sys/kernel/btf/vmlinux from Vigil and checks the tailored BTF is the one used (guest.py);
@@ -34,6 +38,7 @@ from cells import (
     AUTO,
     BTF_MODES,
     KERNEL_BTF,
+    SUITES,
     TAILORED_BTF,
     Cell,
     cell_file,
@@ -64,10 +69,10 @@ def probe_path(series: str) -> str:
 
 def vng_command(k: Kernel, out: Path, backends: list[str], timeout: float,
                 append: list[str], pytest_args: list[str],
-                btf: tailored.TailoredBtf | None = None) -> list[str]:
+                btf: tailored.TailoredBtf | None = None, suite: str = "matrix") -> list[str]:
     run = run_dir(k.series, TAILORED_BTF if btf else KERNEL_BTF)
     guest = [str(VENV_BIN / "python"), str(GUEST), "--out", str(out), "--kernel", k.series,
-             "--timeout", str(timeout), "--isolation-probe", probe_path(run)]
+             "--timeout", str(timeout), "--isolation-probe", probe_path(run), "--suite", suite]
     for b in backends:
         guest += ["--backend", b]
     if btf is not None:
@@ -98,14 +103,15 @@ def follow(log: Path, pos: int, prefix: str) -> int:
 
 
 def boot(k: Kernel, results: Path, backends: list[str], timeout: float, append: list[str],
-         pytest_args: list[str], btf: tailored.TailoredBtf | None = None) -> dict[str, float]:
+         pytest_args: list[str], btf: tailored.TailoredBtf | None = None,
+         suite: str = "matrix") -> dict[str, float]:
     """One VM for kernel ``k``: the guest writes its cells under ``results/<series>`` (or
     ``results/<series>-tailored-btf`` when it runs on the tailored BTF ``btf``)."""
     label = run_dir(k.series, TAILORED_BTF if btf else KERNEL_BTF)
     out = results / label
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    argv = vng_command(k, out, backends, timeout, append, pytest_args, btf)
+    argv = vng_command(k, out, backends, timeout, append, pytest_args, btf, suite)
     (out / "vng.argv").write_text(shlex.join(argv) + "\n")
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
     limit = BOOT_SECONDS + timeout * len(backends)
@@ -142,7 +148,8 @@ def boot(k: Kernel, results: Path, backends: list[str], timeout: float, append: 
 
 
 def collect(series: str, release: str, results: Path, backends: list[str],
-            why_missing: str, btf: str = KERNEL_BTF) -> dict[tuple[str, str], Cell]:
+            why_missing: str, btf: str = KERNEL_BTF,
+            suite: str = "matrix") -> dict[tuple[str, str], Cell]:
     """The cells the guest wrote, keyed by (series, column)."""
     cells = {}
     for b in backends:
@@ -150,7 +157,7 @@ def collect(series: str, release: str, results: Path, backends: list[str],
         try:
             cell = Cell.load(f)
         except (OSError, ValueError, TypeError):
-            cell = Cell(series, b, "error", reason=why_missing, btf=btf)
+            cell = Cell(series, b, "error", reason=why_missing, btf=btf, suite=suite)
         cells[(series, column(b, btf))] = cell
     return cells
 
@@ -183,7 +190,10 @@ def report(kernels: list[tuple[str, str]], columns: list[str],
         f"`./do test-kernels {shlex.join(argv)}` at {commit or '?'}"
         f"{' (with local changes)' if dirty else ''}, "
         f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}. "
-        "`auto` is the agent's own choice, shown in brackets."
+        "`auto` is the agent's own choice, shown in brackets. Each cell ran "
+        + ", ".join(sorted({f"`pytest {' '.join([*SUITES[c.suite], 'tests/kernel'])}`"
+                            for c in cells.values() if c.suite in SUITES}) or ["nothing"])
+        + " with the cell's backend."
         + (" Columns marked (tailored BTF): the kernel's /sys/kernel/btf/vmlinux hidden from "
            "Vigil, which runs on a tailored BTF made from the kernel's package."
            if any(c.btf != KERNEL_BTF for c in cells.values()) else ""),
@@ -207,6 +217,15 @@ def report(kernels: list[tuple[str, str]], columns: list[str],
             for test in c.failures:
                 lines.append(f"- {c.kernel} / {c.column}: `{test}`")
         lines.append("")
+    skipping = [c for c in cells.values() if c.skips]
+    if skipping:
+        lines.append("Skipped tests, with the reason each gave:")
+        lines.append("")
+        for c in skipping:
+            for skip in c.skips:
+                test, _, why = skip.partition(": ")
+                lines.append(f"- {c.kernel} / {c.column}: `{test}`: {why}")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -215,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="./do test-kernels",
         description="Boot Debian kernels under QEMU (virtme-ng) and run the tests marked "
-                    "`matrix` once per backend.")
+                    "`matrix` (or all of tests/kernel: --suite kernel) once per backend.")
     ap.add_argument("--kernel", action="append", default=[], choices=list(SERIES),
                     help="kernel series (repeatable; default: all)")
     ap.add_argument("--backend", action="append", default=[],
@@ -232,13 +251,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", type=Path,
                     help="the Markdown table (default: build/kernel-matrix.md; "
                          "build/kernel-matrix-tailored-btf.md with --btf tailored)")
-    ap.add_argument("--timeout", type=float, default=900, help="seconds per kernel x backend")
+    ap.add_argument("--suite", choices=list(SUITES), default="matrix",
+                    help="matrix (default): the tests marked matrix; kernel: all of "
+                         "tests/kernel (FIM agent, bursts, perf buffer, tailored BTF, ...) in "
+                         "each cell, on the cell's backend")
+    ap.add_argument("--timeout", type=float,
+                    help="seconds per kernel x backend (default 900; 3600 with --suite kernel)")
     ap.add_argument("--append", action="append", default=[],
                     help="kernel command line argument, e.g. lsm=...,bpf (repeatable)")
     ap.add_argument("--refresh", action="store_true",
                     help="ask the archive for newer kernel packages than the cached ones")
     ap.add_argument("pytest_args", nargs="*", help="after --: more pytest arguments (-k ...)")
     a = ap.parse_args(raw)
+    timeout: float = a.timeout or (900.0 if a.suite == "matrix" else 3600.0)
     # SIGTERM (a CI time limit) unwinds like Ctrl-C, so no VM is left running
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if os.geteuid() != 0:
@@ -254,8 +279,13 @@ def main(argv: list[str] | None = None) -> int:
             say(f"{VENV_BIN / tool} missing: run ./do test-kernels (it installs virtme-ng)")
             return 2
     modes = [m for m in BTF_MODES if m in (a.btf or [KERNEL_BTF])]
+    if a.suite != "matrix" and TAILORED_BTF in modes:
+        say("--suite kernel runs on the kernel's own BTF only: its tests compare that BTF with "
+            "a tailored one themselves (test_tailored_btf.py) and probe the kernel's BTF")
+        return 2
     report_path: Path = a.report or ROOT / "build" / (
-        "kernel-matrix.md" if modes == [KERNEL_BTF] else "kernel-matrix-tailored-btf.md")
+        ("kernel-matrix" if modes == [KERNEL_BTF] else "kernel-matrix-tailored-btf")
+        + ("" if a.suite == "matrix" else f"-{a.suite}-suite") + ".md")
     columns = [column(b, m) for m in modes for b in backends]
     series = a.kernel or list(SERIES)
     results: Path = a.results.resolve()
@@ -273,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             kernels.append((s, ""))
             for m in modes:
                 cells.update(collect(s, "", results, backends,
-                                     f"kernel not available: {e}"[:300], m))
+                                     f"kernel not available: {e}"[:300], m, a.suite))
             continue
         say(f"{s}: {k.release} ready in {time.monotonic() - t0:.1f}s")
         kernels.append((s, k.release))
@@ -287,15 +317,15 @@ def main(argv: list[str] | None = None) -> int:
                     say(f"{s}: no tailored BTF: {e}")
                     shutil.rmtree(results / run_dir(s, m), ignore_errors=True)
                     cells.update(collect(s, k.release, results, backends,
-                                         f"no tailored BTF: {e}"[:300], m))
+                                         f"no tailored BTF: {e}"[:300], m, a.suite))
                     continue
                 say(f"{s}: tailored BTF {btf.key} ({btf.tailored_bytes} bytes, from "
                     f"{btf.source}) in {btf.archive}, made in {time.monotonic() - t0:.1f}s")
-            timings[run_dir(s, m)] = boot(k, results, backends, a.timeout, a.append,
-                                          a.pytest_args, btf)
+            timings[run_dir(s, m)] = boot(k, results, backends, timeout, a.append,
+                                          a.pytest_args, btf, a.suite)
             cells.update(collect(s, k.release, results, backends,
                                  f"the VM ended before this cell; see "
-                                 f"{results / run_dir(s, m)}/guest.log, vng.log", m))
+                                 f"{results / run_dir(s, m)}/guest.log, vng.log", m, a.suite))
     leaked = [p for s in series for m in modes
               if os.path.lexists(p := probe_path(run_dir(s, m)))]
     text = report(kernels, columns, cells, timings, raw, made)

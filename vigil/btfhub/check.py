@@ -17,11 +17,11 @@ from vigil.btfhub.core import BpfObject, ObjectCheck, check_object
 from vigil.btfhub.rawbtf import RawBtf, detect_arch
 from vigil.kernel import arch as archmod
 from vigil.kernel.btf_archive import INDEX, ArchiveIndex, BtfArchive
-from vigil.kernel.errors import VigilError
+from vigil.kernel.errors import InputError, VigilError
 from vigil.kernel.loader import OBJECTS_DIR
 
 
-class CheckError(VigilError):
+class CheckError(InputError):
     """The BTFs or objects to check could not be found or read."""
 
 
@@ -56,10 +56,19 @@ def _arch_from_parts(parts: tuple[str, ...]) -> str | None:
 def collect(paths: list[Path]) -> Iterator[Target]:
     for path in paths:
         if path.is_dir() and (path / INDEX).is_file() and (path / "btf").is_dir():
-            index = ArchiveIndex.from_json((path / INDEX).read_bytes(), str(path))
+            try:
+                text = (path / INDEX).read_bytes()
+            except OSError as e:
+                raise CheckError(f"{path / INDEX}: cannot read: {e.strerror}") from None
+            index = ArchiveIndex.from_json(text, str(path / INDEX))
             for key, sha in sorted(index.kernels.items()):
-                blob = (path / "btf" / f"{sha}.btf").read_bytes()
-                yield Target(key, RawBtf(blob, key), _arch_from_parts(tuple(key.split("/"))))
+                f = path / "btf" / f"{sha}.btf"
+                try:
+                    blob = f.read_bytes()
+                except OSError as e:
+                    raise CheckError(f"{f}: cannot read the BTF {INDEX} names for {key}: "
+                                     f"{e.strerror}") from None
+                yield Target(key, RawBtf(blob, str(f)), _arch_from_parts(tuple(key.split("/"))))
         elif path.is_dir():
             files = sorted(path.rglob("*.btf"))
             if not files:
@@ -70,7 +79,7 @@ def collect(paths: list[Path]) -> Iterator[Target]:
         elif path.name.endswith(".tar.xz"):
             archive = BtfArchive(path)
             for key, sha in sorted(archive.index.kernels.items()):
-                yield Target(key, RawBtf(archive.blob(sha), key),
+                yield Target(key, RawBtf(archive.blob(sha), f"{path}:{key}"),
                              _arch_from_parts(tuple(key.split("/"))))
         elif path.is_file():
             yield Target(str(path), RawBtf.from_file(path), None)

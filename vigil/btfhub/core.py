@@ -57,6 +57,7 @@ class ReloKind(IntEnum):
     TYPE_MATCHES = 12
 
 
+_RELO_KINDS = frozenset(k.value for k in ReloKind)
 FIELD_KINDS = {ReloKind.FIELD_BYTE_OFFSET, ReloKind.FIELD_BYTE_SIZE, ReloKind.FIELD_EXISTS,
                ReloKind.FIELD_SIGNED, ReloKind.FIELD_LSHIFT_U64, ReloKind.FIELD_RSHIFT_U64}
 ENUM_KINDS = {ReloKind.ENUMVAL_EXISTS, ReloKind.ENUMVAL_VALUE}
@@ -112,14 +113,26 @@ class BpfObject:
 
     @classmethod
     def from_file(cls, path: str) -> BpfObject:
-        with open(path, "rb") as f:
-            return cls(f.read(), path)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise CoreError(f"cannot read: {e.strerror}", source=path) from None
+        return cls(data, path)
 
     def _read_relos(self) -> list[Relo]:
         ext = self.elf.section(".BTF.ext")
         if ext is None:
             return []
         data = self.elf.section_data(ext)
+        try:
+            return self._parse_relos(data)
+        except struct.error:
+            raise CoreError(f".BTF.ext ({len(data)} bytes at {ext.offset:#x}) is truncated or "
+                            f"its record counts run past it", source=self.source,
+                            offset=ext.offset) from None
+
+    def _parse_relos(self, data: bytes) -> list[Relo]:
         o = self.elf.order
         magic, version, _flags, hdr_len = struct.unpack_from(o + "HBBI", data, 0)
         if magic != 0xEB9F or version != 1:
@@ -145,6 +158,9 @@ class BpfObject:
                 insn_off, type_id, access_off, kind = struct.unpack_from(o + "4I", data, pos)
                 pos += rec_size
                 access = self.btf.name_at(access_off)
+                if kind not in _RELO_KINDS:
+                    raise CoreError(f".BTF.ext: unknown CO-RE relocation kind {kind}",
+                                    source=self.source)
                 k = ReloKind(kind)
                 out.append(Relo(section, insn_off, type_id, access, k,
                                 describe(self.btf, type_id, access, k)))
@@ -274,15 +290,19 @@ def _types_compat(lb: RawBtf, lid: int, tb: RawBtf, tid: int, depth: int = 0) ->
     return False
 
 
-def _find_member(tb: RawBtf, t: BType, name: str, depth: int = 0) -> int | None:
-    """Type id of member ``name`` of ``t``, looking through anonymous members like libbpf."""
+def _find_member(tb: RawBtf, t: BType, name: str, depth: int = 0,
+                 seen: set[int] | None = None) -> int | None:
+    """Type id of member ``name`` of ``t``, looking through anonymous members like libbpf
+    (each anonymous type once: a hostile BTF sharing one at every level is not exponential)."""
+    seen = set() if seen is None else seen
     for m in t.members:
         if m.name == name:
             return m.type
         if not m.name and depth < 16:
             inner = tb.skip_mods(m.type)
-            if inner.kind in _COMPOSITE:
-                found = _find_member(tb, inner, name, depth + 1)
+            if inner.kind in _COMPOSITE and inner.id not in seen:
+                seen.add(inner.id)
+                found = _find_member(tb, inner, name, depth + 1, seen)
                 if found is not None:
                     return found
     return None

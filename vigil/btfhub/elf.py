@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from vigil.kernel.errors import VigilError
+from vigil.kernel.errors import InputError
 
 ELF_MAGIC = b"\x7fELF"
 EM_BPF = 247
@@ -20,8 +20,13 @@ SHF_EXECINSTR = 0x4
 STT_FUNC = 2
 
 
-class ElfError(VigilError):
-    """A file is not the ELF file it should be."""
+_NAME_MAX = 4096  # a section or symbol name longer than this is cut (real ones are short)
+# ELF class -> (header fields after e_ident, their size, e_shentsize's offset, section header)
+_HEADER = {32: ("HHIIIIIHHHHHH", 36, 0x2E, 40), 64: ("HHIQQQIHHHHHH", 48, 0x3A, 64)}
+
+
+class ElfError(InputError):
+    """A file is not the ELF file it should be (or is damaged: names the byte offset)."""
 
 
 @dataclass(frozen=True)
@@ -52,30 +57,35 @@ class Elf:
 
     def __init__(self, data: bytes, source: str = "") -> None:
         self.data = data
-        self.source = source
+        self.source = source = source or "data"
         if data[:4] != ELF_MAGIC:
-            raise ElfError(f"{source or 'data'} is not an ELF file")
+            raise ElfError(f"{source} is not an ELF file")
+        if len(data) < 6:
+            raise ElfError("truncated ELF header", source=source, offset=len(data))
         cls, enc = data[4], data[5]
         if cls not in (1, 2) or enc not in (1, 2):
-            raise ElfError(f"{source}: unknown ELF class {cls} or data encoding {enc}")
+            raise ElfError(f"unknown ELF class {cls} or data encoding {enc}", source=source,
+                           offset=4)
         self.bits = 32 if cls == 1 else 64
         self.order = "<" if enc == 1 else ">"
         self.big_endian = enc == 2
         self._symbols: list[Symbol] | None = None
-        o = self.order
-        if self.bits == 64:
-            (self.type, self.machine, _, _, _, shoff, _, _, _, _, shentsize, shnum,
-             shstrndx) = struct.unpack_from(o + "HHIQQQIHHHHHH", data, 16)
-            shfmt = o + "IIQQQQIIQQ"
-        else:
-            (self.type, self.machine, _, _, _, shoff, _, _, _, _, shentsize, shnum,
-             shstrndx) = struct.unpack_from(o + "HHIIIIIHHHHHH", data, 16)
-            shfmt = o + "IIIIIIIIII"
+        hdr, hdr_size, shentsize_at, shsize = _HEADER[self.bits]
+        if len(data) < 16 + hdr_size:
+            raise ElfError(f"truncated ELF header ({len(data)} bytes)", source=source,
+                           offset=len(data))
+        (self.type, self.machine, _, _, _, shoff, _, _, _, _, shentsize, shnum,
+         shstrndx) = struct.unpack_from(self.order + hdr, data, 16)
+        shfmt = self.order + ("IIQQQQIIQQ" if self.bits == 64 else "IIIIIIIIII")
         if shoff == 0 or shnum == 0:
             self.sections: list[Section] = []
             return
+        if shentsize < shsize:
+            raise ElfError(f"section header entries of {shentsize} bytes, less than the "
+                           f"{shsize} of ELF{self.bits}", source=source, offset=shentsize_at)
         if shoff + shnum * shentsize > len(data):
-            raise ElfError(f"{source}: truncated ELF file (section headers past the end)")
+            raise ElfError(f"truncated ELF file ({shnum} section headers at {shoff:#x} run "
+                           f"past the end, {len(data)} bytes)", source=source, offset=shoff)
         raw = [struct.unpack_from(shfmt, data, shoff + i * shentsize) for i in range(shnum)]
         names_off = raw[shstrndx][4] if shstrndx < shnum else 0
         self.sections = [
@@ -84,8 +94,11 @@ class Elf:
         ]
 
     def _cstr(self, off: int) -> str:
-        end = self.data.find(b"\0", off)
-        return self.data[off:end].decode("utf-8", "replace")
+        """The NUL-terminated name at ``off``; "" outside the file, cut at _NAME_MAX."""
+        if not 0 <= off < len(self.data):
+            return ""
+        end = self.data.find(b"\0", off, off + _NAME_MAX)
+        return self.data[off: end if end >= 0 else off + _NAME_MAX].decode("utf-8", "replace")
 
     def section(self, name: str) -> Section | None:
         for s in self.sections:
@@ -97,7 +110,9 @@ class Elf:
         if sec.type == SHT_NOBITS:
             return b""
         if sec.offset + sec.size > len(self.data):
-            raise ElfError(f"{self.source}: section {sec.name} runs past the end of the file")
+            raise ElfError(f"section {sec.name} ({sec.size} bytes at {sec.offset:#x}) runs "
+                           f"past the end of the file ({len(self.data)} bytes)",
+                           source=self.source, offset=sec.offset)
         return self.data[sec.offset: sec.offset + sec.size]
 
     def symbols(self) -> list[Symbol]:
@@ -109,6 +124,10 @@ class Elf:
         symtab = next((s for s in self.sections if s.type == SHT_SYMTAB), None)
         if symtab is None:
             return []
+        if symtab.link >= len(self.sections):
+            raise ElfError(f"symbol table {symtab.name} links to section {symtab.link}, past "
+                           f"the {len(self.sections)} sections", source=self.source,
+                           offset=symtab.offset)
         strtab = self.sections[symtab.link]
         data = self.section_data(symtab)
         out = []

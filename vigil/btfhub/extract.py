@@ -7,6 +7,8 @@ in BTFHub's layout (`<distro>/<version>/<arch>/<release>.btf`) when the distribu
 the architecture comes from the package and is checked against the BTF itself. An input without
 BTF is an error that says why (a package's config usually tells: CONFIG_DEBUG_INFO_BTF is not
 set). Finding the BTF is vigil.btfhub.images' job, opening packages vigil.btfhub.packages'.
+Nothing is written until every image of an input has given its BTF, and each file is written
+atomically (vigil.btfhub.limits.write_atomic): a damaged input leaves no output behind.
 """
 
 from __future__ import annotations
@@ -17,15 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vigil.btfhub.images import KernelBtf, NoBtfError, btf_from_dwarf, btf_from_image, has_dwarf
-from vigil.btfhub.packages import PackageError, read_package
+from vigil.btfhub.limits import MAX_IMAGE, size_text, write_atomic
+from vigil.btfhub.packages import read_package
 from vigil.kernel import arch as archmod
-from vigil.kernel.errors import VigilError
+from vigil.kernel.errors import InputError, VigilError
 
 _FILE_RELEASE = re.compile(r"^(?:vmlinu[xz]|Image)-(.+?)(?:\.(?:gz|xz|zst|lz4|bz2|lzma))?$")
+_RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,199}")
 _DISTRO = re.compile(r"^[a-z0-9][a-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-class ExtractError(VigilError):
+class ExtractError(InputError):
     """An input gave no usable BTF."""
 
 
@@ -48,6 +52,9 @@ def _package_arch(name: str) -> str | None:
 
 
 def _dest(out: Path, distro: str | None, arch: str | None, release: str, source: str) -> Path:
+    if not _RELEASE.fullmatch(release):  # it comes from the input: it must not be a path
+        raise ExtractError(f"{source}: the kernel calls itself {release[:80]!r}, which is "
+                           f"not a release name (letters, digits and ._+~- only)")
     if distro is None:
         return out / f"{release}.btf"
     if arch is None:
@@ -56,11 +63,12 @@ def _dest(out: Path, distro: str | None, arch: str | None, release: str, source:
     return out / distro / arch / f"{release}.btf"
 
 
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+def _write(planned: list[Extracted], blobs: list[bytes]) -> None:
+    for x, blob in zip(planned, blobs, strict=True):
+        try:
+            write_atomic(x.path, blob)
+        except OSError as e:
+            raise ExtractError(f"{x.path}: cannot write: {e.strerror or e}") from None
 
 
 def _btf(data: bytes, source: str, from_dwarf: bool) -> KernelBtf:
@@ -74,10 +82,16 @@ def _btf(data: bytes, source: str, from_dwarf: bool) -> KernelBtf:
 
 def extract_one(path: Path, out: Path, distro: str | None,
                 from_dwarf: bool = False) -> list[Extracted]:
-    """BTF files written for one input; raises ExtractError / NoBtfError / PackageError."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-    results: list[Extracted] = []
+    """BTF files written for one input; raises ExtractError / NoBtfError / another InputError
+    (a damaged package or image), having written nothing."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+        size = path.stat().st_size
+    except OSError as e:
+        raise ExtractError(f"{path}: cannot read: {e.strerror}") from None
+    planned: list[Extracted] = []
+    blobs: list[bytes] = []
     if head == b"!<arch>\n" or head[:4] == b"\xed\xab\xee\xdb":
         pkg = read_package(path)
         if not pkg.images:
@@ -101,10 +115,17 @@ def extract_one(path: Path, out: Path, distro: str | None,
                                    f"describes a {k.arch} kernel")
             arch = pkg_arch or k.arch
             dest = _dest(out, distro, arch, release, source)
-            _write(dest, k.blob)
-            results.append(Extracted(source, release, arch, dest, len(k.blob), k.how))
-        return results
-    data = path.read_bytes()
+            planned.append(Extracted(source, release, arch, dest, len(k.blob), k.how))
+            blobs.append(k.blob)
+        _write(planned, blobs)
+        return planned
+    if size > MAX_IMAGE:
+        raise ExtractError(f"{path}: {size} bytes, more than a kernel image can be "
+                           f"({size_text(MAX_IMAGE)}): refused")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ExtractError(f"{path}: cannot read: {e.strerror}") from None
     k = _btf(data, path.name, from_dwarf)
     m = _FILE_RELEASE.match(path.name)
     named = k.release or (m.group(1) if m else None)
@@ -112,8 +133,9 @@ def extract_one(path: Path, out: Path, distro: str | None,
         raise ExtractError(f"{path.name}: cannot tell the kernel release (no 'Linux version' "
                            f"banner inside, and the name is not vmlinuz-<release>)")
     dest = _dest(out, distro, k.arch, named, path.name)
-    _write(dest, k.blob)
-    return [Extracted(path.name, named, k.arch, dest, len(k.blob), k.how)]
+    planned.append(Extracted(path.name, named, k.arch, dest, len(k.blob), k.how))
+    _write(planned, [k.blob])
+    return planned
 
 
 def extract(inputs: list[Path], out: Path, distro: str | None = None, *,
@@ -130,7 +152,7 @@ def extract(inputs: list[Path], out: Path, distro: str | None = None, *,
             raise ExtractError(f"{path}: no such file")
         try:
             items = extract_one(path, out, distro, from_dwarf)
-        except (NoBtfError, ExtractError, PackageError) as e:
+        except InputError as e:  # no BTF, or damaged: said, and the next input is read
             if not skip_missing:
                 raise
             report(f"skipped: {e}")

@@ -16,35 +16,45 @@ Does not open packages (vigil.btfhub.packages) nor write files (vigil.btfhub.ext
 
 from __future__ import annotations
 
-import bz2
-import lzma
 import re
 import shutil
 import struct
 import subprocess
 import tempfile
-import zlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from vigil.btfhub.elf import ELF_MAGIC, Elf
+from vigil.btfhub.limits import (
+    MAX_PAYLOAD,
+    MAX_PAYLOADS_TOTAL,
+    DecompressError,
+    TooBigError,
+    ToolMissingError,
+    decompress,
+    size_text,
+)
 from vigil.btfhub.rawbtf import RawBtf, blob_length, detect_arch, find_blobs
-from vigil.kernel.errors import VigilError
+from vigil.kernel.errors import InputError
+
+__all__ = ["DamagedImageError", "KernelBtf", "NoBtfError", "ToolMissingError",
+           "btf_from_dwarf", "btf_from_image", "has_dwarf"]
 
 _BANNER = re.compile(rb"Linux version (\d[\w.+~-]*) \(")
 _PROBE = 1 << 16  # bytes decompressed to tell a real stream from a stray magic
+_MIN_KERNEL = 1 << 20  # a kernel is megabytes: smaller streams are stray
 _MAX_CANDIDATES = 24  # per format; stray matches of short magics are common in a kernel
 _MAX_DEPTH = 2
+_PAHOLE_TIMEOUT = 1800  # seconds; a debug vmlinux takes a minute or two
 
 
-class NoBtfError(VigilError):
+class NoBtfError(InputError):
     """A kernel image or package holds no BTF."""
 
 
-class ToolMissingError(VigilError):
-    """A decompressor Vigil calls (zstd, lz4) is not installed."""
+class DamagedImageError(InputError):
+    """A kernel image's payload is damaged or truncated, and no BTF was found elsewhere."""
 
 
 @dataclass(frozen=True)
@@ -56,60 +66,80 @@ class KernelBtf:
 
 
 # ---------------------------------------------------------------------------------------------
-# Decompressors: Python's own where it has one; the zstd/lz4 tools otherwise (the kernel's lz4
-# is the legacy frame format, which only the tool reads).
-
-
-class _Decompressor(Protocol):
-    def decompress(self, data: bytes) -> bytes: ...
-
-
-def _stdlib(factory: Callable[[], _Decompressor]) -> Callable[[bytes, bool], bytes]:
-    def run(data: bytes, probe: bool) -> bytes:
-        return factory().decompress(data[:_PROBE] if probe else data)
-    return run
-
-
-def _tool(argv: list[str], package: str) -> Callable[[bytes, bool], bytes]:
-    def run(data: bytes, probe: bool) -> bytes:
-        if shutil.which(argv[0]) is None:
-            raise ToolMissingError(f"{argv[0]} is needed to decompress this kernel image: "
-                                   f"apt-get install {package}")
-        # A kernel payload is followed by other bytes (its size, the rest of the image): the
-        # tool complains about them after writing the real output, so its status is ignored.
-        p = subprocess.run(argv, input=data[:_PROBE] if probe else data, capture_output=True,
-                           check=False)
-        return p.stdout
-    return run
+# Payload formats. Decompression is bounded (vigil.btfhub.limits): one payload at most
+# MAX_PAYLOAD, all the streams tried for one image at most MAX_PAYLOADS_TOTAL.
 
 
 @dataclass(frozen=True)
 class _Format:
     name: str
     magic: bytes
-    decompress: Callable[[bytes, bool], bytes]
     probe: bool = True  # try a small prefix first (short magics match stray bytes often)
 
 
 FORMATS = (
-    _Format("gzip", b"\x1f\x8b\x08", _stdlib(lambda: zlib.decompressobj(31))),
-    _Format("xz", b"\xfd7zXZ\x00", _stdlib(lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ))),
-    _Format("zstd", b"\x28\xb5\x2f\xfd", _tool(["zstd", "-dcq"], "zstd"), probe=False),
-    _Format("lz4", b"\x02\x21\x4c\x18", _tool(["lz4", "-dcq"], "lz4"), probe=False),
-    _Format("bzip2", b"BZh", _stdlib(bz2.BZ2Decompressor)),
-    _Format("lzma", b"\x5d\x00\x00", _stdlib(lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE))),
+    _Format("gzip", b"\x1f\x8b\x08"),
+    _Format("xz", b"\xfd7zXZ\x00"),
+    # the kernel's lz4 is the legacy frame format, which only the tool reads
+    _Format("zstd", b"\x28\xb5\x2f\xfd", probe=False),
+    _Format("lz4", b"\x02\x21\x4c\x18", probe=False),
+    _Format("bzip2", b"BZh"),
+    _Format("lzma", b"\x5d\x00\x00"),
 )
 
 
-def _decompress(fmt: _Format, data: bytes) -> bytes | None:
-    """The stream at the start of ``data``, or None when it is not one."""
-    try:
-        if fmt.probe and not fmt.decompress(data, True):
+@dataclass
+class _Search:
+    """One image's search: its name, what decompressing may still cost, what went wrong."""
+
+    source: str
+    total: int  # MAX_PAYLOADS_TOTAL, read when the search starts
+    budget: int = -1
+    # Offsets where the payload must be, not a stray magic: the whole file (Image.gz), the
+    # one a bzImage's setup header gives. Damage there is worth saying.
+    expected: set[int] = field(default_factory=lambda: {0})
+    damaged: list[str] = field(default_factory=list)  # "the xz stream at 0x4a00 is damaged"
+
+    def __post_init__(self) -> None:
+        self.budget = self.total
+
+    def decompress(self, fmt: _Format, data: memoryview, off: int,
+                   expected: bool) -> bytes | None:
+        """The stream at the start of ``data`` (``off`` in the image), or None when it is
+        not one (a stray magic number). Damage where the payload is ``expected`` is noted; a
+        stream bigger than the limits raises TooBigError."""
+        if fmt.probe:
+            try:
+                if not decompress(fmt.name, data[:_PROBE], _PROBE, source=self.source,
+                                  offset=off)[0]:
+                    return None
+            except TooBigError:
+                pass  # its first bytes already give more than a probe needs: a real stream
+            except DecompressError as e:
+                if expected:
+                    self._note(fmt, off, e)
+                return None  # not even its first bytes decompress: not a stream
+        limit = min(MAX_PAYLOAD, self.budget)
+        try:
+            out, complete = decompress(fmt.name, data, limit, source=self.source, offset=off)
+        except TooBigError:
+            if limit < MAX_PAYLOAD:
+                raise TooBigError(f"the streams tried in this image decompress to more than "
+                                  f"{size_text(self.total)} in all: refused (not a kernel "
+                                  f"image)", source=self.source) from None
+            raise
+        except DecompressError as e:
+            if expected:
+                self._note(fmt, off, e)
             return None
-        out = fmt.decompress(data, False)
-    except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error):
-        return None
-    return out or None
+        self.budget -= len(out)
+        if not complete and expected:
+            self.damaged.append(f"the {fmt.name} stream at {off:#x} ends early (truncated)")
+        return out or None
+
+    def _note(self, fmt: _Format, off: int, e: DecompressError) -> None:
+        why = e.what.removeprefix(f"damaged {fmt.name} stream: ")
+        self.damaged.append(f"the {fmt.name} stream at {off:#x} is damaged ({why})")
 
 
 def compressed_candidates(data: bytes) -> Iterator[tuple[int, _Format]]:
@@ -179,10 +209,10 @@ def _largest_blob(data: bytes) -> bytes | None:
     return data[off: off + n]
 
 
-def _search(data: bytes, source: str, depth: int) -> tuple[bytes, str, bytes] | None:
+def _search(data: bytes, search: _Search, depth: int) -> tuple[bytes, str, bytes] | None:
     """(blob, how, the bytes it was found in)."""
     if data[:4] == ELF_MAGIC:
-        blob = _from_elf(data, source)
+        blob = _from_elf(data, search.source)
         if blob is not None:
             return blob, "ELF .BTF section", data
     blob = _largest_blob(data)
@@ -191,14 +221,15 @@ def _search(data: bytes, source: str, depth: int) -> tuple[bytes, str, bytes] | 
     if depth >= _MAX_DEPTH:
         return None
     tried: set[int] = set()
+    view = memoryview(data)
     for off, fmt in compressed_candidates(data):
-        if off in tried:
-            continue
-        out = _decompress(fmt, data[off:])
-        if out is None or len(out) < 1 << 20:  # a kernel is megabytes; skip stray streams
+        if off in tried:  # a bzImage's payload is also found by its magic
             continue
         tried.add(off)
-        found = _search(out, source, depth + 1)
+        out = search.decompress(fmt, view[off:], off, depth == 0 and off in search.expected)
+        if out is None or len(out) < _MIN_KERNEL:  # skip stray streams
+            continue
+        found = _search(out, search, depth + 1)
         if found is not None:
             blob, how, where = found
             return blob, f"{fmt.name} payload at {off:#x} -> {how}", where
@@ -219,8 +250,13 @@ def btf_from_dwarf(data: bytes, source: str) -> KernelBtf:
     with tempfile.TemporaryDirectory(prefix="vigil-pahole-") as tmp:
         vmlinux, out = Path(tmp) / "vmlinux", Path(tmp) / "vmlinux.btf"
         vmlinux.write_bytes(data)
-        p = subprocess.run([pahole, "-j", f"--btf_encode_detached={out}", str(vmlinux)],
-                           capture_output=True, text=True, check=False)
+        try:
+            p = subprocess.run([pahole, "-j", f"--btf_encode_detached={out}", str(vmlinux)],
+                               capture_output=True, text=True, errors="replace", check=False,
+                               timeout=_PAHOLE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise NoBtfError(f"pahole did not finish in {_PAHOLE_TIMEOUT} s", source=source
+                             ) from None
         if p.returncode != 0 or not out.is_file():
             raise NoBtfError(f"{source}: pahole could not make BTF from its DWARF: "
                              f"{(p.stderr or p.stdout).strip()[-400:]}")
@@ -234,7 +270,13 @@ def btf_from_dwarf(data: bytes, source: str) -> KernelBtf:
 def btf_from_image(data: bytes, source: str) -> KernelBtf:
     """The kernel BTF inside ``data`` (a vmlinux, vmlinuz, Image, Image.gz, ...). Raises
     NoBtfError when there is none."""
-    found = _search(data, source, 0)
+    search = _Search(source, MAX_PAYLOADS_TOTAL)
+    payload = _bzimage_payload(data)
+    if payload is not None:
+        search.expected.add(payload[0])
+    found = _search(data, search, 0)
+    if found is None and search.damaged:
+        raise DamagedImageError(f"no BTF found: {'; '.join(search.damaged)}", source=source)
     if found is None:
         kind = "a kernel image without BTF (no BTF header in it or in any compressed payload)"
         if data[:4] == ELF_MAGIC:

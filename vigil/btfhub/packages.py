@@ -7,41 +7,36 @@ Owns the two package formats, read in pure Python with no dpkg or rpm tools:
   boot/config-<release>, or for a debug package usr/lib/debug/boot/vmlinux-<release>. The
   tar is read as a stream and left as soon as /boot is behind, so the modules (most of the
   package) are never decompressed.
-- .rpm: the lead, the signature and main headers (NAME, VERSION, RELEASE, ARCH,
-  PAYLOADCOMPRESSOR), then a compressed cpio ("newc") payload; Fedora-style packages keep the
-  image in lib/modules/<release>/vmlinuz, older ones in boot/.
+- .rpm: the lead, headers and cpio payload, in vigil.btfhub.rpm.
 
-Does not look inside the images (vigil.btfhub.images).
+Every size a header claims is checked against the bytes there and against the limits of
+vigil.btfhub.limits before anything is read or allocated; a damaged package (a header that
+does not parse, a member past the end, a stream that does not decompress) is a PackageError
+naming the file, the member and the offset. Does not look inside the images
+(vigil.btfhub.images).
 """
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import io
-import lzma
 import re
-import shutil
-import struct
-import subprocess
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from vigil.btfhub.images import ToolMissingError
-from vigil.kernel.errors import VigilError
+from vigil.btfhub.limits import MAX_IMAGE, MAX_SMALL, ToolStream, decompressing, size_text
+from vigil.kernel.errors import InputError
 
 # Where packages keep the kernel image and its config, as paths inside the package.
 _IMAGE = re.compile(r"^(?:\./)?(?:usr/)?(?:lib/debug/)?(?:boot/(?:vmlinu[xz]|Image)-(?P<r1>[^/]+)|"
                     r"lib/modules/(?P<r2>[^/]+)/(?:vmlinu[xz]|Image))$")
 _CONFIG = re.compile(r"^(?:\./)?(?:usr/)?(?:boot/config-(?P<r1>[^/]+)|"
                      r"lib/modules/(?P<r2>[^/]+)/config)$")
-_MAX_MEMBER = 512 << 20
 
 
-class PackageError(VigilError):
+class PackageError(InputError):
     """A package file is damaged or not of the kind its name says."""
 
 
@@ -53,6 +48,7 @@ class KernelPackage:
     arch: str = ""  # as the package says (Debian: amd64, arm64, ...; rpm: x86_64, aarch64)
     images: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # release -> (path, data)
     configs: dict[str, str] = field(default_factory=dict)  # release -> config text
+    kept: int = 0  # bytes of images and configs held: bounded by MAX_IMAGE
 
     def btf_config(self, release: str) -> str | None:
         """'y', 'not set', or None when the package carries no config for ``release``."""
@@ -68,7 +64,24 @@ def _release(m: re.Match[str]) -> str:
     return m.group("r1") or m.group("r2")
 
 
-def _wanted(name: str, pkg: KernelPackage, data: bytes) -> None:
+def limit(name: str) -> int:
+    """How big a wanted member may be: an image, or a small config."""
+    return MAX_IMAGE if _IMAGE.match(name) else MAX_SMALL
+
+
+def _want(pkg: KernelPackage, name: str, size: int, source: str) -> None:
+    """Refuse a member too big to be what its name says, before reading it."""
+    if size > limit(name):
+        raise PackageError(f"{name} is {size} bytes, too big for a kernel "
+                           f"{'image' if _IMAGE.match(name) else 'config'} (at most "
+                           f"{size_text(limit(name))})", source=source)
+    if pkg.kept + size > MAX_IMAGE:
+        raise PackageError(f"more than {size_text(MAX_IMAGE)} of kernel images and configs: "
+                           f"refused", source=source)
+
+
+def wanted(name: str, pkg: KernelPackage, data: bytes) -> None:
+    pkg.kept += len(data)
     m = _IMAGE.match(name)
     if m:
         pkg.images[_release(m)] = (name.removeprefix("./"), data)
@@ -78,61 +91,102 @@ def _wanted(name: str, pkg: KernelPackage, data: bytes) -> None:
         pkg.configs[_release(m)] = data.decode("utf-8", "replace")
 
 
-def _is_interesting(name: str) -> bool:
+def is_interesting(name: str) -> bool:
     return bool(_IMAGE.match(name) or _CONFIG.match(name))
 
 
 def read_package(path: Path) -> KernelPackage:
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head == b"!<arch>\n":
-        return read_deb(path)
-    if head[:4] == b"\xed\xab\xee\xdb":
-        return read_rpm(path)
-    raise PackageError(f"{path} is neither a .deb nor an .rpm package")
+    try:
+        f = open(path, "rb")  # noqa: SIM115 (closed below, after the format is known)
+    except OSError as e:
+        raise PackageError(f"cannot read: {e.strerror}", source=str(path)) from None
+    with f:
+        return read_package_file(f, path)
+
+
+def read_package_file(f: IO[bytes], path: Path, source: str | None = None) -> KernelPackage:
+    """The package in ``f`` (positioned at its start); ``path`` is what errors name."""
+    source = source or str(path)
+    head = f.read(8)
+    f.seek(0)
+    try:
+        if head == b"!<arch>\n":
+            return _read_deb(f, path, source)
+        if head[:4] == b"\xed\xab\xee\xdb":
+            from vigil.btfhub.rpm import read_rpm  # it builds on this module
+
+            return read_rpm(f, path, source)
+    except tarfile.TarError as e:
+        raise PackageError(f"damaged tar data: {e}", source=source) from None
+    except OSError as e:
+        raise PackageError(f"cannot read: {e.strerror or e}", source=source) from None
+    raise PackageError("neither a .deb nor an .rpm package", source=source)
+
+
+# ---------------------------------------------------------------------------------------------
+# Streams: decompressed, counted, their failures typed
+
+
+class _Member(tarfile.TarInfo):
+    """A tar header whose extended headers (pax, GNU long names), which tarfile reads whole
+    into memory, must be small."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
+                         tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE) and self.size > MAX_SMALL:
+            raise tarfile.HeaderError(f"an extended header of {self.size} bytes at "
+                                      f"{self.offset:#x}")
+        return super()._proc_member(tarfile_)  # type: ignore[misc]
+
+
+def _tar_members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    """The members of a tar stream. tarfile keeps every member it has read in a list, which
+    a hostile stream of millions of headers would grow without end: it is emptied as we go
+    (a stream is read once; nothing looks back)."""
+    for m in tar:
+        yield m
+        tar.__dict__["members"].clear()  # not in typeshed
+
+
+def _read_member(tar: tarfile.TarFile, m: tarfile.TarInfo, source: str) -> bytes | None:
+    ex = tar.extractfile(m)
+    if ex is None:
+        return None
+    data = ex.read(m.size)
+    if len(data) != m.size:
+        raise PackageError(f"{m.name}: {len(data)} of its {m.size} bytes (truncated)",
+                           source=source)
+    return data
 
 
 # ---------------------------------------------------------------------------------------------
 # .deb
 
 
-def _ar_members(f: IO[bytes], path: Path) -> Iterator[tuple[str, int]]:
+def _ar_members(f: IO[bytes], source: str) -> Iterator[tuple[str, int]]:
     """(name, size) of each member; ``f`` is left at the member's data."""
     if f.read(8) != b"!<arch>\n":
-        raise PackageError(f"{path} is not an ar archive (.deb)")
+        raise PackageError("not an ar archive (.deb)", source=source)
+    end = f.seek(0, io.SEEK_END)
+    pos = f.seek(8)
     while True:
         hdr = f.read(60)
         if not hdr:
             return
         if len(hdr) < 60 or hdr[58:60] != b"`\n":
-            raise PackageError(f"{path}: damaged ar member header")
+            raise PackageError("damaged ar member header", source=source, offset=pos)
         name = hdr[:16].decode("ascii", "replace").strip().rstrip("/")
-        size = int(hdr[48:58].decode("ascii").strip())
-        start = f.tell()
+        field_ = hdr[48:58].decode("ascii", "replace").strip()
+        if not field_.isdigit():
+            raise PackageError(f"ar member {name!r} has no valid size ({field_!r})",
+                               source=source, offset=pos + 48)
+        size = int(field_)
+        start = pos + 60
+        if start + size > end:
+            raise PackageError(f"ar member {name!r} claims {size} bytes, past the end of the "
+                               f"file ({end} bytes): truncated?", source=source, offset=pos)
         yield name, size
-        f.seek(start + size + (size & 1))
-
-
-def _decompressing(f: IO[bytes], suffix: str, path: Path) -> IO[bytes]:
-    if suffix in ("", ".tar"):
-        return f
-    if suffix == ".xz":
-        return lzma.open(f)
-    if suffix == ".gz":
-        return gzip.GzipFile(fileobj=f)  # type: ignore[return-value]
-    if suffix == ".bz2":
-        return bz2.open(f)
-    if suffix == ".zst":
-        if shutil.which("zstd") is None:
-            raise ToolMissingError(f"{path} is compressed with zstd: apt-get install zstd")
-        p = subprocess.Popen(["zstd", "-dcq"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        assert p.stdin is not None and p.stdout is not None
-        # Feeding and reading at once needs a thread; the member is small enough to hand over
-        # whole, and the output is read as a stream.
-        data = f.read()
-        out, _ = p.communicate(data)
-        return io.BytesIO(out)
-    raise PackageError(f"{path}: unknown compression {suffix!r}")
+        pos = f.seek(start + size + (size & 1))
 
 
 class _Bounded(io.RawIOBase):
@@ -161,123 +215,55 @@ def _control_fields(text: str) -> dict[str, str]:
     return out
 
 
-def read_deb(path: Path) -> KernelPackage:
+def _read_deb(f: IO[bytes], path: Path, source: str) -> KernelPackage:
     pkg = KernelPackage(path)
-    with open(path, "rb") as f:
-        for name, size in _ar_members(f, path):
-            if not name.startswith(("control.tar", "data.tar")):
-                continue
-            suffix = name.split(".tar", 1)[1]
-            raw = io.BufferedReader(_Bounded(f, size), 1 << 20)
-            stream = _decompressing(raw, suffix, path)
-            with tarfile.open(fileobj=stream, mode="r|") as tar:
+    for name, size in _ar_members(f, source):
+        if not name.startswith(("control.tar", "data.tar")):
+            continue
+        what = f"member {name}"
+        suffix = name.split(".tar", 1)[1]
+        raw = io.BufferedReader(_Bounded(f, size), 1 << 20)
+        tools: list[ToolStream] = []
+        try:
+            stream = decompressing(raw, suffix, what, source, tools)
+            with tarfile.open(fileobj=stream, mode="r|", tarinfo=_Member) as tar:
                 if name.startswith("control.tar"):
-                    for m in tar:
-                        if m.name.lstrip("./") == "control" and m.isfile():
-                            ex = tar.extractfile(m)
-                            if ex is not None:
-                                fields = _control_fields(ex.read().decode("utf-8", "replace"))
-                                pkg.name = fields.get("Package", "")
-                                pkg.version = fields.get("Version", "")
-                                pkg.arch = fields.get("Architecture", "")
-                            break
+                    _control(tar, pkg, source)
                 else:
-                    _scan_tar(tar, pkg)
+                    _scan_tar(tar, pkg, source)
+        finally:
+            for t in tools:
+                t.close()
     if not pkg.name:
-        raise PackageError(f"{path}: no control file (not a Debian binary package?)")
+        raise PackageError("no control file (not a Debian binary package?)", source=source)
     return pkg
 
 
-def _scan_tar(tar: tarfile.TarFile, pkg: KernelPackage) -> None:
+def _control(tar: tarfile.TarFile, pkg: KernelPackage, source: str) -> None:
+    for m in _tar_members(tar):
+        if m.name.lstrip("./") == "control" and m.isfile():
+            if m.size > MAX_SMALL:
+                raise PackageError(f"control is {m.size} bytes: refused", source=source)
+            data = _read_member(tar, m, source)
+            if data is not None:
+                fields = _control_fields(data.decode("utf-8", "replace"))
+                pkg.name = fields.get("Package", "")
+                pkg.version = fields.get("Version", "")
+                pkg.arch = fields.get("Architecture", "")
+            return
+
+
+def _scan_tar(tar: tarfile.TarFile, pkg: KernelPackage, source: str) -> None:
     """Collect images and configs; stop at the first member outside the directories they were
     found in (the rest is modules, most of the package)."""
     dirs: set[str] = set()
-    for m in tar:
+    for m in _tar_members(tar):
         name = m.name.removeprefix("./")
-        if _is_interesting(name) and m.isfile():
-            if m.size > _MAX_MEMBER:
-                raise PackageError(f"{pkg.path}: {name} is {m.size} bytes, too big for a kernel")
-            ex = tar.extractfile(m)
-            if ex is not None:
-                _wanted(name, pkg, ex.read())
+        if is_interesting(name) and m.isfile():
+            _want(pkg, name, m.size, source)
+            data = _read_member(tar, m, source)
+            if data is not None:
+                wanted(name, pkg, data)
                 dirs.add(name.rsplit("/", 1)[0])
         elif pkg.images and name.rsplit("/", 1)[0] not in dirs and name not in dirs:
             return
-
-
-# ---------------------------------------------------------------------------------------------
-# .rpm
-
-_RPMTAG_NAME, _RPMTAG_VERSION, _RPMTAG_RELEASE, _RPMTAG_ARCH = 1000, 1001, 1002, 1022
-_RPMTAG_PAYLOADCOMPRESSOR = 1125
-
-
-def _rpm_header(f: IO[bytes], path: Path, pad: bool) -> dict[int, str]:
-    """String tags of one header structure; ``f`` is left after it (and its padding)."""
-    intro = f.read(16)
-    if len(intro) < 16 or intro[:4] != b"\x8e\xad\xe8\x01":
-        raise PackageError(f"{path}: damaged rpm header")
-    nindex, hsize = struct.unpack(">II", intro[8:16])
-    index = f.read(16 * nindex)
-    store = f.read(hsize)
-    if len(store) < hsize:
-        raise PackageError(f"{path}: truncated rpm header")
-    if pad:
-        f.read((8 - (16 + 16 * nindex + hsize) % 8) % 8)
-    tags: dict[int, str] = {}
-    for i in range(nindex):
-        tag, typ, off, _count = struct.unpack_from(">IIII", index, 16 * i)
-        if typ in (6, 8, 9):  # STRING, STRING_ARRAY, I18NSTRING: the first string
-            tags[tag] = store[off: store.find(b"\0", off)].decode("utf-8", "replace")
-    return tags
-
-
-def read_rpm(path: Path) -> KernelPackage:
-    pkg = KernelPackage(path)
-    with open(path, "rb") as f:
-        lead = f.read(96)
-        if lead[:4] != b"\xed\xab\xee\xdb":
-            raise PackageError(f"{path} is not an rpm package")
-        _rpm_header(f, path, pad=True)  # the signature header
-        tags = _rpm_header(f, path, pad=False)
-        pkg.name = tags.get(_RPMTAG_NAME, "")
-        pkg.version = f"{tags.get(_RPMTAG_VERSION, '')}-{tags.get(_RPMTAG_RELEASE, '')}"
-        pkg.arch = tags.get(_RPMTAG_ARCH, "")
-        comp = tags.get(_RPMTAG_PAYLOADCOMPRESSOR, "gzip")
-        suffix = {"gzip": ".gz", "xz": ".xz", "lzma": ".xz", "bzip2": ".bz2", "zstd": ".zst",
-                  "identity": ""}.get(comp)
-        if suffix is None:
-            raise PackageError(f"{path}: unknown rpm payload compressor {comp!r}")
-        stream = _decompressing(f, suffix, path)
-        for name, data in _cpio_newc(stream, path):
-            if _is_interesting(name):
-                _wanted(name, pkg, data)
-    return pkg
-
-
-def _cpio_newc(f: IO[bytes], path: Path) -> Iterator[tuple[str, bytes]]:
-    """(name, data) of the regular files of a "newc" cpio stream (what rpm writes)."""
-    while True:
-        hdr = f.read(110)
-        if len(hdr) < 110 or hdr[:6] not in (b"070701", b"070702"):
-            raise PackageError(f"{path}: damaged cpio payload")
-        fields = [int(hdr[6 + 8 * i: 14 + 8 * i], 16) for i in range(13)]
-        mode, size, namesize = fields[1], fields[6], fields[11]
-        name = f.read(namesize)[:-1].decode("utf-8", "replace")
-        f.read((4 - (110 + namesize) % 4) % 4)
-        if name == "TRAILER!!!":
-            return
-        if size > _MAX_MEMBER and _is_interesting(name):
-            raise PackageError(f"{path}: {name} is {size} bytes, too big for a kernel")
-        if _is_interesting(name) and mode & 0o170000 == 0o100000:
-            data = f.read(size)
-        else:
-            data = b""
-            left = size
-            while left:
-                chunk = f.read(min(left, 1 << 20))
-                if not chunk:
-                    raise PackageError(f"{path}: truncated cpio payload")
-                left -= len(chunk)
-        f.read((4 - size % 4) % 4)
-        yield name, data

@@ -10,6 +10,7 @@ instead (vigil.kernel.btf); this module never calls libbpf.
 
 from __future__ import annotations
 
+import array as arraymod
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from functools import cached_property
 from pathlib import Path
 
 from vigil.btfhub.elf import ELF_MAGIC, Elf
+from vigil.btfhub.limits import MAX_IMAGE, size_text
 from vigil.kernel.btf import (
     KIND_ARRAY,
     KIND_DATASEC,
@@ -30,7 +32,7 @@ from vigil.kernel.btf import (
     KIND_UNION,
     KIND_VAR,
 )
-from vigil.kernel.errors import VigilError
+from vigil.kernel.errors import InputError
 
 BTF_MAGIC = 0xEB9F
 HEADER_LEN = 24
@@ -41,10 +43,11 @@ _MAGIC_BE = b"\xeb\x9f\x01\x00"
 _PER_VLEN = {KIND_STRUCT: 3, KIND_UNION: 3, KIND_ENUM: 2, KIND_ENUM64: 3, KIND_FUNC_PROTO: 2,
              KIND_DATASEC: 3}
 _FIXED = {KIND_INT: 1, KIND_ARRAY: 3, KIND_VAR: 1, KIND_DECL_TAG: 1}
+_MAX_NESTING = 32  # anonymous structs in anonymous structs: real kernels nest a few levels
 
 
-class BtfFormatError(VigilError):
-    """Bytes that should be BTF are not (or are damaged)."""
+class BtfFormatError(InputError):
+    """Bytes that should be BTF are not (or are damaged): says why and at which offset."""
 
 
 @dataclass(frozen=True)
@@ -74,53 +77,76 @@ def blob_length(buf: bytes, off: int = 0) -> int | None:
     """Length of a well-formed BTF blob starting at ``off`` (header + types + strings), or
     None when the bytes there only look like one. Checks everything cheap: magic, version,
     header length, section bounds and alignment, and that the type section parses exactly."""
-    found = _validate(buf, off)
-    return None if found is None else found[0]
+    try:
+        return _layout(buf, off)[0]
+    except _Invalid:
+        return None
 
 
-def _validate(buf: bytes, off: int) -> tuple[int, list[int]] | None:
-    """(length, offsets of the type records relative to ``off``) of a well-formed blob."""
+class _Invalid(Exception):
+    """Why the bytes at an offset are not a BTF blob, and where (an offset into them)."""
+
+    def __init__(self, why: str, at: int) -> None:
+        super().__init__(why)
+        self.why, self.at = why, at
+
+
+def _layout(buf: bytes, off: int) -> tuple[int, arraymod.array[int]]:
+    """(length, offsets of the type records relative to ``off``) of a well-formed blob;
+    raises _Invalid. Every size comes from the header, so each is checked against the bytes
+    there before anything is read or allocated."""
     head = buf[off: off + 4]
     if head == _MAGIC_LE:
         order = "<"
     elif head == _MAGIC_BE:
         order = ">"
     else:
-        return None
+        raise _Invalid("no BTF magic (0xeb9f, version 1)", 0)
     if off + HEADER_LEN > len(buf):
-        return None
+        raise _Invalid(f"truncated header ({len(buf) - off} of {HEADER_LEN} bytes)", 4)
     hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from(order + "5I", buf, off + 4)
-    if hdr_len != HEADER_LEN or type_off % 4 or type_len % 4 or not str_len:
-        return None
+    if hdr_len != HEADER_LEN:
+        raise _Invalid(f"header length {hdr_len}, not {HEADER_LEN}", 4)
+    if type_off % 4 or type_len % 4:
+        raise _Invalid(f"type section at {type_off}, {type_len} bytes: not 4-byte aligned", 8)
+    if not str_len:
+        raise _Invalid("no string section", 20)
     body = off + hdr_len
-    end = body + max(type_off + type_len, str_off + str_len)
-    overlap = type_off + type_len > str_off and str_off + str_len > type_off
-    if end > len(buf) or overlap:
-        return None
+    have = len(buf) - body
+    if type_off + type_len > have:
+        raise _Invalid(f"the header claims {type_len} bytes of types at {type_off}, past the "
+                       f"end of the data ({have} bytes after the header)", 12)
+    if str_off + str_len > have:
+        raise _Invalid(f"the header claims {str_len} bytes of strings at {str_off}, past the "
+                       f"end of the data ({have} bytes after the header)", 20)
+    if type_off + type_len > str_off and str_off + str_len > type_off:
+        raise _Invalid("the type and string sections overlap", 8)
     strings = buf[body + str_off: body + str_off + str_len]
     if strings[:1] != b"\0" or strings[-1:] != b"\0":
-        return None
-    offsets = _walk_types(buf, body + type_off, type_len, order)
-    if offsets is None:
-        return None
-    return end - off, [o - off for o in offsets]
+        raise _Invalid("the string section does not start and end with NUL", hdr_len + str_off)
+    offsets = _walk_types(buf, body + type_off, type_len, order, off)
+    return hdr_len + max(type_off + type_len, str_off + str_len), offsets
 
 
-def _walk_types(buf: bytes, start: int, length: int, order: str) -> list[int] | None:
-    """Offsets of every type record, or None if the records do not tile the section."""
-    offsets: list[int] = []
+def _walk_types(buf: bytes, start: int, length: int, order: str, base: int) -> arraymod.array[int]:
+    """Offsets (relative to ``base``) of every type record; raises _Invalid when the records
+    do not tile the section. An array of u32: a big BTF has hundreds of thousands of types."""
+    offsets: arraymod.array[int] = arraymod.array("I")
     pos, end = start, start + length
     info_fmt = struct.Struct(order + "I")
     while pos < end:
         if pos + 12 > end:
-            return None
+            raise _Invalid(f"type [{len(offsets) + 1}] runs past the type section",
+                           pos - base)
         info = info_fmt.unpack_from(buf, pos + 4)[0]
         kind = (info >> 24) & 0x1F
         if not 1 <= kind <= MAX_KIND:
-            return None
-        offsets.append(pos)
+            raise _Invalid(f"type [{len(offsets) + 1}] has unknown kind {kind}", pos - base)
+        offsets.append(pos - base)
         pos += 12 + 4 * (_PER_VLEN.get(kind, 0) * (info & 0xFFFF) + _FIXED.get(kind, 0))
-    return offsets if pos == end else None
+    if pos != end:
+        raise _Invalid(f"type [{len(offsets)}] runs past the type section", pos - base)
+    return offsets
 
 
 def find_blobs(buf: bytes) -> Iterator[tuple[int, int]]:
@@ -146,11 +172,12 @@ class RawBtf:
     """A parsed BTF blob. Type ids start at 1 (0 is void), as in the kernel."""
 
     def __init__(self, blob: bytes, source: str = "") -> None:
-        self.source = source
-        found = _validate(blob, 0)
-        if found is None:
-            raise BtfFormatError(f"{source or 'data'} is not a valid BTF blob")
-        n, offsets = found
+        self.source = source = source or "data"
+        try:
+            n, offsets = _layout(blob, 0)
+        except _Invalid as e:
+            raise BtfFormatError(f"not a valid BTF blob: {e.why}", source=source,
+                                 offset=e.at) from None
         self.blob = blob[:n]
         self.order = "<" if blob[:2] == b"\x9f\xeb" else ">"
         self.big_endian = self.order == ">"
@@ -164,12 +191,19 @@ class RawBtf:
     @classmethod
     def from_file(cls, path: str | Path) -> RawBtf:
         """Raw BTF (/sys/kernel/btf/vmlinux, a tailored .btf) or an ELF file's .BTF section."""
-        data = Path(path).read_bytes()
+        try:
+            size = Path(path).stat().st_size
+            if size > MAX_IMAGE:
+                raise BtfFormatError(f"{size} bytes, more than a kernel BTF or vmlinux can be "
+                                     f"({size_text(MAX_IMAGE)}): refused", source=str(path))
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise BtfFormatError(f"cannot read: {e.strerror}", source=str(path)) from None
         if data[:4] == ELF_MAGIC:
             elf = Elf(data, str(path))
             sec = elf.section(".BTF")
             if sec is None:
-                raise BtfFormatError(f"{path} is an ELF file without a .BTF section")
+                raise BtfFormatError("an ELF file without a .BTF section", source=str(path))
             return cls(elf.section_data(sec), str(path))
         return cls(data, str(path))
 
@@ -188,7 +222,8 @@ class RawBtf:
         if t is not None:
             return t
         if not 0 < type_id <= len(self._offsets):
-            raise KeyError(f"type id {type_id} out of range in BTF {self.source}")
+            raise BtfFormatError(f"type id {type_id} is out of range ({len(self._offsets)} "
+                                 f"types)", source=self.source)
         pos = self._offsets[type_id - 1]
         o = self.order
         name_off, info, size = struct.unpack_from(o + "3I", self.blob, pos)
@@ -218,7 +253,7 @@ class RawBtf:
                             for i in range(0, 2 * vlen, 2))
         elif kind == KIND_DATASEC:
             recs = struct.unpack_from(o + f"{3 * vlen}I", self.blob, p)
-            members = tuple(Member(self.type(recs[i]).name, recs[i], recs[i + 1], recs[i + 2])
+            members = tuple(Member(self._name_of(recs[i]), recs[i], recs[i + 1], recs[i + 2])
                             for i in range(0, 3 * vlen, 3))
         elif kind == KIND_ARRAY:
             a = struct.unpack_from(o + "3I", self.blob, p)
@@ -228,6 +263,14 @@ class RawBtf:
         t = BType(type_id, kind, self.name_at(name_off), vlen, kflag, size, members, array, enc)
         self._cache[type_id] = t
         return t
+
+    def _name_of(self, type_id: int) -> str:
+        """A type's name without decoding it (a DATASEC may name itself: no recursion)."""
+        if not 0 < type_id <= len(self._offsets):
+            raise BtfFormatError(f"type id {type_id} is out of range ({len(self._offsets)} "
+                                 f"types)", source=self.source)
+        return self.name_at(struct.unpack_from(self.order + "I", self.blob,
+                                               self._offsets[type_id - 1])[0])
 
     def types(self) -> Iterator[BType]:
         for i in range(1, len(self)):
@@ -268,25 +311,38 @@ class RawBtf:
             seen += 1
         return t
 
-    def flat_members(self, t: BType) -> Iterator[Member]:
-        """Named members of a struct/union, those of anonymous inner ones included."""
+    def flat_members(self, t: BType, depth: int = 0,
+                     seen: set[int] | None = None) -> Iterator[Member]:
+        """Named members of a struct/union, those of anonymous inner ones included.
+
+        Each anonymous type is entered once (C cannot hold the same one twice: its member
+        names would clash), to a depth no real kernel reaches: a damaged BTF may nest a
+        struct in itself, or share one inner struct between many members at every level,
+        which would make the walk exponential."""
+        seen = set() if seen is None else seen
         for m in t.members:
             if m.name:
                 yield m
                 continue
             inner = self.skip_mods(m.type)
-            if inner.kind in (KIND_STRUCT, KIND_UNION):
-                yield from self.flat_members(inner)
+            if inner.kind in (KIND_STRUCT, KIND_UNION) and depth < _MAX_NESTING \
+                    and inner.id not in seen:
+                seen.add(inner.id)
+                yield from self.flat_members(inner, depth + 1, seen)
 
-    def _direct_owner(self, t: BType, member: str) -> BType | None:
+    def _direct_owner(self, t: BType, member: str, depth: int = 0,
+                      seen: set[int] | None = None) -> BType | None:
         """The struct/union (``t`` or an anonymous one inside it) that holds ``member``."""
+        seen = set() if seen is None else seen
         for m in t.members:
             if m.name == member:
                 return t
             if not m.name:
                 inner = self.skip_mods(m.type)
-                if inner.kind in (KIND_STRUCT, KIND_UNION):
-                    found = self._direct_owner(inner, member)
+                if inner.kind in (KIND_STRUCT, KIND_UNION) and depth < _MAX_NESTING \
+                        and inner.id not in seen:
+                    seen.add(inner.id)
+                    found = self._direct_owner(inner, member, depth + 1, seen)
                     if found is not None:
                         return found
         return None

@@ -34,6 +34,9 @@ class ProcessTable:
         self._max = max_entries
         self._table: OrderedDict[Key, ProcInfo] = OrderedDict()
         self.proc_reads = 0
+        # Lookups /proc could not answer (the process had exited, or its pid was reused): the
+        # event keeps its kernel who-data but names no executable or command line.
+        self.failed_reads = 0
 
     def __len__(self) -> int:
         return len(self._table)
@@ -68,7 +71,8 @@ class ProcessTable:
                 p.executable = info.executable
             if p.args is None:
                 p.args = info.args
-        parent = self._lookup(p.ppid, p.parent_start_time, None, None)
+        # pid 0 (the parent of init and kthreadd) has no /proc entry to read
+        parent = self._lookup(p.ppid, p.parent_start_time, None, None) if p.ppid else None
         if parent is not None:
             p.parent_executable = parent.executable
             p.parent_args = parent.args
@@ -86,7 +90,10 @@ class ProcessTable:
                 info = ProcInfo(parent.executable, parent.args)
                 self._put((pid, start), info)
                 return info
-        return self._read_proc(pid, start)
+        info = self._read_proc(pid, start)
+        if info is None:
+            self.failed_reads += 1
+        return info
 
     def _read_proc(self, pid: int, start: int | None) -> ProcInfo | None:
         """Reads /proc/PID if it is still the process started at ``start`` (any, when None)."""

@@ -5,13 +5,17 @@ batch of raw records into typed events. Does not own enrichment (executable, use
 ``vigil.enrich``) nor reading the ring (``vigil.kernel.ringbuf``).
 
 Decoding is done with precompiled ``struct.Struct`` objects straight from the ring's memory
-(``unpack_from`` on a memoryview): no per-event ctypes call, no intermediate copy.
+(``unpack_from`` on a memoryview): no per-event ctypes call, no intermediate copy. A record
+that cannot be an event (shorter than its kind's struct, lengths inside it that point past
+its end, an unknown kind or operation) is dropped and counted in ``Decoder.malformed``, by
+reason; decoding never raises on any bytes.
 """
 
 from __future__ import annotations
 
 import enum
 import struct
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Final
 
@@ -26,6 +30,11 @@ class Kind(enum.IntEnum):
     FILE = 1
     EXEC = 2
     EXIT = 3
+
+
+# Decoder.malformed's keys: why a record was dropped.
+MALFORMED_REASONS: Final = ("short", "bad-length", "unknown-kind", "unknown-op")
+_KINDS: Final = frozenset(int(k) for k in Kind)
 
 
 OP_OPEN_WRITE: Final = 16  # internal op: never surfaces as a FileOp
@@ -51,9 +60,14 @@ class Stat(enum.IntEnum):
     INFLIGHT_FULL = 3
     WFILES_FULL = 4
     PERF_FULL = 5  # perf variant: sends that found the buffer full (also counted by kind)
+    # New keys and deletes of the LRU maps, from which user space derives their evictions.
+    WFILES_NEW = 6
+    WFILES_DEL = 7
+    URING_NEW = 8
+    URING_DEL = 9
 
 
-STAT_SLOTS: Final = 8
+STAT_SLOTS: Final = 16
 
 WATCH_INCLUDE: Final = 1
 WATCH_EXCLUDE: Final = 2
@@ -133,6 +147,12 @@ class Decoder:
     object shared by its events (so enrichment and rendering run once per process, not once per
     event). An exec changes what a process is without changing that block's identity fields, so
     every exec empties the cache.
+
+    ``malformed`` counts the records dropped because they cannot be events, by reason (see
+    MALFORMED_REASONS): "short" (shorter than the header or its kind's struct), "bad-length"
+    (its path, executable or argument lengths point past its end), "unknown-kind",
+    "unknown-op". The kernel side never sends such records: any count means a layout mismatch
+    between the objects and this decoder, or damage, and the events are lost.
     """
 
     _CACHE_MAX: Final = 4096
@@ -140,6 +160,7 @@ class Decoder:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self._procs: dict[bytes, Process] = {}
+        self.malformed: Counter[str] = Counter()
 
     def _proc(self, buf: memoryview | bytes, fresh: bool = False) -> Process:
         key = bytes(buf[PROC_OFF:TAIL_OFF])
@@ -161,8 +182,9 @@ class Decoder:
         return p
 
     def decode(self, buf: memoryview | bytes) -> Decoded | None:
-        """One record; None for a record of an unknown kind or a short record."""
+        """One record; None (counted in ``malformed``) for one that cannot be an event."""
         if len(buf) < HDR_SIZE:
+            self.malformed["short"] += 1
             return None
         kind, flags, _size, ktime = HDR.unpack_from(buf, 0)
         ts = ktime + self.clock.mono_to_wall_ns
@@ -171,6 +193,9 @@ class Decoder:
         if kind == Kind.EXEC and len(buf) >= EXEC_EVENT_SIZE:
             exe_len, args_len = EXEC_TAIL.unpack_from(buf, TAIL_OFF)
             start = EXEC_EVENT_SIZE
+            if start + exe_len + args_len > len(buf):
+                self.malformed["bad-length"] += 1
+                return None
             proc = self._proc(buf, fresh=True)
             proc.executable = bytes(buf[start:start + exe_len])
             proc.args = split_args(bytes(buf[start + exe_len:start + exe_len + args_len]))
@@ -178,23 +203,28 @@ class Decoder:
         if kind == Kind.EXIT and len(buf) >= EXIT_EVENT_SIZE:
             (code, _reserved) = EXIT_TAIL.unpack_from(buf, TAIL_OFF)
             return ExitEvent(ts, self._proc(buf), code, flags)
+        self.malformed["short" if kind in _KINDS else "unknown-kind"] += 1
         return None
 
     def _file(self, buf: memoryview | bytes, ts: int, flags: int) -> Decoded | None:
         (op, ret, mode, ouid, ogid, _oflags, ino, file_id, dev, plen,
          p2len) = FILE_TAIL.unpack_from(buf, TAIL_OFF)
         start = FILE_EVENT_SIZE
+        if start + plen + p2len > len(buf):
+            self.malformed["bad-length"] += 1
+            return None
         path = bytes(buf[start:start + plen])
         path2 = bytes(buf[start + plen:start + plen + p2len]) if p2len else None
-        proc = self._proc(buf)
         if op == OP_OPEN_WRITE:
+            proc = self._proc(buf)
             ev = FileEvent(ts, FileOp.CREATE, path, proc, inode=ino, device=dev, flags=flags,
                            mode=mode)
             return RawFile(ev, file_id, bool(flags & _F_CREATED))
-        try:
-            fop = FileOp(op)
-        except ValueError:
+        fop = _FILE_OPS.get(op)
+        if fop is None:
+            self.malformed["unknown-op"] += 1
             return None
+        proc = self._proc(buf)
         return FileEvent(
             timestamp_ns=ts, op=fop, path=path, process=proc, errno=-ret if ret < 0 else 0,
             target_path=path2,
@@ -211,6 +241,7 @@ class Decoder:
                 yield ev
 
 
+_FILE_OPS: Final = {int(op): op for op in FileOp}  # a dict lookup: FileOp(op) raises
 _MODE_OPS = frozenset({FileOp.CHMOD, FileOp.CREATE, FileOp.MKDIR, FileOp.MKNOD, FileOp.OPEN})
 
 

@@ -19,11 +19,14 @@ from vigil.enrich.process import ProcessTable
 from vigil.enrich.users import NameCache
 from vigil.events.layout import Flag, RawFile
 from vigil.events.model import Event, ExecEvent, ExitEvent, FileEvent, FileOp, Process
+from vigil.events.truncated import TRUNCATED, TruncatedPaths
 
 MAX_OPEN_FILES: Final = 65536
 # Plain ints: IntFlag arithmetic costs a Python call per test on the hot path.
 F_FROM_ARG: Final = int(Flag.FROM_ARG)
 F_UNNORMALIZED: Final = int(Flag.UNNORMALIZED)
+F_PATH_TRUNC: Final = int(Flag.PATH_TRUNC)
+F_PATH2_TRUNC: Final = int(Flag.PATH2_TRUNC)
 _TWO_PATHS: Final = frozenset({FileOp.RENAME, FileOp.LINK})
 # Ops whose target names a directory entry that may be gone (or replaced) after the call: the
 # final component is never resolved, only its directory.
@@ -33,12 +36,13 @@ _DIR_CHANGING: Final = frozenset({FileOp.RENAME, FileOp.RMDIR, FileOp.SYMLINK})
 
 
 class _OpenFile:
-    __slots__ = ("path", "process", "tgid")
+    __slots__ = ("flags", "path", "process", "tgid")
 
-    def __init__(self, path: bytes, process: Process) -> None:
+    def __init__(self, path: bytes, process: Process, flags: int = 0) -> None:
         self.path = path
         self.process = process
         self.tgid = process.pid
+        self.flags = flags  # TRUNCATED bits of the open: its "modified" carries them too
 
 
 def normalize(path: bytes) -> bytes:
@@ -80,6 +84,7 @@ class Pipeline:
         report_processes: bool = True,
         watch_alias: Callable[[bytes, bytes], None] | None = None,
         closes_at_exit: bool = True,
+        truncated: TruncatedPaths | None = None,
     ) -> None:
         # True when the kernel side sees closes only as syscalls (the tracepoint backend): an
         # exit then ends the writes of every file the process still held. The VFS backends see
@@ -95,6 +100,11 @@ class Pipeline:
         self._by_tgid: dict[int, set[int]] = {}
         self._dirs: OrderedDict[bytes, bytes] = OrderedDict()
         self.filtered = 0
+        # Paths the kernel cut: judged by device (vigil.events.truncated); without a judge every
+        # one may be in a watched tree.
+        self.truncated = truncated or TruncatedPaths(None)
+        self._batch_truncated = False
+        self.open_files_evicted = 0  # write-opens forgotten beyond MAX_OPEN_FILES
 
     # ---- paths ---------------------------------------------------------------------------
 
@@ -138,6 +148,7 @@ class Pipeline:
     def process(self, records: Iterable[object]) -> list[Event]:
         out: list[Event] = []
         self._dirs.clear()
+        self._batch_truncated = False
         for rec in records:
             if isinstance(rec, FileEvent):
                 self._file(rec, out)
@@ -152,9 +163,49 @@ class Pipeline:
                 self._exited(rec, out)
         return out
 
+    def counts(self) -> dict[str, int]:
+        """What the pipeline could not do fully: events whose path the kernel cut (reported,
+        marked), write-opens it stopped following, failed /proc reads of the process table."""
+        return {"path_truncated": self.truncated.reported,
+                "open_files_evicted": self.open_files_evicted,
+                "proc_read_failed": self._procs.failed_reads}
+
+    def baseline_events(self, events: list[Event]) -> list[Event]:
+        """``events`` less those with a path the kernel cut, which is no real path: the
+        baseline learns those files from the rescan the agent starts for them."""
+        if not self._batch_truncated:
+            return events
+        return [e for e in events if not (isinstance(e, FileEvent) and e.flags & TRUNCATED)]
+
+    def _keep_truncated(self, ev: FileEvent) -> bool:
+        """An event with a path the kernel cut: kept (its bits tell which path) unless it is
+        provably outside every watched tree. A whole second path is canonicalised and judged as
+        usual; a cut one is left as the kernel sent it."""
+        two = ev.op in _TWO_PATHS and ev.target_path is not None
+        canon = ev.flags & (F_FROM_ARG | F_UNNORMALIZED)
+        whole = False
+        if not ev.flags & F_PATH_TRUNC:
+            if canon:
+                ev.path = self.canonical(ev.path, ev.flags, ev.process)
+            whole = self._is_watched(ev.path)
+        if two and ev.target_path is not None and not ev.flags & F_PATH2_TRUNC:
+            if canon:
+                ev.target_path = self.canonical(ev.target_path, ev.flags, ev.process)
+            whole = whole or self._is_watched(ev.target_path)
+        kept = self.truncated.count(whole or self.truncated.may_be_watched(ev.device))
+        self._batch_truncated |= kept
+        return kept
+
     def _file(self, ev: FileEvent, out: list[Event]) -> None:
         if ev.op == FileOp.MODIFY:
             self._closed(ev)
+        if ev.flags & TRUNCATED:
+            if not self._keep_truncated(ev):
+                self.filtered += 1
+                return
+            self._enrich(ev.process)
+            out.append(ev)
+            return
         if ev.flags & (F_FROM_ARG | F_UNNORMALIZED):
             self._invalidate_dirs(ev)
             ev.path = self.canonical(ev.path, ev.flags, ev.process)
@@ -182,14 +233,17 @@ class Pipeline:
 
     def _opened(self, raw: RawFile, out: list[Event]) -> None:
         ev = raw.event
-        if not self._is_watched(ev.path):
+        if not (self._keep_truncated(ev) if ev.flags & TRUNCATED else self._is_watched(ev.path)):
             self.filtered += 1
             return
-        self._open[raw.file_id] = _OpenFile(ev.path, ev.process)
+        self._open[raw.file_id] = _OpenFile(ev.path, ev.process, ev.flags & TRUNCATED)
         self._by_tgid.setdefault(ev.process.pid, set()).add(raw.file_id)
-        if len(self._open) > MAX_OPEN_FILES:  # the kernel's LRU forgot it too
+        if len(self._open) > MAX_OPEN_FILES:
+            # Forgotten here, its "modified" still comes from the kernel at its close; not if
+            # its process exits holding it (closes_at_exit): counted as a possible loss.
             fid, old = self._open.popitem(last=False)
             self._by_tgid.get(old.tgid, set()).discard(fid)
+            self.open_files_evicted += 1
         if raw.created:
             self._enrich(ev.process)
             out.append(ev)
@@ -215,7 +269,8 @@ class Pipeline:
                     continue
                 self._forget(fid)
                 out.append(FileEvent(ev.timestamp_ns, FileOp.MODIFY, entry.path, ev.process,
-                                     file_id=fid))
+                                     file_id=fid, flags=entry.flags))
+                self._batch_truncated |= bool(entry.flags)
         if self._report_processes:
             out.append(ev)
 

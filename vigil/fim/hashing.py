@@ -63,7 +63,33 @@ def _open(path: bytes, follow: bool) -> int:
 
 def record_from_stat(path: bytes, st: os.stat_result) -> FileRecord:
     return FileRecord(path, kind_of(st.st_mode), st.st_size, st.st_mode, st.st_uid, st.st_gid,
-                      st.st_mtime_ns, st.st_ino, st.st_dev)
+                      st.st_mtime_ns, st.st_ino, st.st_dev, ctime_ns=st.st_ctime_ns)
+
+
+# A filesystem without extended attributes has none to change; EPERM/EACCES/ENOENT leave the
+# xattrs unknown (None), never "removed".
+_NO_XATTRS = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
+
+
+def read_xattrs(target: int | bytes, follow: bool = False) -> dict[str, str] | None:
+    """The ``security.*`` extended attributes (capabilities, SELinux/SMACK labels, IMA/EVM) of
+    an open file or a path, as name -> hex value; None when they cannot be read. Other
+    namespaces are left out: user.* is anyone's to write, trusted.* is root's only to read."""
+    follow = follow or isinstance(target, int)  # an fd is the inode itself
+    try:
+        names = os.listxattr(target, follow_symlinks=follow)
+    except OSError as e:
+        return {} if e.errno in _NO_XATTRS else None
+    out: dict[str, str] = {}
+    for name in names:
+        if not name.startswith("security."):
+            continue
+        try:
+            out[name] = os.getxattr(target, name, follow_symlinks=follow).hex()
+        except OSError as e:
+            if e.errno != errno.ENODATA:  # removed since listed: absent
+                return None
+    return out
 
 
 def build_record(path: bytes, st: os.stat_result, dcfg: DirectoryConfig,
@@ -71,7 +97,11 @@ def build_record(path: bytes, st: os.stat_result, dcfg: DirectoryConfig,
     """The record of ``path`` whose lstat (or stat, when following) is ``st``; with the content
     when it is small enough to keep for a diff. None when the file vanished meanwhile."""
     rec = record_from_stat(path, st)
+    want_xattrs = "xattrs" in dcfg.check
     want_hashes = "hashes" in dcfg.check and dcfg.hashes
+    opened = rec.kind == "file" and want_hashes and st.st_size <= limits.max_file_size
+    if want_xattrs and not opened:  # else read from the opened file below
+        rec.xattrs = read_xattrs(path, follow=dcfg.follow_symlinks)
     if rec.kind == "symlink":
         if want_hashes:
             # The link's content is its target: hashing it catches a retargeted link.
@@ -100,12 +130,16 @@ def build_record(path: bytes, st: os.stat_result, dcfg: DirectoryConfig,
         if e.errno == errno.ELOOP:  # replaced by a symlink since the walk saw it
             return None
         rec.error = _error_text(e)
+        if want_xattrs:  # security.* stays readable without read permission on the content
+            rec.xattrs = read_xattrs(path, follow=dcfg.follow_symlinks)
         return rec, None
     try:
         fst = os.fstat(fd)
         if not stat.S_ISREG(fst.st_mode):
             return None  # replaced by something else between lstat and open
         rec = record_from_stat(path, fst)
+        if want_xattrs:  # of the inode that is hashed, not the one the walk saw
+            rec.xattrs = read_xattrs(fd)
         return rec, _hash_fd(fd, fst.st_size, rec, dcfg.hashes, limits)
     except OSError as e:
         rec.error = _error_text(e)

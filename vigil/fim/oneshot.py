@@ -1,9 +1,12 @@
 """``vigil scan --init`` / ``vigil scan --check``: AIDE-style one-shot integrity checks.
 
 Owns the scan subcommand's options, its report (text or ECS JSON lines) and exit codes: 0 nothing
-changed, 1 changes found, 2 error. Needs no eBPF and no root: any readable tree and a writable
-database path (``--db``) will do. Does not own the scanning itself (vigil.fim.scanner); the CLI
-(vigil.cli) only wires ``configure_parser`` and ``main`` under ``scan``.
+changed, 1 changes found, 2 error, 3 nothing changed in what could be checked but the check is
+incomplete (files or directories unreadable, a stop at scan.max_files, a watched directory without
+a baseline): an incomplete check never looks like a clean one. Needs no eBPF and no root: any
+readable tree and a writable database path (``--db``) will do. Does not own the scanning itself
+(vigil.fim.scanner); the CLI (vigil.cli) only wires ``configure_parser`` and ``main`` under
+``scan``.
 """
 
 from __future__ import annotations
@@ -17,20 +20,22 @@ from pathlib import Path
 from typing import TextIO
 
 from vigil.config import Config, load_config
+from vigil.fim.model import SCAN_ACTIONS
 from vigil.fim.scanner import Scanner
 from vigil.fim.store import Store
 from vigil.kernel.errors import VigilError
 from vigil.outputs.ecs_fim import fim_to_ecs
 from vigil.outputs.pretty import fim_to_line
 
-EXIT_OK, EXIT_CHANGED, EXIT_ERROR = 0, 1, 2
+EXIT_OK, EXIT_CHANGED, EXIT_ERROR, EXIT_INCOMPLETE = 0, 1, 2, 3
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--init", action="store_true", help="build (or rebuild) the baseline")
     mode.add_argument("--check", action="store_true",
-                      help="compare the disk with the baseline; exit 1 when something changed")
+                      help="compare the disk with the baseline; exit 1 when something changed, "
+                      "3 when nothing did but the check is incomplete")
     p.add_argument("--config", type=Path, metavar="FILE", help="configuration file (YAML)")
     p.add_argument("--watch", type=Path, action="append", metavar="DIR",
                    help="watch DIR instead of the configured directories (repeatable)")
@@ -57,9 +62,9 @@ def _report(cfg: Config, args: argparse.Namespace, out: TextIO) -> int:
         started = time.monotonic()
         changes = 0
         for ev in scanner.scan("manual-scan"):
+            if args.init or ev.action in SCAN_ACTIONS:
+                continue  # --init builds a baseline, it does not list changes
             changes += 1
-            if args.init:
-                continue  # the first baseline is not a list of changes
             if args.format == "json":
                 out.write(json.dumps(fim_to_ecs(ev, host), ensure_ascii=False) + "\n")
             else:
@@ -69,13 +74,23 @@ def _report(cfg: Config, args: argparse.Namespace, out: TextIO) -> int:
         stats = scanner.stats
         for msg in stats.error_samples:
             print(f"vigil scan: warning: {msg}", file=sys.stderr)
+        if stats.errors > len(stats.error_samples):
+            print(f"vigil scan: warning: ... and {stats.errors - len(stats.error_samples)} "
+                  "more errors", file=sys.stderr)
+        reasons = stats.reasons(cfg.scan.max_files)
+        if reasons:
+            what = "baseline" if args.init else "check"
+            print(f"vigil scan: {what} incomplete: {'; '.join(reasons)}", file=sys.stderr)
         took = time.monotonic() - started
         summary = (f"{'baseline' if args.init else 'checked'}: {stats.seen} entries, "
                    f"{stats.hashed_bytes / 1e6:.1f} MB hashed in {took:.2f}s; "
-                   f"{'' if args.init else f'{changes} changes; '}{stats.errors} errors")
+                   f"{'' if args.init else f'{changes} changes; '}{stats.errors} errors"
+                   f"{'; INCOMPLETE' if reasons else ''}")
         print(summary, file=sys.stderr if args.format == "json" else out)
         if args.check and changes:
             return EXIT_CHANGED
+        if args.check and reasons:
+            return EXIT_INCOMPLETE
         return EXIT_OK
 
 

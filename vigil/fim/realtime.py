@@ -23,7 +23,7 @@ from vigil.config import Config
 from vigil.events.model import FileEvent, FileOp, Process
 from vigil.fim.diffs import ContentDiffs
 from vigil.fim.hashing import Limits, build_record
-from vigil.fim.model import FileRecord, FimEvent, classify, compare
+from vigil.fim.model import FileRecord, FimEvent, classify, compare, lacks_new_fields
 from vigil.fim.policy import Policy
 from vigil.fim.scanner import Scanner
 from vigil.fim.store import Store
@@ -34,8 +34,10 @@ QUIET_NS = 500_000_000
 _NAMESPACE_OPS = {FileOp.CREATE, FileOp.DELETE, FileOp.RMDIR, FileOp.RENAME, FileOp.LINK,
                   FileOp.SYMLINK, FileOp.MKDIR, FileOp.MKNOD}
 _CONTENT_OPS = {FileOp.MODIFY, FileOp.TRUNCATE}
-_ATTR_OPS = {FileOp.CHMOD: None, FileOp.CHOWN: None, FileOp.SETXATTR: "xattrs",
-             FileOp.REMOVEXATTR: "xattrs"}
+# Settled by comparing the file with its row: the changed attributes say what the operation did
+# (mode, uid/gid, xattrs: the security.* ones with their values before and after, or ctime
+# alone when it set something no check records, such as a user.* xattr or the same mode).
+_ATTR_OPS = {FileOp.CHMOD, FileOp.CHOWN, FileOp.SETXATTR, FileOp.REMOVEXATTR}
 
 
 @dataclass(slots=True)
@@ -74,7 +76,7 @@ class Reconciler:
             for path in [p for p, pd in self.pending.items() if pd.closed and not pd.created]:
                 pd = self.pending.pop(path)
                 out += self._settle(path, pd.process, now_ns)
-            self.diffs.enforce_quota()
+            self.diffs.enforce_quota(now_ns)
         return out
 
     def flush(self, now_ns: int) -> list[FimEvent]:
@@ -85,7 +87,7 @@ class Reconciler:
             with self.store.transaction():
                 for path in due:
                     out += self._settle(path, self.pending.pop(path).process, now_ns)
-                self.diffs.enforce_quota()
+                self.diffs.enforce_quota(now_ns)
         return out
 
     def startup_check(self) -> Iterator[FimEvent]:
@@ -123,11 +125,11 @@ class Reconciler:
         if op in _ATTR_OPS:
             if path in self.pending:
                 return []  # settled with its content
-            extra = _ATTR_OPS[op]
-            return self._settle(path, ev.process, now, extra=[extra] if extra else [])
+            return self._settle(path, ev.process, now)
         if op in (FileOp.MKDIR, FileOp.SYMLINK, FileOp.MKNOD):
             return self._settle(path, ev.process, now)
         if op == FileOp.LINK and ev.target_path:
+            self._refresh_ctime(path)  # its link count (and ctime) changed: not a change to it
             return self._settle(ev.target_path, ev.process, now)
         if op in (FileOp.DELETE, FileOp.RMDIR):
             return self._delete(path, ev.process, now)
@@ -148,8 +150,18 @@ class Reconciler:
             st = os.lstat(parent)
         except OSError:
             return
-        old.size, old.mtime_ns = st.st_size, st.st_mtime_ns
+        old.size, old.mtime_ns, old.ctime_ns = st.st_size, st.st_mtime_ns, st.st_ctime_ns
         self.store.put_many([old])
+
+    def _refresh_ctime(self, path: bytes) -> None:
+        old = self.store.get(path)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return
+        if old is not None and old.inode == st.st_ino:
+            old.ctime_ns = st.st_ctime_ns
+            self.store.put_many([old])
 
     def _live(self, path: bytes | None) -> bool:
         dcfg = self.policy.directory_for(path) if path else None
@@ -207,7 +219,6 @@ class Reconciler:
     # -- settling one path against the baseline ------------------------------------------------
 
     def _settle(self, path: bytes, process: Process | None, now: int,
-                extra: list[str] | None = None,
                 renamed_from: FileRecord | None = None) -> list[FimEvent]:
         try:
             st = os.lstat(path)
@@ -225,21 +236,28 @@ class Reconciler:
             return []
         rec, content = built
         old = renamed_from or self.store.get(path)
-        diff = None
+        diff = unavailable = None
         if old is None:
             action, changed = "added", []
             self.diffs.update(path, dcfg, content, now)
         else:
-            changed = compare(old, rec, dcfg.check, dcfg.hashes) + (extra or [])
+            changed = compare(old, rec, dcfg.check, dcfg.hashes)
+            if renamed_from is not None and changed == ["ctime"]:
+                changed = []  # a rename sets the ctime: the rename explains it
             if not changed and renamed_from is None:
+                if lacks_new_fields(old, rec):
+                    self.store.put_many([rec])
                 return []
             action = "renamed" if renamed_from else classify(changed, dcfg.hashes)
             if renamed_from is not None:
                 self.diffs.forget(renamed_from.path)
             if (action == "modified" or renamed_from) and rec.kind == "file":
-                diff = self.diffs.update(path, dcfg, content, now)
+                diff, unavailable = self.diffs.update_diff(path, dcfg, content, now, rec.size)
+                if action != "modified":
+                    unavailable = None  # a pure rename has no diff to miss
         self.store.put_many([rec])
         return [FimEvent(action, path, "realtime", now,
                          old_path=renamed_from.path if renamed_from else None,
                          changed_attributes=changed, before=old.to_dict() if old else None,
-                         after=rec.to_dict(), diff=diff, process=process, tags=dcfg.tags)]
+                         after=rec.to_dict(), diff=diff, diff_unavailable=unavailable,
+                         process=process, tags=dcfg.tags)]

@@ -18,10 +18,11 @@ while an fsync per batch would cost a scan of a cold tree dearly, so NORMAL it i
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -32,10 +33,11 @@ from vigil.kernel.errors import VigilError
 
 HASH_COLUMNS = ("sha256", "sha1", "md5", "blake3")
 _COLS = ("path", "kind", "size", "mode", "uid", "gid", "mtime_ns", "inode", "device",
-         *HASH_COLUMNS, "error", "last_seen_scan")
+         *HASH_COLUMNS, "error", "ctime_ns", "xattrs", "last_seen_scan")
 _SELECT = "SELECT " + ", ".join(_COLS[:-1]) + " FROM files"
 _PAGE = 1000
 _IN_CHUNK = 500  # host parameters per IN (...) query, well under SQLite's limit
+_PER_PATH = ("files", "content", "content_evicted")  # tables keyed by a file's path
 
 # Each migration runs in one transaction together with the version bump: a crash mid-migration
 # leaves the previous version intact. Append only; never edit a released step.
@@ -58,6 +60,23 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         """CREATE TABLE scans (id INTEGER PRIMARY KEY, source TEXT NOT NULL,
             started_ns INTEGER NOT NULL, finished_ns INTEGER, files INTEGER)""",
     ]),
+    (3, [
+        # NULL in rows of older versions: unknown, compared once a scan has recorded them
+        "ALTER TABLE files ADD COLUMN ctime_ns INTEGER",
+        "ALTER TABLE files ADD COLUMN xattrs TEXT",  # JSON {security.* name: hex value}
+        # Watched directories whose first scan completed: a directory not in here is
+        # baselined silently (its files are not "added"), like AIDE's and Wazuh's first scan.
+        """CREATE TABLE roots (path BLOB PRIMARY KEY NOT NULL, established_ns INTEGER NOT NULL,
+            files INTEGER) WITHOUT ROWID""",
+        # Stored contents dropped by the diff quota: the next change says why it has no diff.
+        """CREATE TABLE content_evicted (path BLOB PRIMARY KEY NOT NULL,
+            evicted_ns INTEGER NOT NULL) WITHOUT ROWID""",
+        "CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT) WITHOUT ROWID",
+        # A database that already holds rows predates `roots`: which directories had a baseline
+        # is decided from their rows on first use (Store.adopt_legacy_roots), so upgrading never
+        # silences a change to a directory that was baselined before.
+        "INSERT INTO meta SELECT 'legacy_roots', '1' WHERE EXISTS (SELECT 1 FROM files)",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -74,13 +93,17 @@ def subtree_bounds(root: bytes) -> tuple[bytes, bytes]:
 
 def _row_to_record(row: tuple[Any, ...]) -> FileRecord:
     hashes = {a: row[9 + i] for i, a in enumerate(HASH_COLUMNS) if row[9 + i] is not None}
+    raw = row[15]
+    xattrs = None if raw is None else {} if raw == "{}" else json.loads(raw)
     return FileRecord(bytes(row[0]), row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-                      row[8], hashes, row[13])
+                      row[8], hashes, row[13], row[14], xattrs)
 
 
 def _record_to_row(r: FileRecord, scan_id: int) -> tuple[Any, ...]:
+    xattrs = None if r.xattrs is None else "{}" if not r.xattrs else json.dumps(
+        r.xattrs, sort_keys=True, separators=(",", ":"))
     return (r.path, r.kind, r.size, r.mode, r.uid, r.gid, r.mtime_ns, r.inode, r.device,
-            *(r.hashes.get(a) for a in HASH_COLUMNS), r.error, scan_id)
+            *(r.hashes.get(a) for a in HASH_COLUMNS), r.error, r.ctime_ns, xattrs, scan_id)
 
 
 def _private_file(path: Path) -> None:
@@ -240,13 +263,13 @@ class Store:
         rows = [(p,) for p in paths]
         if rows:
             with self.transaction():
-                self.db.executemany("DELETE FROM files WHERE path = ?", rows)
-                self.db.executemany("DELETE FROM content WHERE path = ?", rows)
+                for table in _PER_PATH:
+                    self.db.executemany(f"DELETE FROM {table} WHERE path = ?", rows)
 
     def delete_subtree(self, root: bytes) -> None:
         lo, hi = subtree_bounds(root)
         with self.transaction():
-            for table in ("files", "content"):
+            for table in _PER_PATH:
                 self.db.execute(f"DELETE FROM {table} WHERE path >= ? AND path < ?", (lo, hi))
 
     def rename_subtree(self, old: bytes, new: bytes) -> None:
@@ -255,7 +278,7 @@ class Store:
         new_prefix = subtree_bounds(new)[0]
         with self.transaction():
             self.delete_subtree(new)
-            for table in ("files", "content"):
+            for table in _PER_PATH:
                 self.db.execute(
                     # || yields TEXT, which sorts after every BLOB: cast back, or range scans
                     # miss the row.
@@ -288,6 +311,33 @@ class Store:
         row = self.db.execute("SELECT max(finished_ns) FROM scans").fetchone()
         return int(row[0]) if row and row[0] is not None else None
 
+    # -- established roots (vigil.fim.scanner: a directory's first scan is silent) -------------
+
+    def established(self) -> set[bytes]:
+        return {bytes(p) for (p,) in self.db.execute("SELECT path FROM roots")}
+
+    def mark_established(self, root: bytes, now_ns: int, files: int | None) -> None:
+        with self.transaction():
+            self.db.execute("INSERT OR REPLACE INTO roots VALUES (?, ?, ?)", (root, now_ns, files))
+
+    def legacy_roots_pending(self) -> bool:
+        """True until the roots of a database from before schema 3 have been adopted."""
+        return self.db.execute("SELECT 1 FROM meta WHERE key = 'legacy_roots'").fetchone() \
+            is not None
+
+    def has_rows(self, root: bytes, owned: Callable[[bytes], bool]) -> bool:
+        """Whether the baseline holds ``root`` or a row below it that ``owned`` accepts."""
+        if self.get(root) is not None:
+            return True
+        return any(owned(r.path) for r in self.iter_subtree(root))
+
+    def adopt_legacy_roots(self, roots: Iterable[bytes], now_ns: int) -> None:
+        """Record ``roots`` (those with rows in a pre-schema-3 database) as established, once."""
+        with self.transaction():
+            for root in roots:
+                self.db.execute("INSERT OR IGNORE INTO roots VALUES (?, ?, NULL)", (root, now_ns))
+            self.db.execute("DELETE FROM meta WHERE key = 'legacy_roots'")
+
     # -- stored contents (for diffs) -----------------------------------------------------------
 
     def get_content(self, path: bytes) -> bytes | None:
@@ -299,17 +349,24 @@ class Store:
         with self.transaction():
             self.db.execute("INSERT OR REPLACE INTO content VALUES (?, ?, ?, ?, ?)",
                             (path, packed, len(data), len(packed), now_ns))
+            self.db.execute("DELETE FROM content_evicted WHERE path = ?", (path,))
 
     def delete_content(self, path: bytes) -> None:
         with self.transaction():
             self.db.execute("DELETE FROM content WHERE path = ?", (path,))
 
+    def was_evicted(self, path: bytes) -> bool:
+        """Whether ``path``'s stored content was dropped by the quota (and nothing stored since)."""
+        return self.db.execute("SELECT 1 FROM content_evicted WHERE path = ?",
+                               (path,)).fetchone() is not None
+
     def content_bytes(self) -> int:
         row = self.db.execute("SELECT coalesce(sum(stored_size), 0) FROM content").fetchone()
         return int(row[0])
 
-    def enforce_quota(self, quota_bytes: int) -> int:
-        """Drop the oldest stored contents until the compressed total fits; returns how many."""
+    def enforce_quota(self, quota_bytes: int, now_ns: int = 0) -> int:
+        """Drop the oldest stored contents until the compressed total fits, remembering which
+        (``was_evicted``); returns how many."""
         total = self.content_bytes()
         if total <= quota_bytes:
             return 0
@@ -322,4 +379,6 @@ class Store:
             total -= size
         with self.transaction():
             self.db.executemany("DELETE FROM content WHERE path = ?", victims)
+            self.db.executemany("INSERT OR REPLACE INTO content_evicted VALUES (?, ?)",
+                                [(p, now_ns) for (p,) in victims])
         return len(victims)

@@ -1,8 +1,9 @@
 """Walking one watched directory: a depth-first stream of (path, stat) in byte order.
 
-Owns the traversal rules: bytes paths via os.scandir, staying on the root's filesystem, never
-entering /proc, /sys or /dev unless that is the root, depth/ignore/restrict, symlink following with
-loop protection, vanished and unreadable directories. Does not read file contents
+Owns the traversal rules: bytes paths via os.scandir, other filesystems mounted below the root
+entered or not by the directory's ``mounts`` setting (never a pseudo filesystem: vigil.fim.mounts),
+never entering /proc, /sys or /dev unless that is the root, depth/ignore/restrict, symlink
+following with loop protection, vanished and unreadable directories. Does not read file contents
 (vigil.fim.hashing) nor compare with the baseline (vigil.fim.scanner).
 
 The order is the baseline's (SQLite compares BLOBs with memcmp): siblings are sorted by their name,
@@ -64,7 +65,10 @@ def _children(path: bytes, dcfg: DirectoryConfig,
     return out
 
 
-def walk(dcfg: DirectoryConfig, policy: Policy, on_error: ErrorFn) -> Iterator[Entry]:
+def walk(dcfg: DirectoryConfig, policy: Policy, on_error: ErrorFn,
+         pseudo_devices: frozenset[int] = frozenset()) -> Iterator[Entry]:
+    """The entries of ``dcfg``'s tree in byte order; ``pseudo_devices`` (st_dev values, from
+    vigil.fim.mounts.pseudo_devices) are never entered."""
     root = dcfg.path
     try:
         rst = os.stat(root)  # the configured path itself may be a symlink: follow it
@@ -97,8 +101,10 @@ def walk(dcfg: DirectoryConfig, policy: Policy, on_error: ErrorFn) -> Iterator[E
             continue
         if not policy.descend(path, dcfg) or (st.st_dev, st.st_ino) in active:
             continue  # not monitored below (depth, ignore, /proc...), or a symlink loop
-        kids = _children(path, dcfg, on_error) if st.st_dev == dev else None
-        if kids is None:  # unreadable, or another filesystem: what is below is unknown
+        enter = st.st_dev == dev or (dcfg.mounts == "include"
+                                     and st.st_dev not in pseudo_devices)
+        kids = _children(path, dcfg, on_error) if enter else None
+        if kids is None:  # unreadable, or a filesystem not entered: what is below is unknown
             yield Entry(path, st, recorded=False, complete=False)
             continue
         stack.append(iter(kids))

@@ -26,7 +26,9 @@ from vigil.kernel import hooks, probes
 from vigil.kernel.btf import Btf
 from vigil.kernel.errors import KernelError, VerifierError, VigilError
 from vigil.kernel.hooks import HookUnsupported, Plan
+from vigil.kernel.libbpf import bpf_map_count_entries, libbpf_num_possible_cpus
 from vigil.kernel.loader import BpfObjectSpec, Link, LoadedObject, bundled_object
+from vigil.kernel.lru import EvictionCounter
 from vigil.kernel.mounts import ensure_mounted, tracepoint_exists
 from vigil.kernel.perfbuf import PerfReader, per_cpu_pages
 from vigil.kernel.ringbuf import ORDERED_ARCHES, RingReader
@@ -40,6 +42,25 @@ _OPTIONAL_TRACEPOINTS = ("syscalls", "io_uring")
 _WATCH_VAL = struct.Struct("=II")
 _U32 = struct.Struct("=I")
 _U64 = struct.Struct("=Q")
+# Test-only: smaller kernel maps, so that tests can fill them ("wfiles=512,uring_reqs=64").
+MAP_ENTRIES_ENV = "VIGIL_TEST_MAP_ENTRIES"
+_SIZABLE_MAPS = ("wfiles", "uring_reqs", "pending", "inflight", "uring_parked")
+# The LRU maps whose evictions are counted (vigil.kernel.lru): the map and its two stat slots.
+LRU_MAPS = {"wfiles": (layout.Stat.WFILES_NEW, layout.Stat.WFILES_DEL),
+            "uring_reqs": (layout.Stat.URING_NEW, layout.Stat.URING_DEL)}
+
+
+def map_sizes_for_tests(value: str | None = None) -> dict[str, int]:
+    """The map sizes ``VIGIL_TEST_MAP_ENTRIES`` asks for (tests only)."""
+    raw = os.environ.get(MAP_ENTRIES_ENV, "") if value is None else value
+    out: dict[str, int] = {}
+    for item in filter(None, (x.strip() for x in raw.split(","))):
+        name, _, n = item.partition("=")
+        if name not in _SIZABLE_MAPS or not n.isdigit() or int(n) < 1:
+            raise VigilError(f"{MAP_ENTRIES_ENV}: {item!r} is not MAP=N with MAP one of "
+                             f"{', '.join(_SIZABLE_MAPS)}")
+        out[name] = int(n)
+    return out
 
 
 @dataclass(frozen=True)
@@ -111,6 +132,7 @@ class KernelBackend:
         self.skipped_sections: set[str] = set()  # programs whose tracepoint is absent
         self.reader: EventReader | None = None
         self.event_buffer = "ring"  # decided by start()
+        self.evictions: dict[str, EvictionCounter] = {}
 
     @property
     def name(self) -> str:
@@ -140,6 +162,8 @@ class KernelBackend:
                 spec.set_autoload(prog.name, wanted)
             if not perf:  # a perf event array gets one entry per CPU from libbpf
                 spec.set_max_entries("events", s.ring_bytes)
+            for name, n in map_sizes_for_tests().items():
+                spec.set_max_entries(name, n)
             spec.set_rodata(
                 cfg_failed_errnos=errno_mask(s.failed_errnos),
                 cfg_wakeup_bytes=s.wakeup_bytes,
@@ -147,6 +171,8 @@ class KernelBackend:
                 **self.plan.rodata,
             )
             self._obj = spec.load()
+        self.evictions = {name: self._eviction_counter(name, *slots)
+                          for name, slots in LRU_MAPS.items()}
         if self.skipped:
             log.info("syscalls absent on this kernel, not hooked: %s",
                      ", ".join(sorted({t.split("_", 2)[2] for t in self.skipped})))
@@ -190,13 +216,34 @@ class KernelBackend:
         m = self.obj.map("watched")
         m.update(watch_key(path), _WATCH_VAL.pack(layout.WATCH_INCLUDE, 0))
 
+    def _stat(self, stat: layout.Stat) -> int:
+        values = self.obj.map("stats").lookup_percpu(_U32.pack(stat))
+        return sum(_U64.unpack_from(v)[0] for v in values)
+
+    def _eviction_counter(self, name: str, new: layout.Stat,
+                          deleted: layout.Stat) -> EvictionCounter:
+        m = self.obj.map(name)
+
+        def read() -> tuple[int, int]:
+            d = self._stat(deleted)  # deletes first: inserts - deletes stays an upper bound
+            return self._stat(new), d
+
+        def live() -> int | None:
+            n = bpf_map_count_entries(m.fd, m.key_size, m.value_size, m.max_entries)
+            if n is None:  # no batch lookup (Linux < 5.6): one key at a time
+                n = 0
+                for _key in m.keys():  # noqa: SIM118 (a map handle, no dict)
+                    n += 1
+            return n
+
+        return EvictionCounter(name, m.max_entries, libbpf_num_possible_cpus(), read, live)
+
     def counters(self) -> dict[str, int]:
-        """The per-CPU counters, summed: drops per kind and full maps."""
-        m = self.obj.map("stats")
-        out: dict[str, int] = {}
-        for stat in layout.Stat:
-            values = m.lookup_percpu(_U32.pack(stat))
-            out[stat.name.lower()] = sum(_U64.unpack_from(v)[0] for v in values)
+        """The per-CPU counters, summed: drops per kind, full maps, and the evictions of each
+        LRU map (``<map>_evicted``)."""
+        out = {stat.name.lower(): self._stat(stat) for stat in layout.Stat}
+        for name, ev in self.evictions.items():
+            out[f"{name}_evicted"] = ev.update()
         if isinstance(self.reader, PerfReader):
             # Samples perf reports lost were also counted by kind (and as perf_full) when the
             # BPF side saw the failure; only kernels whose bpf_perf_event_output returns 0 on a
@@ -206,7 +253,8 @@ class KernelBackend:
 
     def forget_open_file(self, file_id: int) -> None:
         """The process holding ``file_id`` for writing exited: drop the kernel's record of it."""
-        self.obj.map("wfiles").delete(_U64.pack(file_id))
+        if self.obj.map("wfiles").delete(_U64.pack(file_id)):
+            self.evictions["wfiles"].user_deletes += 1
 
     def close(self) -> None:
         if self.reader is not None:

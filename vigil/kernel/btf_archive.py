@@ -16,19 +16,24 @@ from __future__ import annotations
 import io
 import json
 import lzma
+import re
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vigil.kernel.errors import VigilError
+from vigil.kernel.errors import InputError
 
 FORMAT = 1
 INDEX = "index.json"
 SHIPPED = Path(__file__).resolve().parent.parent / "data" / "btf-archive.tar.xz"
+# The shipped archive unpacks to about 100 KiB (tailored BTFs are a few KiB each); one
+# tailored for thousands of kernels stays far below this. More is a decompression bomb.
+MAX_UNPACKED = 256 << 20
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-class BtfArchiveError(VigilError):
+class BtfArchiveError(InputError):
     """The tailored-BTF archive is missing, damaged or of an unknown format."""
 
 
@@ -54,15 +59,23 @@ class ArchiveIndex:
     @classmethod
     def from_json(cls, data: bytes, source: str) -> ArchiveIndex:
         try:
-            doc: dict[str, Any] = json.loads(data)
-        except ValueError as e:
+            doc: Any = json.loads(data)
+        except (ValueError, RecursionError) as e:
             raise BtfArchiveError(f"{source}: {INDEX} is not JSON: {e}") from None
+        if not isinstance(doc, dict):
+            raise BtfArchiveError(f"{source}: {INDEX} is not a JSON object")
         if doc.get("format") != FORMAT:
             raise BtfArchiveError(f"{source}: archive format {doc.get('format')!r}, this "
                                   f"Vigil reads format {FORMAT}")
-        kernels = doc.get("kernels", {})
+        kernels, sigs = doc.get("kernels", {}), doc.get("core_signatures", {})
+        if not isinstance(kernels, dict) or not isinstance(sigs, dict) or not all(
+                isinstance(k, str) and isinstance(v, dict) and isinstance(v.get("btf"), str)
+                and _SHA256.fullmatch(v["btf"])
+                and isinstance(v.get("source_bytes", 0), int) for k, v in kernels.items()):
+            raise BtfArchiveError(f"{source}: {INDEX} is damaged: 'kernels' must map each "
+                                  f"kernel key to its BTF's sha256 and source size")
         return cls(kernels={k: v["btf"] for k, v in kernels.items()},
-                   signatures=dict(doc.get("core_signatures", {})),
+                   signatures={str(k): str(v) for k, v in sigs.items()},
                    source_sizes={k: int(v.get("source_bytes", 0)) for k, v in kernels.items()})
 
 
@@ -97,11 +110,23 @@ class BtfArchive:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            raw = lzma.decompress(path.read_bytes())
+            packed = path.read_bytes()
         except FileNotFoundError:
             raise BtfArchiveError(f"no tailored-BTF archive at {path}") from None
-        except (lzma.LZMAError, OSError) as e:
-            raise BtfArchiveError(f"{path}: cannot read the archive: {e}") from None
+        except OSError as e:
+            raise BtfArchiveError(f"{path}: cannot read the archive: {e.strerror}") from None
+        self._read(_unpack(packed, str(path)))
+
+    @classmethod
+    def from_bytes(cls, packed: bytes, source: str) -> BtfArchive:
+        """An archive held in memory (``source`` names it in errors)."""
+        self = cls.__new__(cls)
+        self.path = Path(source)
+        self._read(_unpack(packed, source))
+        return self
+
+    def _read(self, raw: bytes) -> None:
+        path = self.path
         self._members: dict[str, bytes] = {}
         try:
             with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
@@ -109,7 +134,7 @@ class BtfArchive:
                     f = tar.extractfile(m) if m.isfile() else None
                     if f is not None:
                         self._members[m.name] = f.read()
-        except tarfile.TarError as e:
+        except (tarfile.TarError, EOFError) as e:
             raise BtfArchiveError(f"{path}: damaged archive: {e}") from None
         if INDEX not in self._members:
             raise BtfArchiveError(f"{path}: no {INDEX} in the archive")
@@ -125,3 +150,18 @@ class BtfArchive:
     def lookup(self, key: str) -> bytes | None:
         sha = self.index.kernels.get(key)
         return None if sha is None else self.blob(sha)
+
+
+def _unpack(packed: bytes, source: str) -> bytes:
+    """The archive's tar, at most MAX_UNPACKED bytes."""
+    d = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+    try:
+        raw = d.decompress(packed, MAX_UNPACKED + 1)
+    except lzma.LZMAError as e:
+        raise BtfArchiveError(f"{source}: cannot read the archive: {e}") from None
+    if len(raw) > MAX_UNPACKED:
+        raise BtfArchiveError(f"{source}: the archive unpacks to more than "
+                              f"{MAX_UNPACKED >> 20} MiB: refused (a decompression bomb?)")
+    if not d.eof:
+        raise BtfArchiveError(f"{source}: the archive is truncated (the xz stream ends early)")
+    return raw

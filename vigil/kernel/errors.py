@@ -1,8 +1,10 @@
 """Vigil's exception tree (psutil-style typed errors at the C boundary).
 
-Owns the root error type of the whole product (`VigilError`) and the kernel-boundary
-subclasses. Other packages import `VigilError` from here and may subclass it; they do not add
-kernel errors elsewhere. Translating errno values into these types lives in vigil.kernel.libbpf.
+Owns the root error type of the whole product (`VigilError`), the root of errors about outside
+data (`InputError`: a damaged or hostile file, named with the byte offset or line where it goes
+wrong) and the kernel-boundary subclasses. Other packages import `VigilError` and `InputError`
+from here and may subclass them; they do not add kernel errors elsewhere. Translating errno
+values into these types lives in vigil.kernel.libbpf.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 __all__ = [
     "BpfPermissionError",
     "BtfNotFoundError",
+    "InputError",
     "KernelError",
     "LibbpfError",
     "LibbpfMissingError",
@@ -44,6 +47,32 @@ class VigilError(Exception):
     """Root of every error Vigil raises on purpose; the CLI turns it into a message + exit code."""
 
     exit_code: int = 2
+
+
+class InputError(VigilError):
+    """Outside data (a package or image from the network, a BTF from another distribution, a
+    user's config, a kernel record) is damaged, truncated or hostile.
+
+    One sentence that names the file, and the byte offset or line where it applies:
+    ``InputError("truncated ELF header", source="vmlinux", offset=0x40)`` reads
+    "vmlinux: at byte 0x40: truncated ELF header". Without ``source`` the message is taken as
+    already naming its file (the older "FILE: what" form of the subclasses).
+    """
+
+    def __init__(self, what: str, *, source: str | None = None, offset: int | None = None,
+                 line: int | None = None) -> None:
+        self.what = what
+        self.source = source
+        self.offset = offset
+        self.line = line
+        where = source or ""
+        if source is not None and line is not None:
+            where = f"{source}:{line}"
+        elif source is not None and offset is not None:
+            where = f"{source}: at byte {offset:#x}"
+        # one line whatever the parts hold (a tool's stderr, a name with a newline in it)
+        text = f"{where}: {what}" if where else what
+        super().__init__(text.replace("\r", " ").replace("\n", " "))
 
 
 class KernelError(VigilError):

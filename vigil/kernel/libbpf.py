@@ -117,6 +117,8 @@ _LIBBPF_PROTOS: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map_update_elem": (c_int, [c_int, _ptr, _ptr, c_uint64]),
     "bpf_map_delete_elem": (c_int, [c_int, _ptr]),
     "bpf_map_get_next_key": (c_int, [c_int, _ptr, _ptr]),
+    # opts (struct bpf_map_batch_opts: elem_flags, flags) passed as NULL: both 0
+    "bpf_map_lookup_batch": (c_int, [c_int, _ptr, _ptr, _ptr, _ptr, POINTER(c_uint32), _ptr]),
     "btf__parse": (_ptr, [c_char_p, _ptr]),
     "btf__free": (None, [_ptr]),
     "btf__type_cnt": (c_uint32, [_ptr]),
@@ -448,6 +450,33 @@ def bpf_map_get_next_key(fd: int, key: bytes | None, key_size: int) -> bytes | N
         return None
     check_int(ret, "bpf_map_get_next_key")
     return nxt.raw
+
+
+_NO_BATCH = frozenset({-_errno.EINVAL, -_errno.EOPNOTSUPP, -ENOTSUPP})
+
+
+def bpf_map_count_entries(fd: int, key_size: int, value_size: int,
+                          max_entries: int) -> int | None:
+    """How many entries a hash map holds, read with BPF_MAP_LOOKUP_BATCH (Linux 5.6+): the
+    kernel copies each bucket under its lock, so an entry present throughout is counted exactly
+    once. None when this kernel has no batch lookup for the map."""
+    n = max(1, max_entries)
+    keys = ctypes.create_string_buffer(key_size * n)
+    values = ctypes.create_string_buffer(value_size * n)
+    token = [ctypes.create_string_buffer(max(8, key_size)) for _ in range(2)]
+    total, first = 0, True
+    while True:
+        count = c_uint32(n)
+        ret = lib().bpf_map_lookup_batch(fd, None if first else token[0], token[1], keys,
+                                         values, ctypes.byref(count), None)
+        if ret == -_errno.ENOENT:  # the last batch (count says how many it still returned)
+            return total + count.value
+        if first and ret in _NO_BATCH:
+            return None
+        check_int(ret, "bpf_map_lookup_batch")
+        total += count.value
+        ctypes.memmove(token[0], token[1], len(token[1]))
+        first = False
 
 
 def libbpf_num_possible_cpus() -> int:

@@ -29,6 +29,7 @@ from vigil.events.model import (
 )
 
 ECS_VERSION: Final = "8.11.0"
+_TRUNCATED: Final = 1 | 2  # vigil.events.layout.Flag.PATH_TRUNC | PATH2_TRUNC
 UNSET_ID: Final = 0xFFFFFFFF
 
 _FILE_TYPES: Final = {
@@ -213,6 +214,10 @@ def file_to_ecs(ev: FileEvent, host: dict[str, Any]) -> dict[str, Any]:
     vfile["source"] = ev.source
     if ev.flags:
         vfile["flags"] = ev.flags
+        if ev.flags & _TRUNCATED:
+            # the kernel could not walk the path to its end: the path is the part it knows
+            # (the last components of a deep path), not a real path; a rescan follows
+            vfile["path_truncated"] = True
     return _with_who(doc, ev.process, {"file": vfile})
 
 

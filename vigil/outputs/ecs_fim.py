@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from vigil.events.model import SCHEMA_VERSION
-from vigil.fim.model import FimEvent
+from vigil.fim.model import SCAN_ACTIONS, FimEvent
 from vigil.outputs.ecs import ECS_VERSION, iso, path_fields, process_to_ecs
 
 _TYPES = {
@@ -23,6 +23,9 @@ _TYPES = {
     "deleted": ["deletion"],
     "renamed": ["change"],
     "attributes-changed": ["change"],
+    "baseline-established": ["info"],
+    "scan-incomplete": ["info"],
+    "scan-failed": ["info"],
 }
 
 
@@ -43,6 +46,8 @@ def _file_fields(ev: FimEvent) -> dict[str, Any]:
             f[key] = str(attrs[key])
     if attrs.get("mtime_ns") is not None:
         f["mtime"] = iso(attrs["mtime_ns"])
+    if attrs.get("ctime_ns") is not None:
+        f["ctime"] = iso(attrs["ctime_ns"])
     hashes = {a: attrs[a] for a in ("sha256", "sha1", "md5", "blake3") if a in attrs}
     if hashes:
         f["hash"] = hashes
@@ -51,6 +56,8 @@ def _file_fields(ev: FimEvent) -> dict[str, Any]:
 
 def fim_to_ecs(ev: FimEvent, host: dict[str, Any]) -> dict[str, Any]:
     """One ECS document for one FIM event."""
+    if ev.action in SCAN_ACTIONS:
+        return _scan_to_ecs(ev, host)
     fim: dict[str, Any] = {
         "source": ev.source,
         "changed_attributes": list(ev.changed_attributes),
@@ -61,6 +68,8 @@ def fim_to_ecs(ev: FimEvent, host: dict[str, Any]) -> dict[str, Any]:
     }
     if ev.old_path is not None:
         fim.update(path_fields(ev.old_path, "old_path"))
+    if ev.diff_unavailable is not None:
+        fim["diff_unavailable"] = ev.diff_unavailable
     doc: dict[str, Any] = {
         "@timestamp": iso(ev.timestamp_ns),
         "ecs": {"version": ECS_VERSION},
@@ -73,4 +82,25 @@ def fim_to_ecs(ev: FimEvent, host: dict[str, Any]) -> dict[str, Any]:
     who = process_to_ecs(ev.process)
     doc["vigil"] = {"fim": fim, "schema_version": SCHEMA_VERSION, **who.pop("vigil", {})}
     doc.update(who)
+    return doc
+
+
+def _scan_to_ecs(ev: FimEvent, host: dict[str, Any]) -> dict[str, Any]:
+    """A fact about a scan (vigil.fim.model.SCAN_ACTIONS): a directory's first baseline (with
+    ``file.path`` = the directory), or a scan that could not see everything or failed; the
+    counts and the reason under ``vigil.fim.scan``."""
+    doc: dict[str, Any] = {
+        "@timestamp": iso(ev.timestamp_ns),
+        "ecs": {"version": ECS_VERSION},
+        "event": {"kind": "event", "category": ["file"], "type": _TYPES[ev.action],
+                  "action": ev.action, "dataset": "vigil.fim", "module": "vigil"},
+        "host": host,
+        "tags": list(ev.tags),
+        "vigil": {"fim": {"source": ev.source, "scan": dict(ev.scan or {})},
+                  "schema_version": SCHEMA_VERSION},
+    }
+    if ev.action == "scan-failed":
+        doc["event"]["outcome"] = "failure"
+    if ev.path:
+        doc["file"] = path_fields(ev.path)
     return doc

@@ -7,11 +7,12 @@ must not forge a second line).
 from __future__ import annotations
 
 import errno as errno_mod
+import os
 import time
 from collections.abc import Sequence
 
 from vigil.events.model import ExecEvent, ExitEvent, FileEvent, FileOp, Process
-from vigil.fim.model import FimEvent
+from vigil.fim.model import SCAN_ACTIONS, FimEvent
 from vigil.outputs.base import Output, write_all
 from vigil.outputs.ecs import iso
 
@@ -62,6 +63,8 @@ class PrettySink:
                 what = f"FAILED {ev.op.name.lower()} {errno_mod.errorcode.get(ev.errno, ev.errno)}"
                 colour = "red"
             target = f" -> {shown(ev.target_path)}" if ev.target_path is not None else ""
+            if ev.flags & 3:  # PATH_TRUNC | PATH2_TRUNC: the kernel knew only part of it
+                target += " [path truncated by the kernel]"
             body = f"{self._c(colour, what.upper() if ev.failed else what):<20} " \
                    f"{shown(ev.path)}{target} {self._who(ev.process)}"
         elif isinstance(ev, ExecEvent):
@@ -76,7 +79,7 @@ class PrettySink:
                    f"({shown(ev.process.comm)}) {how}"
         else:
             ts = ev.timestamp_ns
-            body = self._c("bold", f"LOST {ev.count} {ev.kind} events in the kernel side")
+            body = self._c("bold", f"LOST {ev.count} {ev.kind} events")
         clock = time.strftime("%H:%M:%S", time.localtime(ts / 1e9))
         return f"{clock}.{ts // 1_000_000 % 1000:03d} {body}"
 
@@ -91,6 +94,8 @@ class PrettySink:
 def fim_to_line(ev: FimEvent, marker: str = "") -> str:
     """One readable line per file-integrity change (also ``vigil scan``'s text report); the live
     output marks it apart from the raw kernel events with ``marker``."""
+    if ev.action in SCAN_ACTIONS:
+        return _scan_line(ev, marker)
     parts = [iso(ev.timestamp_ns), f"{marker}{ev.action:<18}", shown(ev.path)]
     if ev.old_path is not None:
         parts.append(f"(from {shown(ev.old_path)})")
@@ -104,4 +109,21 @@ def fim_to_line(ev: FimEvent, marker: str = "") -> str:
         parts.append(f"by unknown ({ev.source})")
     if ev.diff == "binary":
         parts.append("(binary content changed)")
+    if ev.diff_unavailable:
+        parts.append(f"(no diff: {ev.diff_unavailable})")
+    return "  ".join(parts)
+
+
+def _scan_line(ev: FimEvent, marker: str) -> str:
+    """baseline-established / scan-incomplete / scan-failed: what the scan did, not a file."""
+    sc = ev.scan or {}
+    parts = [iso(ev.timestamp_ns), f"{marker}{ev.action:<18}"]
+    if ev.action == "baseline-established":
+        parts += [shown(ev.path), f"[{sc.get('files', '?')} files in "
+                                  f"{sc.get('duration_s', 0):.1f}s, recorded silently]"]
+    else:
+        parts.append(str(sc.get("reason", "?")))
+        if sc.get("roots"):
+            parts.append("(" + ", ".join(shown(os.fsencode(r)) for r in sc["roots"]) + ")")
+    parts.append(f"({ev.source})")
     return "  ".join(parts)

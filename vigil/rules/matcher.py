@@ -1,0 +1,204 @@
+"""Matching flat event records against compiled rules: the per-event hot path.
+
+Owns the runtime index built from vigil.rules.compiler's output: per field one RE2 set (split
+in parts when one automaton would exceed RE2's memory budget), the atom -> rules table, and
+``Engine``: rules grouped by logsource category, ``match(category, record)`` -> the rules that
+fire. A record is a flat mapping of Sysmon-style field names to text (vigil.rules.fieldmap
+makes them from Vigil's events); the engine itself knows no field map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+import re2
+
+from vigil.rules.compiler import KEYWORD, CompiledRule, CompiledSet, compile_category
+from vigil.rules.errors import RuleError
+from vigil.rules.model import Rule
+from vigil.rules.patterns import FIELD_SEP, NAME_SEP, joined_pattern, re2_options, string_pattern
+
+Record = Mapping[str, str]
+
+
+SENTINEL: Final = "(?:)"   # matches every text: its absence from a result is a failed search
+
+
+def _build_sets(patterns: list[tuple[str, int]], sentinel: int | None = None
+                ) -> list[tuple[re2.Set, tuple[int, ...]]]:
+    """One RE2 set over ``patterns``, or several when one does not compile (memory). With
+    ``sentinel`` (an atom number), each set also holds SENTINEL, last, as that atom: RE2's
+    set search returns nothing when its DFA runs out of memory, which must not read as "no
+    rule matches"."""
+    s = re2.Set.SearchSet(re2_options())
+    for pat, _ in patterns:
+        s.Add(pat)
+    if sentinel is not None:
+        s.Add(SENTINEL)
+    try:
+        ok = s.Compile()
+    except re2.error:
+        ok = False
+    if ok is False and len(patterns) > 1:
+        half = len(patterns) // 2
+        return _build_sets(patterns[:half], sentinel) + _build_sets(patterns[half:], sentinel)
+    ids = tuple(a for _, a in patterns)
+    return [(s, (*ids, sentinel) if sentinel is not None else ids)]
+
+
+def _raw(s: re2.Set) -> Callable[[bytes], list[int] | None]:
+    """The C++ set's Match on UTF-8 bytes: the hot path skips the Python wrapper (which
+    re-encodes and re-wraps on every call); the wrapper's own Match when the binding hides it."""
+    inner = getattr(s, "_set", None)
+    fn = getattr(inner, "Match", None)
+    if fn is None:
+        return lambda b: s.Match(b)
+    return fn
+
+
+def _search(s: re2.Set, value: str) -> list[int]:
+    try:
+        hits = s.Match(value)
+    except UnicodeEncodeError:   # lone surrogates (from JSON escapes): match what is valid
+        hits = s.Match(value.encode("utf-8", "replace"))
+    return hits or []
+
+
+Sets = list[tuple[re2.Set, tuple[int, ...]]]
+
+
+@dataclass
+class CategoryMatcher:
+    """Every rule of one logsource category, indexed.
+
+    The hot path joins the record's indexed fields into one string (``FS name NS value`` per
+    field, FS/NS two ASCII control characters) and runs ONE RE2 set over it: every literal,
+    prefix, suffix, substring and wildcard atom of every rule, each anchored to its field by
+    the name and kept inside it (no wildcard crosses FS). Regex atoms are evaluated only for
+    candidate rules (see vigil.rules.compiler); keywords by one set run over each value. A
+    record whose text contains FS is matched field by field instead."""
+
+    category: str
+    rules: list[CompiledRule]
+    names: tuple[str, ...]               # fields in the joined set
+    prefixes: tuple[tuple[str, str], ...]   # (name, FS name NS)
+    joined: Sets
+    joined_raw: list[tuple[Callable[[bytes], list[int] | None], tuple[int, ...]]]
+    keywords: Sets
+    per_field: list[tuple[str, Sets]]    # the same string atoms, one set per field
+    prefiltered: frozenset[int]          # regex prefilter atoms (all taken as hits there)
+    triggered: list[tuple[int, ...]]     # atom -> rule indices
+    always: tuple[int, ...]
+    failed_searches: int = 0             # joined searches RE2 gave up on (matched per field)
+    identity: tuple[int, ...] | None = None   # the joined set's ids when index == atom
+
+    triggers: frozenset[int] = frozenset()   # atoms that trigger some rule
+
+    def __post_init__(self) -> None:
+        self.triggers = frozenset(a for a, rs in enumerate(self.triggered) if rs)
+        for _, ids in self.joined_raw:
+            if ids == tuple(range(len(ids))):
+                self.identity = ids
+
+    @classmethod
+    def build(cls, cs: CompiledSet) -> CategoryMatcher:
+        strings = {f: v for f, v in sorted(cs.strings.items()) if f != KEYWORD}
+        joined = [(joined_pattern(f, v, cs.fold), a) for f, vs in strings.items() for v, a in vs]
+        joined += [(p, a) for _, p, a in cs.prefilters]
+        joined.sort(key=lambda pa: pa[1])   # in atom order: usually set index == atom number
+        prefixed = sorted(set(strings) | {f for f, _, _ in cs.prefilters})
+        per_field = [(f, _build_sets([(string_pattern(v, cs.fold), a) for v, a in vs]))
+                     for f, vs in strings.items()]
+        kw = [(string_pattern(v, cs.fold), a) for v, a in cs.strings.get(KEYWORD, [])]
+        by_atom: list[list[int]] = [[] for _ in range(cs.atoms + 1)]   # + the sentinel
+        always = []
+        for i, cr in enumerate(cs.rules):
+            if cr.triggers is None:
+                always.append(i)
+            else:
+                for a in cr.triggers:
+                    by_atom[a].append(i)
+        jsets = _build_sets(joined, sentinel=cs.atoms) if joined else []
+        return cls(cs.category, cs.rules, tuple(prefixed),
+                   tuple((f, FIELD_SEP + f + NAME_SEP) for f in prefixed),
+                   jsets, [(_raw(s), ids) for s, ids in jsets],
+                   _build_sets(kw) if kw else [], per_field,
+                   frozenset(a for _, _, a in cs.prefilters),
+                   [tuple(x) for x in by_atom], tuple(always))
+
+    def atoms(self, rec: Record) -> set[int]:
+        get = rec.get
+        parts = [p + v for n, p in self.prefixes if (v := get(n)) is not None]
+        text = "".join(parts) + FIELD_SEP
+        t: set[int] = set()
+        if text.count(FIELD_SEP) == len(parts) + 1:
+            # lone surrogates (only from JSON escapes, never in Vigil's own events) become '?'
+            data = text.encode("utf-8", "replace")
+            for match, ids in self.joined_raw:
+                hits = match(data)
+                if not hits or len(ids) - 1 not in hits:
+                    self.failed_searches += 1
+                    t.clear()
+                    _per_field(t, self.per_field, rec)
+                    t.update(self.prefiltered)
+                    break
+                t.update(hits if ids is self.identity else map(ids.__getitem__, hits))
+        else:
+            _per_field(t, self.per_field, rec)
+            t.update(self.prefiltered)   # a superset: the rules check their regexes
+        if self.keywords:
+            for v in rec.values():
+                for s, ids in self.keywords:
+                    t.update(map(ids.__getitem__, _search(s, v)))
+        return t
+
+    def match(self, rec: Record) -> list[Rule]:
+        t = self.atoms(rec)
+        triggered = self.triggered
+        cands = set(self.always)
+        for a in t & self.triggers:   # most atoms that hit trigger no rule (not chosen)
+            cands.update(triggered[a])
+        if not cands:
+            return []
+        rules = self.rules
+        return [rules[i].rule for i in sorted(cands) if rules[i].fn(t, rec)]
+
+
+def _per_field(t: set[int], sets: list[tuple[str, Sets]], rec: Record) -> None:
+    for name, ss in sets:
+        v = rec.get(name)
+        if v is None:
+            continue
+        for s, ids in ss:
+            for h in _search(s, v):
+                t.add(ids[h])
+
+
+@dataclass
+class Engine:
+    """Rules compiled once, by logsource category (rules without a category are kept under
+    ``None`` and never match a categorised event)."""
+
+    matchers: dict[str | None, CategoryMatcher] = field(default_factory=dict)
+    errors: list[RuleError] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, rules: Iterable[Rule], fold: str = "unicode") -> Engine:
+        by_cat: dict[str | None, list[Rule]] = {}
+        for r in rules:
+            by_cat.setdefault(r.logsource.category, []).append(r)
+        eng = cls()
+        for cat, rs in by_cat.items():
+            cs, errs = compile_category(cat or "", rs, fold)
+            eng.errors.extend(errs)
+            eng.matchers[cat] = CategoryMatcher.build(cs)
+        return eng
+
+    def match(self, category: str, rec: Record) -> list[Rule]:
+        m = self.matchers.get(category)
+        return m.match(rec) if m is not None else []
+
+    def rule_count(self) -> int:
+        return sum(len(m.rules) for m in self.matchers.values())
