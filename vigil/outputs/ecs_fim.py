@@ -70,35 +70,33 @@ def fim_to_ecs(ev: FimEvent, host: dict[str, Any]) -> dict[str, Any]:
         fim.update(path_fields(ev.old_path, "old_path"))
     if ev.diff_unavailable is not None:
         fim["diff_unavailable"] = ev.diff_unavailable
-    doc: dict[str, Any] = {
-        "@timestamp": iso(ev.timestamp_ns),
-        "ecs": {"version": ECS_VERSION},
-        "event": {"kind": "event", "category": ["file"], "type": _TYPES[ev.action],
-                  "action": ev.action, "dataset": "vigil.fim", "module": "vigil"},
-        "host": host,
-        "file": _file_fields(ev),
-        "tags": list(ev.tags),
-    }
+    doc = _envelope(ev, host)
+    doc["file"] = _file_fields(ev)
     who = process_to_ecs(ev.process)
     doc["vigil"] = {"fim": fim, "schema_version": SCHEMA_VERSION, **who.pop("vigil", {})}
     doc.update(who)
     return doc
 
 
-def _scan_to_ecs(ev: FimEvent, host: dict[str, Any]) -> dict[str, Any]:
-    """A fact about a scan (vigil.fim.model.SCAN_ACTIONS): a directory's first baseline (with
-    ``file.path`` = the directory), or a scan that could not see everything or failed; the
-    counts and the reason under ``vigil.fim.scan``."""
-    doc: dict[str, Any] = {
+def _envelope(ev: FimEvent, host: dict[str, Any]) -> dict[str, Any]:
+    """What every FIM document has: time, ECS version, the event's kind and action, host, tags."""
+    return {
         "@timestamp": iso(ev.timestamp_ns),
         "ecs": {"version": ECS_VERSION},
         "event": {"kind": "event", "category": ["file"], "type": _TYPES[ev.action],
                   "action": ev.action, "dataset": "vigil.fim", "module": "vigil"},
         "host": host,
         "tags": list(ev.tags),
-        "vigil": {"fim": {"source": ev.source, "scan": dict(ev.scan or {})},
-                  "schema_version": SCHEMA_VERSION},
     }
+
+
+def _scan_to_ecs(ev: FimEvent, host: dict[str, Any]) -> dict[str, Any]:
+    """A fact about a scan (vigil.fim.model.SCAN_ACTIONS): a directory's first baseline (with
+    ``file.path`` = the directory), or a scan that could not see everything or failed; the
+    counts and the reason under ``vigil.fim.scan``."""
+    doc = _envelope(ev, host)
+    doc["vigil"] = {"fim": {"source": ev.source, "scan": dict(ev.scan or {})},
+                    "schema_version": SCHEMA_VERSION}
     if ev.action == "scan-failed":
         doc["event"]["outcome"] = "failure"
     if ev.path:
