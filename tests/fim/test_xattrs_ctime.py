@@ -16,6 +16,7 @@ from fimutil import make_config, oneshot, scan, stored
 from test_realtime import SHELL, ev
 
 from vigil.events.model import FileOp
+from vigil.fim.model import FimEvent
 from vigil.fim.realtime import Reconciler
 from vigil.fim.store import Store
 
@@ -38,7 +39,7 @@ def setcap(path: Path) -> None:
         os.setxattr(path, CAP, cap_net_raw())
 
 
-def changes(events: list, root: Path) -> dict[bytes, tuple[str, list[str]]]:  # type: ignore
+def changes(events: list[FimEvent], root: Path) -> dict[bytes, tuple[str, list[str]]]:
     return {e.path: (e.action, e.changed_attributes) for e in events if e.path != b(root)}
 
 
