@@ -1,9 +1,10 @@
-"""The live agent: kernel backend -> ring -> decode -> pipeline -> outputs, until told to stop.
+"""The live agent: kernel backend -> ring -> decode -> pipeline -> FIM -> rules -> outputs,
+until told to stop.
 
 Owns the run loop (wait, drain a batch, hand it on), the watch list given to the kernel, the drop
-accounting (per-CPU counters polled every second, reported as events and in the summary) and a
-clean stop. Does not own any stage itself: see vigil.kernel.backend, vigil.events.pipeline and
-vigil.outputs.
+accounting (per-CPU counters polled every second, reported as events and in the summary), rule
+reloads between batches (SIGHUP) and a clean stop. Does not own any stage itself: see
+vigil.kernel.backend, vigil.events.pipeline, vigil.fim, vigil.rules.detector and vigil.outputs.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from vigil.fim.service import FimService
 from vigil.kernel.backend import BackendSettings, KernelBackend, start_backend
 from vigil.kernel.errors import VigilError
 from vigil.outputs.base import Output, Sink
+from vigil.rules.detector import Detector
+from vigil.rules.ruleset import RuleSet
 from vigil.watchlist import (
     Alias,
     AliasSet,
@@ -72,6 +75,7 @@ class RunSummary:
     drops: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     baseline: dict[str, int] = field(default_factory=dict)  # FimService.counters(), when on
+    rules: dict[str, int] = field(default_factory=dict)     # Detector.counters(), when on
 
     @property
     def dropped(self) -> int:
@@ -94,7 +98,9 @@ class RunSummary:
                 f"space ({self._counts(USER_DROP_KINDS)}); incomplete "
                 f"({self._counts(PARTIAL_KINDS)})"
                 + ("; baseline (" + ", ".join(f"{k} {n}" for k, n in self.baseline.items()) + ")"
-                   if self.baseline else ""))
+                   if self.baseline else "")
+                + ("; rules (" + ", ".join(f"{k} {n}" for k, n in self.rules.items()) + ")"
+                   if self.rules else ""))
 
 
 def _decoder_counts(decoder: Decoder) -> dict[str, int]:
@@ -106,8 +112,12 @@ class Agent:
     def __init__(self, config: Config, sinks: Sequence[Sink], *, btf_path: str | None = None,
                  obj_path: Path | None = None, poll_interval: float = 0.1,
                  fim: bool = True, backend: str | None = None,
-                 event_buffer: str = "auto") -> None:
+                 event_buffer: str = "auto", detector: Detector | None = None,
+                 reload_rules: Callable[[], RuleSet] | None = None) -> None:
         self.config = config
+        self.detector = detector
+        self._reload_rules = reload_rules
+        self._reload = threading.Event()
         self._fim_enabled = fim
         self._fim: FimService | None = None
         self.sinks = list(sinks)
@@ -213,11 +223,21 @@ class Agent:
                 if self._fim is not None and events:
                     self._emit(self._fim.handle(pipeline.baseline_events(events),
                                                 time.time_ns()))
-                if reader.records == before:
+                # an endless burst must not starve the once-a-second work (drop counters,
+                # FIM ticks): it runs between batches at least that often; a stop drains all
+                if reader.records == before or (
+                        not stopping and time.monotonic() >= next_stats):
                     break
             if self._fim is not None:
                 self._emit(self._fim.tick(time.time_ns()))
                 self._baseline_links()
+            if self.detector is not None:
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self._swap_rules(self.detector)
+                self._emit(self.detector.close() if stopping
+                           else self.detector.tick(time.time_ns()))
+                self.summary.rules = self.detector.counters()
             now = time.monotonic()
             if stopping or now >= next_stats:
                 self._check_drops(backend, {**pipeline.counts(), **_decoder_counts(decoder)})
@@ -225,9 +245,34 @@ class Agent:
             if stopping:
                 return
 
+    def request_reload(self) -> None:
+        """SIGHUP: reload the rules between two batches (signal-safe: sets a flag)."""
+        self._reload.set()
+
+    def _swap_rules(self, detector: Detector) -> None:
+        if self._reload_rules is None:
+            return
+        try:
+            ruleset = self._reload_rules()
+        except VigilError as err:
+            log.warning("reload refused, the running rules stay: %s", err)
+            return
+        if ruleset.refused:
+            for e in ruleset.refused:
+                log.warning("%s", e)
+            log.warning("reload refused, the running rules stay: %d rule(s) refused",
+                        len(ruleset.refused))
+            return
+        self._emit(detector.swap(ruleset))
+        print(f"vigil: rules reloaded: {ruleset.describe()}", file=sys.stderr, flush=True)
+
     def _emit(self, events: Sequence[Output]) -> None:
         if not events:
             return
+        if self.detector is not None:
+            alerts = self.detector.process(events)
+            if alerts:
+                events = [*events, *alerts]
         for ev in events:
             self.summary.delivered[type(ev).__name__.removesuffix("Event").lower()] += 1
         for sink in self.sinks:

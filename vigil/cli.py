@@ -11,13 +11,20 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from vigil.kernel.backend import EVENT_BUFFERS
 from vigil.kernel.errors import VerifierError, VigilError
 from vigil.kernel.hooks import BACKENDS
+
+if TYPE_CHECKING:
+    from vigil.config import Config
+    from vigil.rules.detector import Detector
+    from vigil.rules.ruleset import RuleSet
 
 log = logging.getLogger("vigil")
 
@@ -52,14 +59,20 @@ def _run(args: argparse.Namespace) -> int:
     btf = resolve_btf(args.btf)
     if btf.kind != "kernel":
         print(f"vigil: using {btf.describe()}", file=sys.stderr, flush=True)
+    detector, reload_rules = _detection(args, config)
     agent = Agent(config, sinks, btf_path=btf.custom_path, fim=not args.no_fim,
-                  backend=args.backend, event_buffer=args.event_buffer)
+                  backend=args.backend, event_buffer=args.event_buffer, detector=detector,
+                  reload_rules=reload_rules)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         agent.stop()
 
+    def on_hup(signum: int, frame: FrameType | None) -> None:
+        agent.request_reload()
+
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_hup)
     def stopped(summary: RunSummary) -> None:
         for sink in sinks:
             sink.close()
@@ -71,6 +84,34 @@ def _run(args: argparse.Namespace) -> int:
         for sink in sinks:
             sink.close()
     return 0
+
+
+def _detection(args: argparse.Namespace, config: Config) -> tuple[Detector | None,
+                                                                   Callable[[], RuleSet]]:
+    """The rule set of ``config`` and ``--rules``, said on stderr (refusals one by one), the
+    detector running it, and how SIGHUP rebuilds it (the configuration file read again)."""
+    from vigil.config import load_config
+    from vigil.rules.detector import Detector
+    from vigil.rules.ruleset import build_ruleset
+
+    def rebuild() -> RuleSet:
+        fresh = load_config(args.config)
+        return build_ruleset(replace(fresh.rules, enabled=fresh.rules.enabled and not
+                                     args.no_rules), args.rules or ())
+
+    if args.no_rules:
+        config = replace(config, rules=replace(config.rules, enabled=False))
+    ruleset = build_ruleset(config.rules, args.rules or ())
+    for e in ruleset.refused:
+        print(f"vigil: rule refused: {e}", file=sys.stderr)
+    for name in ruleset.unknown_disabled:
+        print(f"vigil: rules.disabled names no loaded rule: {name!r}", file=sys.stderr)
+    if not ruleset.rules:
+        if config.rules.enabled:
+            print("vigil: no detection rules loaded", file=sys.stderr)
+        return None, rebuild
+    print(f"vigil: {ruleset.describe()}", file=sys.stderr, flush=True)
+    return Detector(ruleset, config.rules.suppress_window), rebuild
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -130,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--event-buffer", choices=EVENT_BUFFERS, default="auto",
                      help="how events reach the agent: the BPF ring buffer or per-CPU perf "
                      "buffers (default: the ring where the kernel has it, Linux 5.8+)")
+    run.add_argument("--rules", type=Path, action="append", metavar="PATH",
+                     help="also evaluate the Sigma rules in this file or directory "
+                     "(repeatable; beside the configuration's `rules:`)")
+    run.add_argument("--no-rules", action="store_true",
+                     help="no detection rules: events only")
     run.set_defaults(func=_run)
 
     doctor = sub.add_parser("doctor", help="what this kernel supports and what Vigil will use",

@@ -34,6 +34,7 @@ CHECKS = ("size", "mode", "owner", "group", "mtime", "inode", "hashes", "xattrs"
 MOUNTS = ("include", "skip")  # a directory's `mounts`: walk into other filesystems below it?
 HASHES = ("sha256", "sha1", "md5", "blake3")
 OUTPUTS = ("auto", "pretty", "json")
+LEVELS = ("informational", "low", "medium", "high", "critical")  # Sigma's, least severe first
 EMBEDDED_NAME = "<embedded default.yaml>"
 
 
@@ -108,6 +109,18 @@ class DiffConfig:
 
 
 @dataclass(frozen=True)
+class RulesConfig:
+    """The ``rules:`` section: which Sigma rules the agent evaluates and how loud they are."""
+
+    builtin: bool = True                # the shipped pack (vigil/data/rules)
+    paths: tuple[Path, ...] = ()        # more rule files or directories
+    disabled: tuple[str, ...] = ()      # rule ids or titles never evaluated
+    min_level: str = "low"              # rules below this level are not evaluated
+    suppress_window: int = 60           # seconds; repeats of a rule by one process: one alert
+    enabled: bool = True                # false: no rules at all (telemetry only)
+
+
+@dataclass(frozen=True)
 class Config:
     directories: tuple[DirectoryConfig, ...] = ()
     exec_events: bool = True
@@ -120,6 +133,7 @@ class Config:
     scan: ScanConfig = field(default_factory=ScanConfig)
     diff: DiffConfig = field(default_factory=DiffConfig)
     ignore: tuple[Pattern, ...] = ()
+    rules: RulesConfig = field(default_factory=RulesConfig)
     source: str = EMBEDDED_NAME
 
     @property
@@ -211,7 +225,7 @@ _NAMES = {"int": "an integer", "bool": "true or false", "str": "a string",
           "int/NoneType": "an integer or null"}
 
 _TOP = ("directories", "exec_events", "failed_errnos", "ring_buffer_mb", "output", "json_file",
-        "database", "state_dir", "scan", "diff", "ignore")
+        "database", "state_dir", "scan", "diff", "ignore", "rules")
 _DIR = ("path", "recursive", "depth", "realtime", "check", "hashes", "report_changes", "ignore",
         "restrict", "nodiff", "follow_symlinks", "tags", "mounts")
 _DURATION = re.compile(r"^\s*(\d{1,12})\s*([smhd]?)\s*$")
@@ -225,13 +239,13 @@ def _non_negative(ctx: _Ctx, node: yaml.Node, key: str, minimum: int = 0) -> int
     return v
 
 
-def _duration(ctx: _Ctx, node: yaml.Node) -> int:
+def _duration(ctx: _Ctx, node: yaml.Node, key: str = "interval") -> int:
     v = ctx.value(node)
     if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
         return v
     m = _DURATION.match(v) if isinstance(v, str) else None
     if not m:
-        raise ctx.error(node, f"'interval' must be seconds or like 30m/12h/1d, got {v!r}")
+        raise ctx.error(node, f"'{key}' must be seconds or like 30m/12h/1d, got {v!r}")
     return int(m.group(1)) * _UNITS[m.group(2)]
 
 
@@ -306,6 +320,34 @@ def _directory(ctx: _Ctx, node: yaml.Node) -> DirectoryConfig | None:
     return DirectoryConfig(**kw)
 
 
+def _rules(ctx: _Ctx, node: yaml.Node) -> RulesConfig:
+    m = ctx.mapping(node, "rules", ("enabled", "builtin", "paths", "disabled", "min_level",
+                                    "suppress_window"))
+    kw: dict[str, Any] = {}
+    for key in ("enabled", "builtin"):
+        if key in m:
+            kw[key] = ctx.typed(m[key], key, bool)
+    if "paths" in m:
+        paths = []
+        for _, item in ctx.str_list(m["paths"], "paths"):
+            p = _abs_path(ctx, item, "paths")
+            if not p.exists():
+                raise ctx.error(item, f"rule path {p} does not exist")
+            paths.append(p)
+        kw["paths"] = tuple(paths)
+    if "disabled" in m:
+        kw["disabled"] = tuple(v for v, _ in ctx.str_list(m["disabled"], "disabled"))
+    if "min_level" in m:
+        level = ctx.typed(m["min_level"], "min_level", str)
+        if level not in LEVELS:
+            raise ctx.error(m["min_level"], f"'min_level' must be one of {', '.join(LEVELS)}, "
+                                            f"got {level!r}")
+        kw["min_level"] = level
+    if "suppress_window" in m:
+        kw["suppress_window"] = _duration(ctx, m["suppress_window"], "suppress_window")
+    return RulesConfig(**kw)
+
+
 def _dedupe_embedded(dirs: list[DirectoryConfig]) -> list[DirectoryConfig]:
     """Drop default entries that are symlinks to another entry (merged /usr: /bin -> usr/bin)."""
     real = {os.path.realpath(d.path): d.path for d in dirs if not os.path.islink(d.path)}
@@ -361,6 +403,8 @@ def _parse(ctx: _Ctx, root: yaml.Node | None) -> Config:
         kw["diff"] = DiffConfig(**{k: _non_negative(ctx, v, k) for k, v in dm.items()})
     if "ignore" in m:
         kw["ignore"] = ctx.patterns(m["ignore"], "ignore")
+    if "rules" in m:
+        kw["rules"] = _rules(ctx, m["rules"])
     if "directories" in m:
         node = m["directories"]
         if not isinstance(node, yaml.SequenceNode):

@@ -43,7 +43,8 @@ SUMMARY_RE = re.compile(
     r"^vigil: (?P<delivered>\d+) events delivered \((?P<kinds>[^)]*)\) in (?P<secs>[\d.]+)s; "
     r"(?P<dropped>\d+) dropped by the kernel side \((?P<kernel>file \d+, exec \d+, exit \d+"
     r"[^)]*)\)(?:; (?P<user>\d+) lost in user space \((?P<userkinds>[^)]*)\))?"
-    r"(?:; incomplete \((?P<partial>[^)]*)\))?(?:; baseline \((?P<baseline>[^)]*)\))?$")
+    r"(?:; incomplete \((?P<partial>[^)]*)\))?(?:; baseline \((?P<baseline>[^)]*)\))?"
+    r"(?:; rules \((?P<rules>[^)]*)\))?$")
 _COUNT_RE = re.compile(r"(\w+) (\d+)")
 
 
@@ -131,11 +132,13 @@ WITHOUT_KERNEL_BTF = ("unshare", "--mount", "--propagation", "private", "--", "s
 
 @dataclass
 class AgentProc:
-    """One running ``vigil run ... -o json``; events accumulate in ``self.events``."""
+    """One running ``vigil run ... -o json``; events accumulate in ``self.events``, alerts
+    (``event.kind: alert``, from the rules) apart in ``self.alerts``."""
 
     args: Sequence[str]
     db: Path
     events: list[Event] = field(default_factory=list)
+    alerts: list[Event] = field(default_factory=list)
     stderr_lines: list[str] = field(default_factory=list)
     bad_lines: list[bytes] = field(default_factory=list)
     keep: Pred | None = None  # when set, only matching events are kept (cheap for bursts)
@@ -184,10 +187,11 @@ class AgentProc:
                 with self._cond:
                     self.bad_lines.append(line)
                 continue
-            if self.keep is not None and not self.keep(ev):
+            is_alert = get(ev, "event.kind") == "alert"
+            if not is_alert and self.keep is not None and not self.keep(ev):
                 continue
             with self._cond:
-                self.events.append(ev)
+                (self.alerts if is_alert else self.events).append(ev)
                 self._cond.notify_all()
 
     def _read_stderr(self) -> None:
@@ -221,14 +225,14 @@ class AgentProc:
             return [e for e in self.events if pred(e)]
 
     def wait_for(self, pred: Pred, timeout: float = 10, count: int = 1,
-                 scale: bool = True) -> list[Event]:
-        """Every event matching ``pred`` once at least ``count`` have arrived; fails after
-        ``timeout`` seconds (``scaled`` unless ``scale`` is false)."""
+                 scale: bool = True, alerts: bool = False) -> list[Event]:
+        """Every event (with ``alerts``: alert) matching ``pred`` once at least ``count`` have
+        arrived; fails after ``timeout`` seconds (``scaled`` unless ``scale`` is false)."""
         timeout = scaled(timeout) if scale else timeout
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                found = [e for e in self.events if pred(e)]
+                found = [e for e in (self.alerts if alerts else self.events) if pred(e)]
                 if len(found) >= count:
                     return found
                 left = deadline - time.monotonic()
@@ -306,7 +310,8 @@ class AgentProc:
         for line in self.stderr_lines:
             m = SUMMARY_RE.match(line)
             if m:
-                counts = {k: int(v) for part in ("kernel", "userkinds", "partial", "baseline")
+                counts = {k: int(v) for part in ("kernel", "userkinds", "partial", "baseline",
+                                                 "rules")
                           for k, v in _COUNT_RE.findall(m[part] or "")}
                 summary = Summary(int(m["delivered"]), int(m["dropped"]), counts["file"],
                                   counts["exec"], counts["exit"], counts.get("inflight", 0),

@@ -325,7 +325,11 @@ def jit_problem(machine: str | None = None, jit_on: bool | None = None) -> str |
 
 def plan_backends(settings: BackendSettings, forced: str | None = None,
                   obj_path: Path | None = None) -> Candidates:
-    """Probes and prototypes decide; nothing is loaded but the probe programs."""
+    """Probes and prototypes decide; nothing is loaded but the probe programs.
+
+    tracefs and bpffs are mounted first (a fresh boot has neither), so that the tracepoint
+    probe answers for the kernel and not for the boot's mount table."""
+    ensure_mounted(securityfs=False)
     names = list(hooks.BACKENDS) if forced in (None, "auto") else [str(forced)]
     path = obj_path or bundled_object(OBJECT_NAME)
     with BpfObjectSpec.open(path) as spec:

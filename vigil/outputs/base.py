@@ -1,6 +1,6 @@
 """What an output is: something that takes batches of events and can be closed.
 
-Owns the ``Sink`` protocol and what flows into it (kernel events and FIM events). Each
+Owns the ``Sink`` protocol and what flows into it (kernel events, FIM events and alerts). Each
 output module implements it; the agent fans every batch out to all of them.
 """
 
@@ -12,8 +12,9 @@ from typing import Protocol
 
 from vigil.events.model import Event
 from vigil.fim.model import FimEvent
+from vigil.rules.alert import Alert
 
-Output = Event | FimEvent
+Output = Event | FimEvent | Alert
 
 
 class Sink(Protocol):

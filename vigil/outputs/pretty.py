@@ -15,10 +15,13 @@ from vigil.events.model import ExecEvent, ExitEvent, FileEvent, FileOp, Process
 from vigil.fim.model import SCAN_ACTIONS, FimEvent
 from vigil.outputs.base import Output, write_all
 from vigil.outputs.ecs import iso
+from vigil.rules.alert import Alert
 
 _RESET = "\033[0m"
 _COLOURS = {"red": "\033[31m", "green": "\033[32m", "yellow": "\033[33m", "blue": "\033[34m",
             "magenta": "\033[35m", "cyan": "\033[36m", "dim": "\033[2m", "bold": "\033[1m"}
+_LEVEL_COLOUR = {"critical": "red", "high": "red", "medium": "yellow", "low": "cyan",
+                 "informational": "dim"}
 _OP_COLOUR = {FileOp.DELETE: "red", FileOp.RMDIR: "red", FileOp.CREATE: "green",
               FileOp.MKDIR: "green", FileOp.MODIFY: "yellow", FileOp.RENAME: "magenta"}
 
@@ -55,6 +58,8 @@ class PrettySink:
     def line(self, ev: Output) -> str:
         if isinstance(ev, FimEvent):
             return fim_to_line(ev, marker="FIM ")
+        if isinstance(ev, Alert):
+            return self._alert(ev)
         if isinstance(ev, FileEvent):
             ts = ev.timestamp_ns
             what = ev.op.action
@@ -83,12 +88,42 @@ class PrettySink:
         clock = time.strftime("%H:%M:%S", time.localtime(ts / 1e9))
         return f"{clock}.{ts // 1_000_000 % 1000:03d} {body}"
 
+    def _alert(self, a: Alert) -> str:
+        """``ALERT HIGH  title  what happened (the matched event's one line)  [rule]``."""
+        level = self._c("bold", self._c(_LEVEL_COLOUR.get(a.rule.level, "bold"),
+                                        f"ALERT {a.rule.level.upper():<8}"))
+        times = f" (x{a.count} more since {iso(a.first_ns)[11:19]})" if a.repeat else ""
+        ts = a.timestamp_ns
+        clock = time.strftime("%H:%M:%S", time.localtime(ts / 1e9))
+        return (f"{clock}.{ts // 1_000_000 % 1000:03d} {level} {self._c('bold', a.rule.title)}"
+                f"{times}: {_what(a.event)} [{a.rule.id or a.rule.where}]")
+
     def emit(self, events: Sequence[Output]) -> None:
         if events:
             write_all(self._fd, "".join(self.line(ev) + "\n" for ev in events).encode())
 
     def close(self) -> None:
         pass
+
+
+def _what(doc: dict[str, object]) -> str:
+    """The one line of what a matched ECS event says happened, and by whom."""
+    def get(*path: str) -> object:
+        cur: object = doc
+        for p in path:
+            cur = cur.get(p) if isinstance(cur, dict) else None
+        return cur
+
+    action = get("event", "action") or "?"
+    if get("event", "dataset") == "vigil.process":
+        target = get("process", "command_line") or get("process", "executable")
+    else:
+        target = get("file", "path")
+        if (old := get("vigil", "file", "original_path")) is not None:
+            target = f"{old} -> {target}"
+    who = get("user", "name") or get("user", "id")
+    exe = get("process", "executable") or get("process", "name")
+    return shown(f"{action} {target} by {who} pid {get('process', 'pid')} {exe}".encode())
 
 
 def fim_to_line(ev: FimEvent, marker: str = "") -> str:

@@ -1,0 +1,195 @@
+"""Sigma rules in the live agent: real programs, real files, alerts in the same stream.
+
+The built-in pack fires on a real command and not on its benign look-alike; a user's rule
+(``--rules``) on file events fires with the acting process; repeats by one process within the
+suppression window become one alert and, when the window closes, one repeat alert with the
+count; SIGHUP loads a new rule set, and a bad one is refused while the old rules keep running.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from agent_proc import AgentProc, get, py_child, run_child
+
+pytestmark = [pytest.mark.root]
+
+BASE64_RULE_ID = "e2072cab-8c9a-459b-b63c-40ae79e27031"   # SigmaHQ: Decode Base64 Encoded Text
+
+FILE_RULE = """
+title: Test marker file written
+id: 5a0f3c1e-7d2b-4c8e-9f10-000000000001
+status: test
+description: a file whose name ends in .marker is written in the test tree
+logsource:
+    product: linux
+    category: file_event
+detection:
+    selection:
+        TargetFilename|endswith: '.marker'
+    condition: selection
+level: high
+tags:
+    - attack.persistence
+    - attack.t1546.004
+"""
+
+SECOND_RULE = """
+title: Test second marker
+id: 5a0f3c1e-7d2b-4c8e-9f10-000000000002
+status: test
+logsource:
+    product: linux
+    category: file_event
+detection:
+    selection:
+        TargetFilename|endswith: '.second'
+    condition: selection
+level: medium
+"""
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="vigil-alerts-", dir="/var/tmp")).resolve()
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def config(scratch: Path, rules_dir: Path, window: int) -> Path:
+    watched = scratch / "w"
+    watched.mkdir(exist_ok=True)
+    path = scratch / "vigil.yaml"
+    path.write_text(yaml.safe_dump({
+        "database": str(scratch / "state" / "baseline.db"),
+        "state_dir": str(scratch / "state"),
+        "scan": {"interval": 0},
+        "directories": [{"path": str(watched)}],
+        "rules": {"paths": [str(rules_dir)], "suppress_window": window},
+    }))
+    return path
+
+
+def by_rule(rule_id: str) -> object:
+    return lambda e: get(e, "rule.id") == rule_id
+
+
+def test_builtin_rule_fires_on_a_real_command_not_on_its_look_alike(scratch: Path) -> None:
+    rules = scratch / "rules"
+    rules.mkdir()
+    agent = AgentProc(["--config", str(config(scratch, rules, 0))],
+                      db=scratch / "state" / "baseline.db").start()
+    try:
+        agent.probe(scratch / "w", timeout=60)
+        encode = run_child(["/usr/bin/base64", "/etc/hostname"])   # benign: encodes
+        decode = run_child(["/usr/bin/base64", "-d", "/dev/null"])
+        (alert,) = agent.wait_for(by_rule(BASE64_RULE_ID), alerts=True, timeout=15)
+        agent.settle(scratch / "w")
+    finally:
+        rc, summary = agent.stop()
+    assert rc == 0
+    assert get(alert, "process.pid") == decode.pid
+    assert get(alert, "process.executable") == "/usr/bin/base64"
+    assert get(alert, "process.command_line") == "/usr/bin/base64 -d /dev/null"
+    assert get(alert, "process.parent.pid") == os.getpid()
+    assert get(alert, "user.name") == "root"
+    assert get(alert, "event.kind") == "alert"
+    assert get(alert, "event.action") == "exec"
+    assert get(alert, "rule.name") == "Decode Base64 Encoded Text"
+    assert get(alert, "rule.ruleset") == "sigmahq"
+    assert get(alert, "vigil.rule.level") == "low"
+    assert get(alert, "event.severity") == 21
+    assert get(alert, "threat.framework") == "MITRE ATT&CK"
+    assert "T1027" in get(alert, "threat.technique.id")
+    assert not [a for a in agent.alerts if get(a, "process.pid") == encode.pid]
+    assert summary is not None and summary.counts["alerts"] >= 1
+
+
+def test_user_rule_on_file_events_and_suppression(scratch: Path) -> None:
+    rules = scratch / "rules"
+    rules.mkdir()
+    (rules / "marker.yml").write_text(FILE_RULE)
+    window = 3
+    agent = AgentProc(["--config", str(config(scratch, rules, window))],
+                      db=scratch / "state" / "baseline.db").start()
+    w = scratch / "w"
+    try:
+        agent.probe(w, timeout=60)
+        child = py_child(f"for i in range(5):\n    open({str(w)!r} + f'/f{{i}}.marker', 'w')"
+                         ".write('x')\n")
+        other = py_child(f"open({str(w)!r} + '/x.markerz', 'w').write('x')\n")
+        rule = by_rule("5a0f3c1e-7d2b-4c8e-9f10-000000000001")
+        first = agent.wait_for(rule, alerts=True, timeout=15)
+        repeat = agent.wait_for(lambda e: rule(e) and get(e, "vigil.alert.repeat") is True,
+                                alerts=True, timeout=window + 15)
+    finally:
+        rc, summary = agent.stop()
+    assert rc == 0
+    alerts = [a for a in agent.alerts if rule(a)]
+    assert len(alerts) == 2, [get(a, "file.path") for a in alerts]
+    a = first[0]
+    assert get(a, "file.path") == str(w / "f0.marker")
+    assert get(a, "process.pid") == child.pid
+    assert get(a, "vigil.alert.count") == 1
+    assert get(a, "rule.ruleset") == "sigma"
+    assert get(a, "vigil.rule.level") == "high"
+    assert get(a, "threat.technique.subtechnique.id") == ["T1546.004"]
+    assert get(a, "threat.tactic.name") == ["Persistence"]
+    # created + modified for each of the five files: ten matches, the first alerted
+    (r,) = repeat
+    assert get(r, "process.pid") == child.pid
+    assert get(r, "vigil.alert.count") == 9
+    assert get(r, "file.path") == str(w / "f4.marker")
+    assert not [x for x in agent.alerts if get(x, "process.pid") == other.pid]
+    assert summary is not None
+    assert summary.counts["suppressed"] == 9 and summary.counts["matches"] == 10
+
+
+def test_sighup_reloads_rules_and_refuses_a_bad_set(scratch: Path) -> None:
+    rules = scratch / "rules"
+    rules.mkdir()
+    (rules / "marker.yml").write_text(FILE_RULE)
+    agent = AgentProc(["--config", str(config(scratch, rules, 0))],
+                      db=scratch / "state" / "baseline.db").start()
+    w = scratch / "w"
+    second = by_rule("5a0f3c1e-7d2b-4c8e-9f10-000000000002")
+    try:
+        agent.probe(w, timeout=60)
+        (rules / "second.yml").write_text(SECOND_RULE)
+        (w / "before.second").write_text("x")        # not loaded yet: no alert
+        agent.settle(w)
+        assert not [a for a in agent.alerts if second(a)]
+        os.kill(agent.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while not any("rules reloaded" in ln for ln in agent.stderr_lines):
+            assert time.monotonic() < deadline, "\n".join(agent.stderr_lines[-10:])
+            time.sleep(0.1)
+        (w / "after.second").write_text("x")
+        a = agent.wait_for(second, alerts=True, timeout=15)[0]   # created, then modified
+        assert get(a, "file.path") == str(w / "after.second")
+
+        (rules / "broken.yml").write_text("title: broken\nlogsource: {}\ndetection:\n"
+                                          "  sel: {a: b}\n  condition: nosuch\n")
+        os.kill(agent.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while not any("reload refused" in ln for ln in agent.stderr_lines):
+            assert time.monotonic() < deadline, "\n".join(agent.stderr_lines[-10:])
+            time.sleep(0.1)
+        assert any("broken.yml:" in ln for ln in agent.stderr_lines), agent.stderr_lines
+        (w / "still.marker").write_text("x")         # the old set still runs
+        agent.wait_for(lambda e: get(e, "file.path") == str(w / "still.marker"),
+                       alerts=True, timeout=15)
+    finally:
+        rc, _ = agent.stop()
+    assert rc == 0

@@ -1,0 +1,137 @@
+"""Rules on live events: the agent's detection stage, between the pipeline and the outputs.
+
+Owns what happens to a batch of events once the pipeline has made them: each kernel event is
+rendered as its ECS document once, turned into flat records per logsource category
+(vigil.rules.fieldmap), matched by the compiled engine, and every match becomes an ``Alert``,
+unless a first alert for the same rule and process was sent within the suppression window:
+then it is counted, and one ``repeat`` alert with the count follows when the window closes.
+Every match, alert and suppression is counted (``counters``, the run summary). A reload
+(SIGHUP) swaps the rule set between two batches.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from vigil.events.model import ExecEvent, ExitEvent, FileEvent
+from vigil.outputs.base import Output
+from vigil.outputs.ecs import host_fields, to_ecs
+from vigil.rules.alert import Alert, RuleInfo
+from vigil.rules.fieldmap import ecs_to_records
+from vigil.rules.ruleset import RuleSet
+
+log = logging.getLogger("vigil")
+
+MAX_WINDOWS: Final = 10_000   # open suppression windows; past that the oldest closes early
+
+
+@dataclass
+class _Window:
+    first: Alert
+    suppressed: int = 0
+    last_event: dict[str, Any] | None = None
+    last_ns: int = 0
+
+
+class Detector:
+    def __init__(self, ruleset: RuleSet, suppress_window_s: int,
+                 host: dict[str, Any] | None = None) -> None:
+        self.ruleset = ruleset
+        self.window_ns = suppress_window_s * 1_000_000_000
+        self.host = host if host is not None else host_fields()
+        self._infos: dict[int, RuleInfo] = {}
+        self._windows: dict[tuple[str, str], _Window] = {}   # insertion order = age
+        self.matches = 0
+        self.alerts = 0
+        self.suppressed = 0
+        self.per_rule: Counter[str] = Counter()   # matches, by rule id (or FILE:LINE)
+
+    def swap(self, ruleset: RuleSet) -> list[Alert]:
+        """A new rule set (reload); the open windows of the old one close now."""
+        out = self._close(lambda w: True)
+        self.ruleset = ruleset
+        self._infos.clear()
+        return out
+
+    def _info(self, rule: Any) -> RuleInfo:
+        info = self._infos.get(id(rule))
+        if info is None:
+            info = self._infos[id(rule)] = RuleInfo.of(rule)
+        return info
+
+    def process(self, events: Sequence[Output]) -> list[Alert]:
+        engine = self.ruleset.engine
+        if not engine.matchers:
+            return []
+        out: list[Alert] = []
+        for ev in events:
+            if not isinstance(ev, FileEvent | ExecEvent | ExitEvent):
+                continue
+            doc = to_ecs(ev, self.host)
+            for category, record in ecs_to_records(doc):
+                for rule in engine.match(category, record):
+                    self.matches += 1
+                    alert = self._alert(self._info(rule), category, doc, ev.timestamp_ns)
+                    if alert is not None:
+                        out.append(alert)
+        return out
+
+    def _alert(self, info: RuleInfo, category: str, doc: dict[str, Any],
+               ts: int) -> Alert | None:
+        self.per_rule[info.key] += 1
+        if self.window_ns <= 0:
+            self.alerts += 1
+            return Alert(ts, info, category, doc, first_ns=ts)
+        entity = str(doc.get("process", {}).get("entity_id", ""))
+        key = (info.key, entity)
+        w = self._windows.get(key)
+        if w is not None and ts - w.first.timestamp_ns < self.window_ns:
+            w.suppressed += 1
+            w.last_event, w.last_ns = doc, ts
+            self.suppressed += 1
+            return None
+        if w is not None:   # its window has passed: close it before the new one opens
+            del self._windows[key]
+        alert = Alert(ts, info, category, doc, first_ns=ts)
+        self._windows[key] = _Window(alert)
+        self.alerts += 1
+        return alert
+
+    def tick(self, now_ns: int) -> list[Alert]:
+        """The windows that have closed: a ``repeat`` alert for each that suppressed any."""
+        out: list[Alert] = []
+        # windows are kept in the order they opened: the closed ones are at the front
+        while self._windows:
+            key, w = next(iter(self._windows.items()))
+            if now_ns - w.first.timestamp_ns < self.window_ns \
+                    and len(self._windows) <= MAX_WINDOWS:
+                break
+            out += self._flush(key)
+        return out
+
+    def _close(self, done: Any) -> list[Alert]:
+        out: list[Alert] = []
+        for key in [k for k, w in self._windows.items() if done(w)]:
+            out += self._flush(key)
+        return out
+
+    def _flush(self, key: tuple[str, str]) -> list[Alert]:
+        w = self._windows.pop(key)
+        if not w.suppressed or w.last_event is None:
+            return []
+        self.alerts += 1
+        first = w.first
+        return [Alert(w.last_ns, first.rule, first.category, w.last_event, count=w.suppressed,
+                      first_ns=first.timestamp_ns, repeat=True)]
+
+    def close(self) -> list[Alert]:
+        """At the end of a run: every open window's count is said."""
+        return self._close(lambda w: True)
+
+    def counters(self) -> dict[str, int]:
+        return {"matches": self.matches, "alerts": self.alerts, "suppressed": self.suppressed,
+                "rules": len(self.ruleset.rules)}
