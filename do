@@ -14,10 +14,13 @@ VENV="$ROOT/.venv"
 
 # Debian packages Vigil needs to build and test. The monitored host needs only libbpf1 and
 # python3; clang/llvm/bpftool are build tools.
-APT_PKGS=(clang llvm libbpf-dev libbpf1 bpftool make gcc libc6-dev python3 python3-venv
+APT_PKGS=(clang llvm libbpf-dev libbpf1 bpftool make gcc libc6-dev python3 python3-venv kmod
           python3-pip linux-libc-dev util-linux passwd procps coreutils
           zstd lz4 xz-utils rpm dwarves  # vigil btf extract: payloads, pahole; rpmbuild (tests)
-          liburing-dev)            # tests/kernel/uring_ops.c: changes made only through io_uring
+          liburing-dev             # tests/kernel/uring_ops.c: changes made only through io_uring
+          sudo logrotate openssh-client systemd)  # tests/kernel/test_pack_vigil.py: visudo,
+                                   # logrotate, ssh-keygen, systemctl, the tools whose writes
+                                   # the built-in rules leave out, run for real
 
 die() { echo "do: $*" >&2; exit 2; }
 

@@ -23,8 +23,8 @@ from vigil.config import Config
 from vigil.enrich.process import ProcessTable
 from vigil.enrich.users import NameCache
 from vigil.events.layout import Clock, Decoder
-from vigil.events.model import Event, LostEvents
-from vigil.events.pipeline import Pipeline
+from vigil.events.model import Event, FileEvent, LostEvents
+from vigil.events.pipeline import TRUNCATED, TWO_PATHS, Pipeline
 from vigil.events.truncated import TruncatedPaths
 from vigil.fim.policy import Policy
 from vigil.fim.service import FimService
@@ -33,10 +33,12 @@ from vigil.kernel.errors import VigilError
 from vigil.outputs.base import Output, Sink
 from vigil.rules.detector import Detector
 from vigil.rules.ruleset import RuleSet
+from vigil.rules.watchpaths import WatchPath, watch_paths
 from vigil.watchlist import (
     Alias,
     AliasSet,
     kernel_watch_paths,
+    realtime_roots,
     resolve,
     static_aliases,
 )
@@ -118,6 +120,7 @@ class Agent:
         self.detector = detector
         self._reload_rules = reload_rules
         self._reload = threading.Event()
+        self._rule_paths: list[WatchPath] = []
         self._fim_enabled = fim
         self._fim: FimService | None = None
         self.sinks = list(sinks)
@@ -156,7 +159,32 @@ class Agent:
                     self._add_alias(Alias(link, target, "baseline"))
 
     def _is_watched(self, path: bytes) -> bool:
-        return self._policy.watched(path) is not None
+        return self._policy.watched(path) is not None or (
+            bool(self._rule_paths) and any(w.covers(path) for w in self._rule_paths))
+
+    def _configured(self, ev: Event) -> bool:
+        """A file event in a configured directory (telemetry, FIM), not only on a path that
+        a rule asked the kernel to watch (rules only)."""
+        if not isinstance(ev, FileEvent) or ev.flags & TRUNCATED \
+                or self._policy.watched(ev.path) is not None:
+            return True   # a cut path is kept by the pipeline for the configured trees
+        return ev.op in TWO_PATHS and ev.target_path is not None \
+            and self._policy.watched(ev.target_path) is not None
+
+    def _watch_for_rules(self, backend: KernelBackend | None) -> None:
+        """Watch-only entries for the file rules' paths outside the configured directories
+        (vigil.rules.watchpaths); added, never removed while running (a stale entry only lets
+        records through to the exact check)."""
+        if self.detector is None:
+            return
+        paths, _ = watch_paths(self.detector.ruleset.rules, realtime_roots(self.config))
+        for w in paths:
+            if w not in self._rule_paths:
+                self._rule_paths.append(w)
+                if backend is not None:
+                    backend.add_watch(w.directory)
+                log.info("watching %s for rule(s): %s", os.fsdecode(w.prefix),
+                         "; ".join(w.rules))
 
     def run(self, duration: float | None = None,
             on_stop: Callable[[RunSummary], None] | None = None) -> RunSummary:
@@ -177,8 +205,9 @@ class Agent:
         with self._backend as backend:
             for alias in static_aliases(self.config):
                 self.aliases.add(alias)
+            self._watch_for_rules(None)
             n = backend.set_watches(kernel_watch_paths(self.config) + [
-                a.link for a in self.aliases.aliases()])
+                a.link for a in self.aliases.aliases()] + [w.directory for w in self._rule_paths])
             procs = ProcessTable()
             procs.load_from_proc()
             pipeline = Pipeline(self._is_watched, procs, NameCache(), backend.forget_open_file,
@@ -219,6 +248,12 @@ class Agent:
             while True:  # drain in bounded batches until the ring is empty
                 before = reader.records
                 events = pipeline.process(decoder.decode_batch(reader.drain(8 << 20)))
+                if self._rule_paths and events:
+                    rules_only = [e for e in events if not self._configured(e)]
+                    if rules_only:
+                        assert self.detector is not None
+                        self._emit(self.detector.process(rules_only))
+                        events = [e for e in events if self._configured(e)]
                 self._emit(events)
                 if self._fim is not None and events:
                     self._emit(self._fim.handle(pipeline.baseline_events(events),
@@ -264,6 +299,7 @@ class Agent:
                         len(ruleset.refused))
             return
         self._emit(detector.swap(ruleset))
+        self._watch_for_rules(self._backend)
         print(f"vigil: rules reloaded: {ruleset.describe()}", file=sys.stderr, flush=True)
 
     def _emit(self, events: Sequence[Output]) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from agent_proc import AgentProc, get, py_child, run_child
+from agent_proc import AgentProc, UserIds, get, py_child, run_child
 
 pytestmark = [pytest.mark.root]
 
@@ -193,3 +193,101 @@ def test_sighup_reloads_rules_and_refuses_a_bad_set(scratch: Path) -> None:
     finally:
         rc, _ = agent.stop()
     assert rc == 0
+
+
+def test_a_rule_path_outside_the_configured_directories_is_watched_for_the_rule(
+        scratch: Path) -> None:
+    """A file rule bounded to a path nobody configured: the kernel watches it for the rule
+    (watch-only), the rule fires, and nothing there is reported as telemetry."""
+    rules = scratch / "rules"
+    rules.mkdir()
+    drop = scratch / "drop"
+    drop.mkdir()
+    (rules / "drop.yml").write_text(FILE_RULE.replace(
+        "TargetFilename|endswith: '.marker'", f"TargetFilename|startswith: '{drop}/stage'"))
+    agent = AgentProc(["--config", str(config(scratch, rules, 0))],
+                      db=scratch / "state" / "baseline.db").start()
+    w = scratch / "w"
+    try:
+        agent.probe(w, timeout=60)
+        child = py_child(f"open({str(drop)!r} + '/stage2.bin', 'w').write('x')\n"
+                         f"open({str(drop)!r} + '/other.bin', 'w').write('x')\n")
+        a = agent.wait_for(by_rule("5a0f3c1e-7d2b-4c8e-9f10-000000000001"), alerts=True,
+                           timeout=15)[0]
+        agent.settle(w)
+    finally:
+        rc, _ = agent.stop()
+    assert rc == 0
+    assert get(a, "file.path") == str(drop / "stage2.bin")
+    assert get(a, "process.pid") == child.pid
+    assert not [e for e in agent.events if str(drop) in str(get(e, "file.path", ""))], \
+        "a watch-only path was reported as telemetry"
+    assert not [x for x in agent.alerts if get(x, "file.path") == str(drop / "other.bin")]
+
+
+DROP_THEN_EXEC = "11b6cf61-9940-481a-a4c5-07ba2129a7aa"
+REFUSED_BURST = "c364acb5-c01d-4537-a96a-7bbf0b49ec79"
+
+
+def test_shipped_correlation_file_dropped_in_dev_shm_then_run(scratch: Path) -> None:
+    """The built-in pack's temporal_ordered correlation: a program written to /dev/shm and
+    run within a minute is one alert grouped by its path; one written and not run is none,
+    and neither base rule alerts on its own (generate: false)."""
+    rules = scratch / "rules"
+    rules.mkdir()
+    tag = scratch.name
+    dropped, idle = Path(f"/dev/shm/{tag}-payload"), Path(f"/dev/shm/{tag}-idle")
+    agent = AgentProc(["--config", str(config(scratch, rules, 0))],
+                      db=scratch / "state" / "baseline.db").start()
+    try:
+        agent.probe(scratch / "w", timeout=60)
+        writer = py_child(f"import shutil\nshutil.copyfile('/usr/bin/true', {str(dropped)!r})\n"
+                          f"os.chmod({str(dropped)!r}, 0o755)\n"
+                          f"open({str(idle)!r}, 'wb').write(b'data')\n")
+        runner = run_child([str(dropped)])
+        (a,) = agent.wait_for(by_rule(DROP_THEN_EXEC), alerts=True, timeout=15)
+        agent.settle(scratch / "w")
+    finally:
+        rc, _ = agent.stop()
+        dropped.unlink(missing_ok=True)
+        idle.unlink(missing_ok=True)
+    assert rc == 0
+    assert get(a, "vigil.alert.group") == {"path": str(dropped)}
+    assert get(a, "vigil.rule.kind") == "correlation"
+    assert get(a, "vigil.alert.category") == "correlation"
+    assert get(a, "process.pid") == runner.pid     # the exec that completed it
+    related = get(a, "vigil.alert.related")
+    assert related[0]["TargetFilename"] == str(dropped) and related[0]["ProcessId"] == \
+        str(writer.pid)
+    assert related[-1]["Image"] == str(dropped)
+    assert not [x for x in agent.alerts if str(idle) in str(x)]
+    base = {"b9215317-d512-4a7b-af7b-862efdfc3b55", "16f2feb9-826a-414e-b999-68d06c782a2b"}
+    assert not [x for x in agent.alerts if get(x, "rule.id") in base]
+
+
+def test_shipped_correlation_refused_changes_by_one_user(scratch: Path,
+                                                        test_user: UserIds) -> None:
+    """The built-in event_count correlation: four refused writes to /etc/shadow by an
+    unprivileged user are no alert, the fifth within the minute is one, grouped by user.
+    (The opens fail with EACCES: /etc/shadow is never changed.)"""
+    rules = scratch / "rules"
+    rules.mkdir()
+    agent = AgentProc(["--config", str(config(scratch, rules, 0))],
+                      db=scratch / "state" / "baseline.db").start()
+    attempt = ("import errno\ntry:\n    open('/etc/shadow', 'ab')\nexcept PermissionError:\n"
+               "    pass\nelse:\n    raise SystemExit('/etc/shadow was writable')\n")
+    try:
+        agent.probe(scratch / "w", timeout=60)
+        for _ in range(4):
+            py_child(attempt, user=test_user.ids)
+        agent.settle(scratch / "w")   # /etc/shadow is watched for the rule, not reported
+        assert not [x for x in agent.alerts if get(x, "rule.id") == REFUSED_BURST]
+        last = py_child(attempt, user=test_user.ids)
+        (a,) = agent.wait_for(by_rule(REFUSED_BURST), alerts=True, timeout=15)
+    finally:
+        rc, _ = agent.stop()
+    assert rc == 0
+    assert get(a, "vigil.alert.group") == {"user.id": str(test_user.uid)}
+    assert get(a, "vigil.alert.count") == 5
+    assert get(a, "process.pid") == last.pid and get(a, "file.path") == "/etc/shadow"
+    assert len(get(a, "vigil.alert.related")) == 5

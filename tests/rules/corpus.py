@@ -1,7 +1,9 @@
 """The event corpus of the rules' differential test and benchmark.
 
-Two parts: recorded Vigil exec events (corpus/exec_events.jsonl: `vigil run -o json --no-fim`
-while real commands ran, host fields dropped), turned into flat records by the field map; and
+Two parts: recorded Vigil events (corpus/exec_events.jsonl: `vigil run -o json --no-fim`
+while real commands ran, host fields dropped; corpus/auditd_events.jsonl: execs and file
+changes, failed attempts too, of commands the auditd rules look for and of look-alikes, made by
+corpus/record_auditd.sh), turned into flat records by the field map (the auditd records too); and
 edge cases generated from the rules themselves: for every value of every detection item an
 event built to satisfy it (the other items of its map too), events satisfying all selections
 at once and with each filter, and near misses of each of those (case changed, a character
@@ -21,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vigil.rules.fieldmap import ecs_to_records
+from vigil.rules.matcher import logsource_key
 from vigil.rules.model import (
     STAR,
     CidrValue,
@@ -38,16 +41,19 @@ from vigil.rules.model import (
 
 HERE = Path(__file__).parent
 RECORDED = HERE / "corpus" / "exec_events.jsonl"
+RECORDED_AUDITD = HERE / "corpus" / "auditd_events.jsonl"
+KEYWORDS = "keywords"   # the field generated records carry a rule's keywords in
 Record = dict[str, str]
 
 _LOOKALIKE = str.maketrans({"a": "а", "e": "е", "o": "о", "c": "с", "p": "р", "x": "х",
                             "i": "і"})
 
 
-def recorded() -> list[tuple[str, Record]]:
+def recorded(files: tuple[Path, ...] = (RECORDED,)) -> list[tuple[str, Record]]:
     out = []
-    for line in RECORDED.read_text("utf-8").splitlines():
-        out.extend(ecs_to_records(json.loads(line)))
+    for f in files:
+        for line in f.read_text("utf-8").splitlines():
+            out.extend(ecs_to_records(json.loads(line)))
     return out
 
 
@@ -149,9 +155,13 @@ def _satisfy(items: tuple[DetectionItem, ...], choice: dict[int, int], rnd: rand
     absent: set[str] = set()
     refs: list[tuple[str, FieldRefValue]] = []
     for i, it in enumerate(items):
-        if it.field is None:
-            continue
         chosen = it.values if it.all else (it.values[choice.get(i, 0) % len(it.values)],)
+        if it.field is None:   # keywords: anywhere in a value, here in a field of their own
+            for v in chosen:
+                s = _value_sample(v, rnd)
+                if s is not None:
+                    reqs.setdefault(KEYWORDS, []).append(("contains", s[1]))
+            continue
         for v in chosen:
             if isinstance(v, NullValue) or (isinstance(v, ExistsValue) and not v.exists):
                 absent.add(it.field)
@@ -243,7 +253,7 @@ def generated(rule: Rule, seed: int = 0) -> list[Record]:
 
 
 def corpus(rules: list[Rule]) -> list[tuple[str, Record]]:
-    """(category, record) for every rule's category: generated ones, then recorded ones,
+    """(logsource key, record) for every rule's key: generated ones, then recorded ones,
     duplicates removed, in a stable order."""
     seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
     out: list[tuple[str, Record]] = []
@@ -255,9 +265,9 @@ def corpus(rules: list[Rule]) -> list[tuple[str, Record]]:
             out.append((cat, rec))
 
     for r in rules:
-        cat = r.logsource.category or ""
+        cat = logsource_key(r.logsource) or ""
         for rec in generated(r):
             add(cat, rec)
-    for cat, rec in recorded():
+    for cat, rec in recorded((RECORDED, RECORDED_AUDITD)):
         add(cat, rec)
     return out

@@ -27,7 +27,7 @@ F_FROM_ARG: Final = int(Flag.FROM_ARG)
 F_UNNORMALIZED: Final = int(Flag.UNNORMALIZED)
 F_PATH_TRUNC: Final = int(Flag.PATH_TRUNC)
 F_PATH2_TRUNC: Final = int(Flag.PATH2_TRUNC)
-_TWO_PATHS: Final = frozenset({FileOp.RENAME, FileOp.LINK})
+TWO_PATHS: Final = frozenset({FileOp.RENAME, FileOp.LINK})
 # Ops whose target names a directory entry that may be gone (or replaced) after the call: the
 # final component is never resolved, only its directory.
 _DIR_CACHE_SIZE: Final = 4096
@@ -181,7 +181,7 @@ class Pipeline:
         """An event with a path the kernel cut: kept (its bits tell which path) unless it is
         provably outside every watched tree. A whole second path is canonicalised and judged as
         usual; a cut one is left as the kernel sent it."""
-        two = ev.op in _TWO_PATHS and ev.target_path is not None
+        two = ev.op in TWO_PATHS and ev.target_path is not None
         canon = ev.flags & (F_FROM_ARG | F_UNNORMALIZED)
         whole = False
         if not ev.flags & F_PATH_TRUNC:
@@ -209,12 +209,12 @@ class Pipeline:
         if ev.flags & (F_FROM_ARG | F_UNNORMALIZED):
             self._invalidate_dirs(ev)
             ev.path = self.canonical(ev.path, ev.flags, ev.process)
-            if ev.target_path is not None and ev.op in _TWO_PATHS:
+            if ev.target_path is not None and ev.op in TWO_PATHS:
                 ev.target_path = self.canonical(ev.target_path, ev.flags, ev.process)
         if ev.op == FileOp.SYMLINK and not ev.failed and ev.target_path is not None:
             self._follow_new_link(ev.path, ev.target_path)
         if not (self._is_watched(ev.path) or (
-                ev.op in _TWO_PATHS and ev.target_path is not None
+                ev.op in TWO_PATHS and ev.target_path is not None
                 and self._is_watched(ev.target_path))):
             self.filtered += 1
             return

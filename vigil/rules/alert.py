@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from vigil.config import LEVELS
+from vigil.rules.correlation import Correlation
 from vigil.rules.model import Rule
 
 DEFAULT_LEVEL: Final = "medium"   # a rule that names no level
@@ -57,10 +58,14 @@ class RuleInfo:
         return self.id or self.where
 
     @classmethod
-    def of(cls, rule: Rule, kind: str = "sigma") -> RuleInfo:
+    def of(cls, rule: Rule | Correlation) -> RuleInfo:
+        if isinstance(rule, Correlation):
+            return cls(rule.id, rule.title, rule.level or DEFAULT_LEVEL, rule.description,
+                       rule.references, rule.author, None, rule.tags, rule.where,
+                       ruleset_of(rule.source), "correlation")
         return cls(rule.id, rule.title, rule.level or DEFAULT_LEVEL, rule.description,
                    rule.references, rule.author, rule.license, rule.tags, rule.where,
-                   ruleset_of(rule.source), kind)
+                   ruleset_of(rule.source))
 
 
 @dataclass

@@ -1,33 +1,49 @@
 """``vigil rules check|list|test``: the rule engine's commands (vigil/cli.py delegates here).
 
-Owns the arguments and what the three commands print; loading, compiling and matching are
-the package's other modules. Exit status: ``check`` 0 when every rule loaded, 2 when some were
-refused (each named with FILE:LINE and the reason: bad input, as everywhere in Vigil) or a
-path cannot be read; ``list`` and ``test`` 2 on unreadable paths or a bad events file, else 0.
+Owns the arguments and what the three commands print; loading, filtering, compiling and
+matching are the package's other modules. Exit status: ``check`` 0 when every document (rule,
+correlation, filter) loaded, 2 when some were refused (each named with FILE:LINE and the
+reason: bad input, as everywhere in Vigil) or a path cannot be read; ``list`` and ``test`` 2
+on unreadable paths or a bad events file, else 0. All three apply the Sigma filters; ``check``
+and ``list`` count and show correlations and filters (``test`` runs no correlations yet).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from vigil.rules.correlation import Correlation, resolve
 from vigil.rules.errors import RuleError
 from vigil.rules.fieldmap import ecs_to_records
+from vigil.rules.filters import Filter, apply_filters
 from vigil.rules.loader import LoadResult, builtin_rules_dir, load_paths
 from vigil.rules.matcher import Engine
+from vigil.rules.ruleset import compile_rules
+from vigil.rules.watchpaths import watch_paths
 
 
 def _load(paths: list[Path] | None) -> tuple[LoadResult, Engine]:
     result = load_paths(paths or [builtin_rules_dir()])
-    engine = Engine.build(result.rules)
-    if engine.errors:   # refused by the compiler: no longer counted as loaded
-        bad = {(e.source, e.line) for e in engine.errors}
-        result.rules = [r for r in result.rules if (r.source, r.line) not in bad]
-        result.refused.extend(engine.errors)
+    result.rules, result.warnings = apply_filters(result.rules, result.filters)
+    engine, result.rules, errors = compile_rules(result.rules)
+    result.refused.extend(errors)
+    # a correlation whose rule the compiler refused is refused too
+    result.correlations, errors = resolve(result.correlations, result.rules)
+    result.refused.extend(errors)
     return result, engine
+
+
+def _more(result: LoadResult) -> str:
+    """", C correlations, F filters" when the files hold any (the line stays as it was)."""
+    c, f = len(result.correlations), len(result.filters)
+    if not c and not f:
+        return ""
+    return f", {c} correlation{'s' if c != 1 else ''}, {f} filter{'s' if f != 1 else ''}"
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -37,9 +53,31 @@ def _check(args: argparse.Namespace) -> int:
     for r in result.with_warnings:
         for line, w in r.warnings:
             print(f"{r.source}:{line}: warning: {w}", file=sys.stderr)
+    docs: list[Correlation | Filter] = [*result.correlations, *result.filters]
+    for d in docs:
+        for line, w in d.warnings:
+            print(f"{d.source}:{line}: warning: {w}", file=sys.stderr)
+    for w in result.warnings:
+        print(w, file=sys.stderr)
+    _watching(result, args.config)
     print(f"{len(result.rules)} loaded, {len(result.refused)} refused, "
-          f"{len(result.with_warnings)} with unmapped fields")
+          f"{len(result.with_warnings)} with unmapped fields{_more(result)}")
     return 2 if result.refused else 0
+
+
+def _watching(result: LoadResult, config: Path | None) -> None:
+    """Rule-driven watching (vigil.rules.watchpaths) for the configuration's directories:
+    the paths the kernel will watch for file rules, and the file rules it cannot serve."""
+    from vigil.config import load_config
+    from vigil.watchlist import realtime_roots
+
+    paths, unserved = watch_paths(result.rules, realtime_roots(load_config(config)))
+    for w in paths:
+        print(f"note: watched for the rules only: {os.fsdecode(w.prefix)} "
+              f"({'; '.join(w.rules)})", file=sys.stderr)
+    for r, why in unserved:
+        print(f"{r.where}: note: '{r.title}' cannot be served by watching: {why}",
+              file=sys.stderr)
 
 
 def _quiet_pipe(fn: Any) -> Any:
@@ -51,7 +89,6 @@ def _quiet_pipe(fn: Any) -> Any:
             sys.stdout.flush()
             return rc
         except BrokenPipeError:
-            import os
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
     return run
@@ -63,14 +100,23 @@ def _list(args: argparse.Namespace) -> int:
     for e in result.refused:
         print(f"{e}", file=sys.stderr)
     rules = sorted(result.rules, key=lambda r: (r.logsource.category or "", r.title))
-    if args.json:
-        print(json.dumps([r.summary() for r in rules], indent=2))
+    if args.json:   # correlations and filters follow the rules, told apart by "kind"
+        print(json.dumps([{"kind": "rule", **r.summary()} for r in rules]
+                         + [c.summary() for c in result.correlations]
+                         + [f.summary() for f in result.filters], indent=2))
         return 0
     for r in rules:
         mark = " (unmapped fields)" if r.warnings else ""
+        mark += " (filtered)" if r.filters else ""
         print(f"{r.level or '-':<13} {r.logsource.category or r.logsource.service or '-':<19} "
               f"{r.id or '-':<36}  {r.title}{mark}")
-    print(f"{len(rules)} rules", file=sys.stderr)
+    for c in result.correlations:
+        print(f"{c.level or '-':<13} {'correlation':<19} {c.id or c.name or '-':<36}  "
+              f"{c.title} ({c.type}, {c.timespan_text}, {c.condition_text()})")
+    for f in result.filters:
+        print(f"{'-':<13} {'filter':<19} {f.id or f.name or '-':<36}  {f.title} "
+              f"(on {', '.join(f.rules)})")
+    print(f"{len(rules)} rules{_more(result)}", file=sys.stderr)
     return 0
 
 
@@ -127,6 +173,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     check = sub.add_parser("check", help="load rules and report every problem with FILE:LINE")
     check.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                        help="rule files or directories (searched for *.yml, *.yaml)")
+    check.add_argument("--config", type=Path, metavar="FILE",
+                       help="configuration whose watched directories the file rules' paths "
+                       "are compared with (default: embedded)")
     check.set_defaults(func=_check)
     lst = sub.add_parser("list", help="the rules that load (default: the built-in pack)")
     lst.add_argument("paths", nargs="*", type=Path, metavar="PATH")

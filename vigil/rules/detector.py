@@ -21,12 +21,17 @@ from vigil.events.model import ExecEvent, ExitEvent, FileEvent
 from vigil.outputs.base import Output
 from vigil.outputs.ecs import host_fields, to_ecs
 from vigil.rules.alert import Alert, RuleInfo
+from vigil.rules.correlation import Correlation, CorrelationMatch
 from vigil.rules.fieldmap import ecs_to_records
+from vigil.rules.model import Rule
 from vigil.rules.ruleset import RuleSet
 
 log = logging.getLogger("vigil")
 
 MAX_WINDOWS: Final = 10_000   # open suppression windows; past that the oldest closes early
+# correlation state is expired this long after the wall clock: events reach the detector in
+# batches, a little after they happened
+LATENESS_NS: Final = 2_000_000_000
 
 
 @dataclass
@@ -48,7 +53,8 @@ class Detector:
         self.matches = 0
         self.alerts = 0
         self.suppressed = 0
-        self.per_rule: Counter[str] = Counter()   # matches, by rule id (or FILE:LINE)
+        self.per_rule: Counter[str] = Counter()   # alerts, by rule id (or FILE:LINE)
+        self._next_expiry = 0
 
     def swap(self, ruleset: RuleSet) -> list[Alert]:
         """A new rule set (reload); the open windows of the old one close now."""
@@ -57,7 +63,7 @@ class Detector:
         self._infos.clear()
         return out
 
-    def _info(self, rule: Any) -> RuleInfo:
+    def _info(self, rule: Rule | Correlation) -> RuleInfo:
         info = self._infos.get(id(rule))
         if info is None:
             info = self._infos[id(rule)] = RuleInfo.of(rule)
@@ -68,16 +74,42 @@ class Detector:
         if not engine.matchers:
             return []
         out: list[Alert] = []
+        wanted = engine.matchers.keys()
+        ce = self.ruleset.correlations
         for ev in events:
             if not isinstance(ev, FileEvent | ExecEvent | ExitEvent):
                 continue
             doc = to_ecs(ev, self.host)
-            for category, record in ecs_to_records(doc):
+            seen: set[int] = set()   # one event matches a rule once (auditd: several records)
+            for category, record in ecs_to_records(doc, wanted):
                 for rule in engine.match(category, record):
+                    if id(rule) in seen:
+                        continue
+                    seen.add(id(rule))
                     self.matches += 1
+                    if ce is not None and ce.wants(rule):
+                        out += self._correlated(ce.feed(rule, record, ev.timestamp_ns), doc)
+                    if not self.ruleset.alerts_for(rule):
+                        continue
                     alert = self._alert(self._info(rule), category, doc, ev.timestamp_ns)
                     if alert is not None:
                         out.append(alert)
+        return out
+
+    def _correlated(self, matches: list[CorrelationMatch],
+                    doc: dict[str, Any] | None) -> list[Alert]:
+        """Correlation matches -> alerts: the event that completed it (none when a window
+        closed by time), the group-by values, and the base records it counted."""
+        out = []
+        for m in matches:
+            if not m.alert:
+                continue
+            info = self._info(m.correlation)
+            self.alerts += 1
+            self.per_rule[info.key] += 1
+            out.append(Alert(m.last_ns, info, "correlation", doc or {}, count=m.count,
+                             first_ns=m.first_ns, group=dict(m.group),
+                             related=[dict(r) for r in m.records]))
         return out
 
     def _alert(self, info: RuleInfo, category: str, doc: dict[str, Any],
@@ -104,6 +136,10 @@ class Detector:
     def tick(self, now_ns: int) -> list[Alert]:
         """The windows that have closed: a ``repeat`` alert for each that suppressed any."""
         out: list[Alert] = []
+        ce = self.ruleset.correlations
+        if ce is not None and now_ns >= self._next_expiry:
+            self._next_expiry = now_ns + 1_000_000_000
+            out += self._correlated(ce.expire(now_ns - LATENESS_NS), None)
         # windows are kept in the order they opened: the closed ones are at the front
         while self._windows:
             key, w = next(iter(self._windows.items()))
@@ -133,5 +169,11 @@ class Detector:
         return self._close(lambda w: True)
 
     def counters(self) -> dict[str, int]:
-        return {"matches": self.matches, "alerts": self.alerts, "suppressed": self.suppressed,
-                "rules": len(self.ruleset.rules)}
+        out = {"matches": self.matches, "alerts": self.alerts, "suppressed": self.suppressed,
+               "rules": len(self.ruleset.rules)}
+        ce = self.ruleset.correlations
+        if ce is not None:
+            c = ce.counters()
+            out.update(correlation_groups=c["groups"], correlation_overflow=c["overflow"],
+                       correlation_late=c["late"])
+        return out

@@ -3,18 +3,32 @@
 Owns THE table (``FIELD_MAP``, data: one row per logsource category and Sysmon field, with the
 ECS field it comes from or the reason Vigil cannot provide it), which Vigil event belongs to
 which logsource category, and ``ecs_to_records``: one ECS JSON document (as ``vigil run -o
-json`` prints it) -> the flat ``{SysmonName: text}`` record(s) rules are matched against. A
-rule never sees an ECS dict. Also the load-time warnings for rules whose fields or logsource
-Vigil cannot provide. The README's field-map table is generated from this one
-(``markdown_table``), so the two cannot drift.
+json`` prints it) -> the flat ``{SysmonName: text}`` record(s) rules are matched against,
+and the event's auditd records (vigil.rules.auditd, which owns that view and its field table)
+under the key ``auditd``, for the ``service: auditd`` rules. A rule never sees an ECS dict.
+Also the load-time warnings for rules whose fields, logsource or (for auditd) record types
+and system calls Vigil cannot provide. The README's two field-map tables are generated here
+(``markdown_table``, ``auditd_markdown_table``), so they cannot drift.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from typing import Any, Final
 
-from vigil.rules.model import Rule
+from vigil.rules.auditd import (
+    AUDITD,
+    AUDITD_FIELDS,
+    SYSCALLS,
+    TYPES,
+    VARIANTS,
+    audit_field,
+    auditd_records,
+)
+from vigil.rules.ecsview import ENGINE_KEY, PRODUCT, engine_key, vigil_records
+from vigil.rules.model import DetectionItem, Rule, StringValue
+
+ENGINE_KEYS: Final = tuple(ENGINE_KEY.values())
 
 # A row: Sysmon field -> ECS dotted path, or None and why Vigil has no such value (yet).
 Row = tuple[str, str | None, str]
@@ -156,9 +170,18 @@ def categories_of(doc: Mapping[str, Any]) -> tuple[str, ...]:
     return CATEGORIES.get((str(event.get("dataset")), str(event.get("action"))), ())
 
 
-def ecs_to_records(doc: Mapping[str, Any]) -> list[tuple[str, dict[str, str]]]:
-    """Every (logsource category, flat record) one Vigil ECS event feeds."""
-    return [(c, record(c, doc)) for c in categories_of(doc)]
+def ecs_to_records(doc: Mapping[str, Any], wanted: Container[str | None] | None = None
+                   ) -> list[tuple[str, dict[str, str]]]:
+    """Every (logsource key, flat record) one Vigil ECS event feeds: its Sysmon-named
+    records, each of its auditd records as ``("auditd", record)``, and its record of Vigil's
+    own logsource (vigil.rules.ecsview). With ``wanted`` (the keys some rule is keyed by),
+    only those are built: an event costs nothing for views no rule reads."""
+    out = [(c, record(c, doc)) for c in categories_of(doc) if wanted is None or c in wanted]
+    if wanted is None or AUDITD in wanted:
+        out.extend((AUDITD, r) for r in auditd_records(doc))
+    if wanted is None or any(k in wanted for k in ENGINE_KEYS):
+        out.extend(kr for kr in vigil_records(doc) if wanted is None or kr[0] in wanted)
+    return out
 
 
 def coverage_warnings(rule: Rule) -> list[tuple[int, str]]:
@@ -169,9 +192,16 @@ def coverage_warnings(rule: Rule) -> list[tuple[int, str]]:
 
 def _coverage(rule: Rule) -> list[tuple[int, str]]:
     ls = rule.logsource
+    if ls.product == PRODUCT:
+        if engine_key(ls.product, ls.category) is None:
+            return [(rule.logsource_line, f"logsource product '{PRODUCT}' has the categories "
+                     f"{', '.join(ENGINE_KEY)}, not '{ls.category}'")]
+        return []   # any dotted ECS field of Vigil's events
     if ls.product not in (None, "linux"):
         return [(rule.logsource_line,
                  f"logsource product '{ls.product}': Vigil provides Linux events only")]
+    if ls.service == AUDITD and ls.category is None:
+        return _auditd_coverage(rule)
     if ls.service is not None:
         return [(rule.logsource_line,
                  f"logsource service '{ls.service}' is not provided by Vigil yet")]
@@ -190,6 +220,75 @@ def _coverage(rule: Rule) -> list[tuple[int, str]]:
             out.append((line, f"field '{f}' is not provided by Vigil for {ls.category}: "
                               f"{provided[f]}"))
     return out
+
+
+def _plain(it: DetectionItem) -> list[str]:
+    """The item's values that are plain text (no wildcard, not a regex...)."""
+    return [p for v in it.values if isinstance(v, StringValue) and (p := v.plain) is not None]
+
+
+def _auditd_coverage(rule: Rule) -> list[tuple[int, str]]:
+    """auditd fields Vigil does not give, in the record types a search asks for (its
+    ``type``), record types it never makes, and system calls it never names."""
+    out: dict[tuple[int, str], None] = {}
+    for s in rule.searches.values():
+        for alt in s.alternatives:
+            types: set[str] | None = None
+            for it in alt:
+                if it.field == "type" and not it.negate and not it.all and _plain(it) \
+                        and len(_plain(it)) == len(it.values):
+                    types = {v.upper() for v in _plain(it)}
+                    gone = sorted(types - set(TYPES))
+                    if gone:
+                        what = ", ".join(f"'{t}'" for t in gone)
+                        out[(it.line, f"auditd records of type {what} are not made by Vigil "
+                                      f"(its view has {', '.join(TYPES)} records)")] = None
+            for it in alt:
+                if it.field is None or it.field == "type":
+                    continue
+                for w in _field_warnings(it, types):
+                    out[(it.line, w)] = None
+    return sorted(out, key=lambda lw: lw[0])
+
+
+def _field_warnings(it: DetectionItem, types: set[str] | None) -> list[str]:
+    assert it.field is not None
+    f = audit_field(it.field)
+    if f is None:
+        return [f"field '{it.field}' is not in Vigil's auditd view"]
+    if not f.sources:
+        return [f"field '{it.field}' is not provided by Vigil for auditd: "
+                + "; ".join(f.missing.values())]
+    if types is not None and types & set(TYPES) and not types & set(f.sources):
+        why = "; ".join(w for t, w in f.missing.items() if t in types)
+        return [f"field '{it.field}' is not provided by Vigil in "
+                + ", ".join(sorted(types & set(TYPES))) + " records" + (f": {why}" if why
+                                                                         else "")]
+    if it.field != "SYSCALL" or it.negate:
+        return []
+    names = {v.lower() for v in _plain(it)}
+    out = []
+    for n in sorted(names - SYSCALLS):
+        instead = VARIANTS.get(n)
+        if instead is None:
+            out.append(f"SYSCALL '{n}' is never given: Vigil sees execs and file changes, "
+                       "not this system call")
+        elif not set(instead.split(" or ")) & names:
+            out.append(f"SYSCALL '{n}' is never given: Vigil names the call '{instead}' (it "
+                       "does not know the variant)")
+    return out
+
+
+def auditd_markdown_table() -> str:
+    """The auditd view's fields as the README shows them."""
+    cols = (*TYPES, "CWD", "other records")
+    lines = ["| auditd field | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for f in AUDITD_FIELDS:
+        cells = [f.sources.get(t) or (f"— ({f.missing[t]})" if t in f.missing else "")
+                 for t in cols[:-1]]
+        other = [f"{t}: — ({w})" for t, w in f.missing.items() if t not in cols]
+        lines.append(f"| {f.label} | " + " | ".join((*cells, "; ".join(other))) + " |")
+    return "\n".join(lines)
 
 
 def markdown_table() -> str:

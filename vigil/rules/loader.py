@@ -1,12 +1,17 @@
-"""Loading Sigma rules: files and directories -> YAML nodes -> schema check -> model.Rule.
+"""Loading Sigma documents: files and directories -> YAML nodes -> schema check -> model.
 
 Owns reading rule files (``*.yml``/``*.yaml``, directories recursively, in name order), YAML
 with line numbers (PyYAML's node API, as vigil.config does: every value can be blamed on the
-line that wrote it), the Sigma schema check (vigil.rules.schema), building the model (searches
-through vigil.rules.values, the condition through vigil.rules.condition), and the outcome: the
-rules that loaded, and one RuleError ("FILE:LINE: reason") per rule refused, the others still
-loading. Hostile YAML is bounded: documents past a node budget or nesting depth (alias bombs,
-self-referencing anchors) are refused. Does not know about events or matching.
+line that wrote it), telling the three kinds of document apart (a rule has ``detection``, a
+correlation ``correlation``, a filter ``filter``), each kind's schema check
+(vigil.rules.schema), building the model (searches through vigil.rules.values, conditions
+through vigil.rules.condition, correlations through vigil.rules.correlation_doc, filters into
+vigil.rules.filters.Filter), what only the whole set can tell (duplicate ids and names, the
+references of correlations: vigil.rules.correlation.resolve), and the outcome: the rules,
+correlations and filters that loaded, and one RuleError ("FILE:LINE: reason") per document
+refused, the others still loading. Hostile YAML is bounded: documents past a node budget or
+nesting depth (alias bombs, self-referencing anchors) are refused. Does not know about events
+or matching; applying filters to rules is vigil.rules.filters.apply_filters, by the caller.
 """
 
 from __future__ import annotations
@@ -20,10 +25,13 @@ from typing import Any, Final
 import yaml
 
 from vigil.rules.condition import ConditionError, parse_condition
+from vigil.rules.correlation import Correlation, resolve
+from vigil.rules.correlation_doc import build as build_correlation
 from vigil.rules.errors import RuleError
-from vigil.rules.model import Cond, DetectionItem, LogSource, Or, Rule, Search
+from vigil.rules.filters import Filter
+from vigil.rules.model import Cond, DetectionItem, LogSource, Not, Or, Rule, Search
+from vigil.rules.schema import correlation_schema, filter_schema, validate
 from vigil.rules.schema import rule_schema as _schema
-from vigil.rules.schema import validate
 from vigil.rules.values import ValueError_, build_item
 
 MAX_FILE_BYTES: Final = 4 << 20
@@ -41,6 +49,9 @@ class LoadResult:
     rules: list[Rule] = field(default_factory=list)
     refused: list[RuleError] = field(default_factory=list)
     files: int = 0
+    correlations: list[Correlation] = field(default_factory=list)
+    filters: list[Filter] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)   # the caller's: apply_filters' ones
 
     @property
     def with_warnings(self) -> list[Rule]:
@@ -50,6 +61,8 @@ class LoadResult:
         self.rules.extend(other.rules)
         self.refused.extend(other.refused)
         self.files += other.files
+        self.correlations.extend(other.correlations)
+        self.filters.extend(other.filters)
 
 
 class _Doc:
@@ -128,7 +141,13 @@ def load_text(text: str, source: str) -> LoadResult:
         if node is None:
             continue
         try:
-            out.rules.append(_rule(node, source))
+            doc = _document(node, source)
+            if isinstance(doc, Correlation):
+                out.correlations.append(doc)
+            elif isinstance(doc, Filter):
+                out.filters.append(doc)
+            else:
+                out.rules.append(doc)
         except RuleError as e:
             out.refused.append(e)
         except (yaml.YAMLError, RecursionError, ValueError, TypeError, OverflowError) as e:
@@ -139,22 +158,69 @@ def load_text(text: str, source: str) -> LoadResult:
     return out
 
 
-def _rule(node: yaml.Node, source: str) -> Rule:
+def _document(node: yaml.Node, source: str) -> Rule | Correlation | Filter:
     doc = _Doc(source)
     data = doc.data(node)
     if not isinstance(data, dict):
         raise doc.error((), "a rule must be a mapping")
-    for key, what in (("correlation", "correlation rules"), ("action", "rule collections"),
-                      ("filter", "Sigma filters")):
-        if key in data and "detection" not in data:
-            raise doc.error((key,), f"{what} are not supported yet")
     if "action" in data:
         raise doc.error(("action",), "rule collections ('action:') are not supported yet")
-    errors = validate(_schema(), data)
+    if "detection" not in data and "correlation" in data and "filter" in data:
+        raise doc.error(("filter",), "a document is a correlation or a filter, not both")
+    if "detection" not in data and "correlation" in data:
+        _check(doc, correlation_schema(), data, "correlation")
+        return build_correlation(data, source, doc.line)
+    if "detection" not in data and "filter" in data:
+        _check(doc, filter_schema(), data, "filter")
+        return _filter(doc, data)
+    _check(doc, _schema(), data, "rule")
+    return _rule(doc, data)
+
+
+def _check(doc: _Doc, schema: dict[str, Any], data: dict[str, Any], kind: str) -> None:
+    errors = validate(schema, data)
     if errors:
         path, msg = errors[0]
-        name = ".".join(str(p) for p in path) or "the rule"
-        raise doc.error(path, f"{name} {msg} (Sigma rule schema)")
+        name = ".".join(str(p) for p in path) or f"the {kind}"
+        raise doc.error(path, f"{name} {msg} (Sigma {kind} schema)")
+
+
+def _filter(doc: _Doc, data: dict[str, Any]) -> Filter:
+    body: dict[str, Any] = data["filter"]
+    base = ("filter",)
+    search_schema = filter_schema()["properties"]["filter"]["properties"]["selection"]
+    searches = {}
+    for name, value in body.items():
+        if name in ("rules", "condition"):
+            continue
+        if validate(search_schema, value):   # the schema says so of 'selection' only
+            raise doc.error((*base, name), f"search '{name}' must be a map or a list of "
+                            "values or maps, like 'selection'")
+        searches[name] = _search(doc, name, value, base)
+    cond = _condition(doc, body["condition"], searches, base)
+    ls = data["logsource"]
+    warnings = []
+    if isinstance(cond, Not):
+        warnings.append((doc.line((*base, "condition")),
+                         "the filter's condition starts with 'not': Vigil leaves out the "
+                         "rules' matches for which the filter condition is true (the Sigma "
+                         "filter specification's reading); a filter written for pySigma, "
+                         "which keeps only those, would leave out the opposite"))
+    label = data.get("name")
+    if label is not None and not isinstance(label, str):
+        raise doc.error(("name",), "name must be text")
+    return Filter(
+        title=data["title"], id=data.get("id"), name=label, rules=tuple(body["rules"]),
+        logsource=LogSource(ls.get("product"), ls.get("category"), ls.get("service")),
+        searches=searches, condition=cond, source=doc.source, line=doc.line(("title",)),
+        condition_text=str(body["condition"]), description=data.get("description"),
+        date=data.get("date"), modified=data.get("modified"),
+        rules_lines=tuple(doc.line((*base, "rules", i)) for i in range(len(body["rules"]))),
+        logsource_line=doc.line(("logsource",)), warnings=tuple(warnings))
+
+
+def _rule(doc: _Doc, data: dict[str, Any]) -> Rule:
+    source = doc.source
     detection: dict[str, Any] = data["detection"]
     searches: dict[str, Search] = {}
     for name, value in detection.items():
@@ -173,17 +239,17 @@ def _rule(node: yaml.Node, source: str) -> Rule:
         author=data.get("author"), references=tuple(data.get("references", ())),
         tags=tuple(data.get("tags", ())), falsepositives=tuple(data.get("falsepositives", ())),
         date=data.get("date"), modified=data.get("modified"), license=data.get("license"),
-        logsource_line=doc.line(("logsource",)))
+        logsource_line=doc.line(("logsource",)), name=data.get("name"))
 
 
-def _condition(doc: _Doc, raw: Any, searches: dict[str, Search]) -> Cond:
+def _condition(doc: _Doc, raw: Any, searches: dict[str, Search],
+               base: tuple[str, ...] = ("detection",)) -> Cond:
     texts = raw if isinstance(raw, list) else [raw]
     if not texts:
-        raise doc.error(("detection", "condition"), "the condition list is empty")
+        raise doc.error((*base, "condition"), "the condition list is empty")
     conds = []
     for i, t in enumerate(texts):
-        path = ("detection", "condition", i) if isinstance(raw, list) else \
-            ("detection", "condition")
+        path = (*base, "condition", i) if isinstance(raw, list) else (*base, "condition")
         if not isinstance(t, str):
             raise doc.error(path, f"a condition must be text, got {t!r}")
         try:
@@ -193,8 +259,9 @@ def _condition(doc: _Doc, raw: Any, searches: dict[str, Search]) -> Cond:
     return conds[0] if len(conds) == 1 else Or(tuple(conds))
 
 
-def _search(doc: _Doc, name: str, value: Any) -> Search:
-    path = ("detection", name)
+def _search(doc: _Doc, name: str, value: Any, base: tuple[str, ...] = ("detection",)
+            ) -> Search:
+    path = (*base, name)
     if not name or name.startswith("|"):
         raise doc.error(path, f"'{name}' is not a valid search identifier")
     if isinstance(value, dict):
@@ -261,25 +328,65 @@ def _raise(e: OSError) -> None:
 
 
 def load_paths(paths: Iterable[Path], annotate: bool = True) -> LoadResult:
-    """Load files and directories; duplicate rule ids are refused after the first.
-    ``annotate`` adds the field map's warnings (fields Vigil cannot provide) to each rule."""
+    """Load files and directories. A document whose id, or (rules and correlations) name,
+    an earlier one has is refused; so is a correlation referring to anything not loaded
+    (correlation.resolve). ``annotate`` adds the field map's warnings (fields Vigil cannot
+    provide) to each rule and correlation."""
     from vigil.rules.fieldmap import coverage_warnings
 
     out = LoadResult()
     for p in paths:
         for f in rule_files(Path(p)):
             out.extend(load_file(f))
-    seen: dict[str, Rule] = {}
-    kept = []
-    for r in out.rules:
-        if r.id is not None and r.id in seen:
-            out.refused.append(RuleError(f"duplicate rule id {r.id} (first in "
-                                         f"{seen[r.id].where})", source=r.source, line=r.line))
+    seen: dict[str, str] = {}   # id or name -> FILE:LINE of the first document with it
+    out.rules = [r for r in out.rules if _unique(r, seen, out.refused)]
+    out.correlations = [c for c in out.correlations if _unique(c, seen, out.refused)]
+    out.filters = [f for f in out.filters if _unique(f, seen, out.refused)]
+    out.correlations, errors = resolve(out.correlations, out.rules)
+    out.refused.extend(errors)
+    if annotate:
+        out.rules = [replace(r, warnings=tuple(coverage_warnings(r))) for r in out.rules]
+        out.correlations = [replace(c, warnings=tuple(_correlation_warnings(c, out.rules)))
+                            for c in out.correlations]
+    return out
+
+
+def _unique(x: Rule | Correlation | Filter, seen: dict[str, str],
+            refused: list[RuleError]) -> bool:
+    keys = [("id", x.id)] if isinstance(x, Filter) else [("id", x.id), ("name", x.name)]
+    for what, key in keys:
+        if key is not None and key in seen:
+            kind = "rule id" if isinstance(x, Rule) and what == "id" else what
+            refused.append(RuleError(f"duplicate {kind} {key} (first in {seen[key]})",
+                                     source=x.source, line=x.line))
+            return False
+    for _, key in keys:
+        if key is not None:
+            seen.setdefault(key, x.where)
+    return True
+
+
+def _correlation_warnings(c: Correlation, rules: list[Rule]) -> list[tuple[int, str]]:
+    """Fields a correlation reads (group-by, value_count's field) from the records of its
+    base rules that Vigil does not provide for the rule's category: such events never
+    count."""
+    from vigil.rules.fieldmap import coverage_warnings
+
+    out: list[tuple[int, str]] = []
+    by_ref = {k: r for r in rules for k in (r.id, r.name) if k is not None}
+    for ref in c.rules:
+        r = by_ref.get(ref)
+        if r is None:   # a correlation: its records carry what its own rules gave
             continue
-        if r.id is not None:
-            seen[r.id] = r
-        kept.append(replace(r, warnings=tuple(coverage_warnings(r))) if annotate else r)
-    out.rules = kept
+        wanted = [(c.aliases[g][ref] if g in c.aliases else g, c.group_by_line)
+                  for g in c.group_by] + [(f, c.field_line) for f in c.field]
+        items = tuple(DetectionItem(f, (), (), line=line) for f, line in wanted)
+        probe = replace(r, searches={"fields": Search("fields", (items,))}, logsource_line=-1)
+        for line, w in coverage_warnings(probe):
+            if line != -1:   # the logsource is the rule's own warning
+                msg = f"rule '{r.title}' ({r.where}): {w}; its events never count here"
+                if (line, msg) not in out:
+                    out.append((line, msg))
     return out
 
 

@@ -2,7 +2,8 @@
 
 Owns the runtime index built from vigil.rules.compiler's output: per field one RE2 set (split
 in parts when one automaton would exceed RE2's memory budget), the atom -> rules table, and
-``Engine``: rules grouped by logsource category, ``match(category, record)`` -> the rules that
+``Engine``: rules grouped by logsource key (the category, or for a rule on one service's raw
+records such as ``service: auditd`` the service), ``match(key, record)`` -> the rules that
 fire. A record is a flat mapping of Sysmon-style field names to text (vigil.rules.fieldmap
 makes them from Vigil's events); the engine itself knows no field map.
 """
@@ -16,8 +17,9 @@ from typing import Final
 import re2
 
 from vigil.rules.compiler import KEYWORD, CompiledRule, CompiledSet, compile_category
+from vigil.rules.ecsview import engine_key
 from vigil.rules.errors import RuleError
-from vigil.rules.model import Rule
+from vigil.rules.model import LogSource, Rule
 from vigil.rules.patterns import FIELD_SEP, NAME_SEP, joined_pattern, re2_options, string_pattern
 
 Record = Mapping[str, str]
@@ -176,10 +178,20 @@ def _per_field(t: set[int], sets: list[tuple[str, Sets]], rec: Record) -> None:
                 t.add(ids[h])
 
 
+def logsource_key(ls: LogSource) -> str | None:
+    """Which records a rule is matched against: Vigil's own logsource (``vigil:file``,
+    ``vigil:process``, vigil.rules.ecsview), its logsource category, or for a rule with no
+    category its service (``auditd``: raw records of that service); None when none."""
+    own = engine_key(ls.product, ls.category)
+    if own is not None:
+        return own
+    return ls.category if ls.category is not None else ls.service
+
+
 @dataclass
 class Engine:
-    """Rules compiled once, by logsource category (rules without a category are kept under
-    ``None`` and never match a categorised event)."""
+    """Rules compiled once, by logsource key (``logsource_key``: rules with neither a
+    category nor a service are kept under ``None`` and never match)."""
 
     matchers: dict[str | None, CategoryMatcher] = field(default_factory=dict)
     errors: list[RuleError] = field(default_factory=list)
@@ -188,7 +200,7 @@ class Engine:
     def build(cls, rules: Iterable[Rule], fold: str = "unicode") -> Engine:
         by_cat: dict[str | None, list[Rule]] = {}
         for r in rules:
-            by_cat.setdefault(r.logsource.category, []).append(r)
+            by_cat.setdefault(logsource_key(r.logsource), []).append(r)
         eng = cls()
         for cat, rs in by_cat.items():
             cs, errs = compile_category(cat or "", rs, fold)

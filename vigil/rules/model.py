@@ -195,6 +195,8 @@ class Rule:
     license: str | None = None
     logsource_line: int = 0
     warnings: tuple[tuple[int, str], ...] = field(default=(), compare=False)  # (line, what)
+    name: str | None = None    # ``name:``, how correlations and filters may refer to it
+    filters: tuple[str, ...] = ()   # FILE:LINE of each Sigma filter folded into the condition
 
     @property
     def where(self) -> str:
@@ -225,7 +227,8 @@ class Rule:
 
     def summary(self) -> dict[str, object]:
         """What ``vigil rules list --json`` prints for the rule."""
-        return {"id": self.id, "title": self.title, "level": self.level, "status": self.status,
+        return {"id": self.id, "name": self.name, "title": self.title, "level": self.level,
+                "status": self.status,
                 "logsource": {k: v for k, v in (("product", self.logsource.product),
                                                  ("category", self.logsource.category),
                                                  ("service", self.logsource.service)) if v},
@@ -233,4 +236,5 @@ class Rule:
                 "references": list(self.references), "license": self.license,
                 "source": self.where,
                 "condition": self.condition_text,
+                "filters": list(self.filters),
                 "warnings": [f"{self.source}:{line}: {w}" for line, w in self.warnings]}

@@ -1,12 +1,16 @@
-"""Validation of a rule document against the Sigma rule JSON schema shipped in vigil/data/sigma.
+"""Validation of a Sigma document against its JSON schema shipped in vigil/data/sigma.
 
-Owns a small JSON-schema evaluator for exactly the keywords that schema uses (type, required,
-properties, additionalProperties, items, oneOf, anyOf, const, enum, minLength, maxLength,
-pattern, uniqueItems; format, title, description and $schema are annotations). A keyword it
-does not know makes loading the schema fail, so a newer schema cannot be half-checked in
-silence. Why not the ``jsonschema`` package: the agent runs on monitored hosts, and this
-subset is ~100 lines with no dependency (jsonschema pulls attrs, referencing and a Rust
-extension); tests/unit/test_rules_schema.py checks it against the shipped rules.
+Owns a small JSON-schema evaluator for exactly the keywords the three shipped schemas (rules,
+filters, correlations) use (type, required, properties, additionalProperties, items, oneOf,
+anyOf, allOf, if/then/else, const, enum, minLength, maxLength, minItems, maxItems, pattern,
+uniqueItems; format, title, description and $schema are annotations). A keyword it does not
+know makes loading the schema fail, so a newer schema cannot be half-checked in silence; the
+correlation schema's few words written where JSON Schema expects keywords (``gt``, ``field``,
+... inside ``anyOf``: no keyword, so JSON Schema ignores them) are named and ignored the same
+way, and the loader checks the correlation condition itself (vigil.rules.correlation_doc).
+Why not the ``jsonschema`` package: the agent runs on monitored hosts, and this subset is ~100
+lines with no dependency (jsonschema pulls attrs, referencing and a Rust extension);
+tests/unit/test_rules_schema.py checks it against the shipped rules.
 
 Errors name the JSON path of the offending value; the loader turns the path into a line.
 """
@@ -24,9 +28,16 @@ Path_ = tuple[str | int, ...]
 
 _ANNOTATIONS: Final = frozenset(("$schema", "title", "description", "format", "$comment"))
 _KEYWORDS: Final = frozenset(("type", "required", "properties", "additionalProperties", "items",
-                              "oneOf", "anyOf", "const", "enum", "minLength", "maxLength",
-                              "pattern", "uniqueItems")) | _ANNOTATIONS
+                              "oneOf", "anyOf", "allOf", "if", "then", "else", "const", "enum",
+                              "minLength", "maxLength", "minItems", "maxItems", "pattern",
+                              "uniqueItems")) | _ANNOTATIONS
 SCHEMA_FILE: Final = "sigma-detection-rule-schema.json"
+FILTER_SCHEMA_FILE: Final = "sigma-filters-schema.json"
+CORRELATION_SCHEMA_FILE: Final = "sigma-correlation-rules-schema.json"
+# Not keywords: the correlation schema writes the condition's criteria (and, in a ``then``,
+# a property) where a keyword belongs; JSON Schema ignores unknown words, and so do we.
+_CORRELATION_NON_KEYWORDS: Final = frozenset(("gt", "gte", "lt", "lte", "eq", "neq", "field",
+                                              "condition"))
 
 
 class SchemaError(Exception):
@@ -51,23 +62,23 @@ def _is_type(v: Any, t: str) -> bool:
     raise SchemaError(f"unknown type {t!r}")
 
 
-def _check_keywords(schema: Any) -> None:
+def _check_keywords(schema: Any, ignored: frozenset[str] = frozenset()) -> None:
     if isinstance(schema, bool):
         return
     if not isinstance(schema, dict):
         raise SchemaError(f"a schema must be an object, got {schema!r}")
-    unknown = set(schema) - _KEYWORDS
+    unknown = set(schema) - _KEYWORDS - ignored
     if unknown:
         raise SchemaError(f"unsupported schema keywords: {', '.join(sorted(unknown))}")
     for key in ("properties",):
         for sub in schema.get(key, {}).values():
-            _check_keywords(sub)
-    for key in ("additionalProperties", "items"):
+            _check_keywords(sub, ignored)
+    for key in ("additionalProperties", "items", "if", "then", "else"):
         if key in schema:
-            _check_keywords(schema[key])
-    for key in ("oneOf", "anyOf"):
+            _check_keywords(schema[key], ignored)
+    for key in ("oneOf", "anyOf", "allOf"):
         for sub in schema.get(key, []):
-            _check_keywords(sub)
+            _check_keywords(sub, ignored)
 
 
 def _type_name(v: Any) -> str:
@@ -110,6 +121,10 @@ def validate(schema: Any, value: Any, path: Path_ = ()) -> list[tuple[Path_, str
             sub = props.get(k, extra)
             errs.extend(validate(sub, v, (*path, k)))
     if isinstance(value, list):
+        if "minItems" in schema and len(value) < schema["minItems"]:
+            errs.append((path, f"needs at least {schema['minItems']} item(s)"))
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            errs.append((path, f"has more than {schema['maxItems']} items"))
         if "items" in schema:
             for i, v in enumerate(value):
                 errs.extend(validate(schema["items"], v, (*path, i)))
@@ -121,6 +136,12 @@ def validate(schema: Any, value: Any, path: Path_ = ()) -> list[tuple[Path_, str
                 seen.append(v)
     if "anyOf" in schema and not any(not validate(s, value, path) for s in schema["anyOf"]):
         errs.append((path, "matches none of the allowed forms"))
+    for sub in schema.get("allOf", []):
+        errs.extend(validate(sub, value, path))
+    if "if" in schema:
+        branch = "then" if not validate(schema["if"], value, path) else "else"
+        if branch in schema:
+            errs.extend(validate(schema[branch], value, path))
     if "oneOf" in schema:
         ok = [s for s in schema["oneOf"] if not validate(s, value, path)]
         if len(ok) != 1:
@@ -137,14 +158,30 @@ def _pattern(p: str) -> re.Pattern[str]:
     return re.compile(p)
 
 
+def _load(name: str, ignored: frozenset[str] = frozenset()) -> dict[str, Any]:
+    try:
+        text = importlib.resources.files("vigil").joinpath(f"data/sigma/{name}") \
+            .read_text("utf-8")
+    except (NotADirectoryError, FileNotFoundError, ModuleNotFoundError):
+        text = (Path(__file__).parent.parent / "data" / "sigma" / name).read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    _check_keywords(schema, ignored)
+    return schema
+
+
 @cache
 def rule_schema() -> dict[str, Any]:
     """The shipped Sigma detection-rule schema, its keywords checked once."""
-    try:
-        text = importlib.resources.files("vigil").joinpath(f"data/sigma/{SCHEMA_FILE}") \
-            .read_text("utf-8")
-    except (NotADirectoryError, FileNotFoundError, ModuleNotFoundError):
-        text = (Path(__file__).parent.parent / "data" / "sigma" / SCHEMA_FILE).read_text("utf-8")
-    schema: dict[str, Any] = json.loads(text)
-    _check_keywords(schema)
-    return schema
+    return _load(SCHEMA_FILE)
+
+
+@cache
+def filter_schema() -> dict[str, Any]:
+    """The shipped Sigma filter schema."""
+    return _load(FILTER_SCHEMA_FILE)
+
+
+@cache
+def correlation_schema() -> dict[str, Any]:
+    """The shipped Sigma correlation-rule schema (its non-keywords ignored, see above)."""
+    return _load(CORRELATION_SCHEMA_FILE, _CORRELATION_NON_KEYWORDS)
