@@ -202,3 +202,33 @@ def test_rules_config_defaults_and_values(tmp_path: Path) -> None:
     assert load_config(f).rules == RulesConfig(builtin=False, paths=(tmp_path,),
                                                disabled=("x",), min_level="high",
                                                suppress_window=120)
+
+
+def test_rules_test_replays_through_the_detector_with_correlations(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`vigil rules test` on the shipped event_count correlation: five refused writes by one
+    user in a minute are one alert; four by another are none."""
+    import json
+
+    from vigil.cli import main
+
+    def failed(uid: int, second: int) -> str:
+        return json.dumps({"@timestamp": f"2026-12-07T10:00:{second:02d}.000000Z",
+                           "event": {"kind": "event", "dataset": "vigil.file",
+                                     "action": "modified", "outcome": "failure"},
+                           "file": {"path": "/etc/shadow"}, "user": {"id": str(uid)},
+                           "process": {"pid": 40 + second, "executable": "/usr/bin/python3"}})
+
+    ev = tmp_path / "ev.jsonl"
+    ev.write_text("\n".join([failed(1000, s) for s in range(5)]
+                            + [failed(1001, s) for s in range(4)]) + "\n")
+    corr = builtin_rules_dir() / "vigil" / "correlations" / "failed_sensitive_writes.yml"
+    assert main(["rules", "test", str(corr), "--events", str(ev), "--json"]) == 0
+    out, err = capsys.readouterr()
+    alerts = [json.loads(line) for line in out.splitlines()]
+    assert [a["at"] for a in alerts] == [f"{ev}:5"], out
+    doc = alerts[0]["alert"]
+    assert doc["rule"]["id"] == "c364acb5-c01d-4537-a96a-7bbf0b49ec79"
+    assert doc["vigil"]["alert"]["group"] == {"user.id": "1000"}
+    assert doc["vigil"]["alert"]["count"] == 5 and doc["process"]["pid"] == 44
+    assert err.startswith("9 events, 1 alerts of 1 rules")

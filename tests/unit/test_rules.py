@@ -342,7 +342,7 @@ def test_cli_list_and_test(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert main(["rules", "test", "--events", str(ev)]) == 0
     out, err = capsys.readouterr()
     assert f"{ev}:1: low: Decode Base64 Encoded Text" in out
-    assert err.startswith("1 events, 1 matches of 1 rules")
+    assert err.startswith("1 events, 1 alerts of 1 rules")
     ev.write_text("{not json\n")
     assert main(["rules", "test", "--events", str(ev)]) == 2
     assert capsys.readouterr().err.startswith(f"vigil: {ev}:1: not a JSON event")

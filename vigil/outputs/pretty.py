@@ -96,7 +96,7 @@ class PrettySink:
         ts = a.timestamp_ns
         clock = time.strftime("%H:%M:%S", time.localtime(ts / 1e9))
         return (f"{clock}.{ts // 1_000_000 % 1000:03d} {level} {self._c('bold', a.rule.title)}"
-                f"{times}: {_what(a.event)} [{a.rule.id or a.rule.where}]")
+                f"{times}: {alert_what(a)} [{a.rule.id or a.rule.where}]")
 
     def emit(self, events: Sequence[Output]) -> None:
         if events:
@@ -104,6 +104,14 @@ class PrettySink:
 
     def close(self) -> None:
         pass
+
+
+def alert_what(a: Alert) -> str:
+    """The one line of what an alert is about: the matched event's, or a correlation's group
+    and count when a window closed with no event."""
+    if not a.event and a.group:
+        return f"{a.count} events of " + ", ".join(f"{k}={v}" for k, v in a.group.items())
+    return _what(a.event)
 
 
 def _what(doc: dict[str, object]) -> str:

@@ -5,7 +5,9 @@ matching are the package's other modules. Exit status: ``check`` 0 when every do
 correlation, filter) loaded, 2 when some were refused (each named with FILE:LINE and the
 reason: bad input, as everywhere in Vigil) or a path cannot be read; ``list`` and ``test`` 2
 on unreadable paths or a bad events file, else 0. All three apply the Sigma filters; ``check``
-and ``list`` count and show correlations and filters (``test`` runs no correlations yet).
+and ``list`` count and show correlations and filters; ``test`` replays recorded events through
+the agent's own detection stage (vigil.rules.detector), correlations included, and prints the
+alerts.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ import argparse
 import json
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from vigil.rules.correlation import Correlation, resolve
 from vigil.rules.errors import RuleError
-from vigil.rules.fieldmap import ecs_to_records
 from vigil.rules.filters import Filter, apply_filters
 from vigil.rules.loader import LoadResult, builtin_rules_dir, load_paths
 from vigil.rules.matcher import Engine
@@ -141,31 +143,62 @@ def _events(path: Path) -> list[tuple[int, dict[str, Any]]]:
     return out
 
 
+def _when(doc: dict[str, Any]) -> int:
+    """A recorded event's time (ns) from its ``@timestamp``; 0 when it has none."""
+    ts = doc.get("@timestamp")
+    if not isinstance(ts, str):
+        return 0
+    try:
+        t = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return 0
+    return int(t.timestamp()) * 1_000_000_000 + t.microsecond * 1000
+
+
 @_quiet_pipe
 def _test(args: argparse.Namespace) -> int:
-    result, engine = _load(args.paths)
-    for e in result.refused:
+    """The recorded events through the agent's own detection stage (vigil.rules.detector):
+    filters, correlations (in the events' time; the windows still open at the end are judged
+    then), one alert per event and rule; no suppression, every level."""
+    from vigil.config import RulesConfig
+    from vigil.outputs.ecs_alert import alert_to_ecs
+    from vigil.rules.detector import Detector
+    from vigil.rules.ruleset import build_ruleset
+
+    paths = tuple(args.paths) or (builtin_rules_dir(),)
+    ruleset = build_ruleset(RulesConfig(builtin=False, paths=paths, min_level="informational",
+                                        suppress_window=0))
+    for e in ruleset.refused:
         print(f"{e}", file=sys.stderr)
     events = _events(args.events)
-    matches = 0
+    detector = Detector(ruleset, 0, host={})
     fired: set[str] = set()
+    alerts = 0
+    last = 0
     for n, doc in events:
-        for category, rec in ecs_to_records(doc):
-            for rule in engine.match(category, rec):
-                matches += 1
-                fired.add(rule.where)
-                if args.json:
-                    print(json.dumps({"line": n, "category": category, "rule": rule.summary(),
-                                      "record": rec}))
-                else:
-                    what = rec.get("CommandLine") or rec.get("TargetFilename") or \
-                        rec.get("Image") or ""
-                    what = what.replace("\r", "\\r").replace("\n", "\\n")   # one line each
-                    print(f"{args.events}:{n}: {rule.level or '-'}: {rule.title} "
-                          f"[{rule.id}] {category}: {what}")
-    print(f"{len(events)} events, {matches} matches of {len(fired)} rules "
-          f"({len(result.rules)} loaded, {len(result.refused)} refused)", file=sys.stderr)
+        last = max(last, ts := _when(doc))
+        for a in detector.process_documents([(ts, doc)]):
+            alerts += 1
+            fired.add(a.rule.where)
+            _show(args, a, f"{args.events}:{n}", alert_to_ecs(a))
+    for a in detector.close(last + 10 ** 18):
+        alerts += 1
+        fired.add(a.rule.where)
+        _show(args, a, f"{args.events}:end", alert_to_ecs(a))
+    print(f"{len(events)} events, {alerts} alerts of {len(fired)} rules "
+          f"({ruleset.describe()})", file=sys.stderr)
     return 0
+
+
+def _show(args: argparse.Namespace, a: Any, where: str, doc: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps({"at": where, "alert": doc}))
+        return
+    from vigil.outputs.pretty import alert_what
+
+    what = alert_what(a).replace("\r", "\\r").replace("\n", "\\n")   # one line each
+    print(f"{where}: {a.rule.level}: {a.rule.title} [{a.rule.id or a.rule.where}] "
+          f"{a.category}: {what}")
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -70,17 +70,23 @@ class Detector:
         return info
 
     def process(self, events: Sequence[Output]) -> list[Alert]:
-        engine = self.ruleset.engine
-        if not engine.matchers:
+        """The alerts of a batch of the agent's events (kernel events; the rest pass by)."""
+        if not self.ruleset.engine.matchers:
             return []
-        out: list[Alert] = []
-        wanted = engine.matchers.keys()
+        return self.process_documents(
+            (ev.timestamp_ns, to_ecs(ev, self.host)) for ev in events
+            if isinstance(ev, FileEvent | ExecEvent | ExitEvent))
+
+    def process_documents(self, docs: Iterable[tuple[int, dict[str, Any]]]) -> list[Alert]:
+        """The alerts of ECS documents with their times (ns): the live events, or recorded
+        ones (``vigil rules test``). One event matches a rule at most once, whatever the
+        number of its records (the auditd view makes several)."""
+        engine = self.ruleset.engine
         ce = self.ruleset.correlations
-        for ev in events:
-            if not isinstance(ev, FileEvent | ExecEvent | ExitEvent):
-                continue
-            doc = to_ecs(ev, self.host)
-            seen: set[int] = set()   # one event matches a rule once (auditd: several records)
+        wanted = engine.matchers.keys()
+        out: list[Alert] = []
+        for ts, doc in docs:
+            seen: set[int] = set()
             for category, record in ecs_to_records(doc, wanted):
                 for rule in engine.match(category, record):
                     if id(rule) in seen:
@@ -88,10 +94,10 @@ class Detector:
                     seen.add(id(rule))
                     self.matches += 1
                     if ce is not None and ce.wants(rule):
-                        out += self._correlated(ce.feed(rule, record, ev.timestamp_ns), doc)
+                        out += self._correlated(ce.feed(rule, record, ts), doc)
                     if not self.ruleset.alerts_for(rule):
                         continue
-                    alert = self._alert(self._info(rule), category, doc, ev.timestamp_ns)
+                    alert = self._alert(self._info(rule), category, doc, ts)
                     if alert is not None:
                         out.append(alert)
         return out
@@ -164,9 +170,14 @@ class Detector:
         return [Alert(w.last_ns, first.rule, first.category, w.last_event, count=w.suppressed,
                       first_ns=first.timestamp_ns, repeat=True)]
 
-    def close(self) -> list[Alert]:
-        """At the end of a run: every open window's count is said."""
-        return self._close(lambda w: True)
+    def close(self, at_ns: int | None = None) -> list[Alert]:
+        """At the end of a run: every open window's count is said; with ``at_ns`` (replays),
+        the correlation windows open at that time are judged as if it had come."""
+        out: list[Alert] = []
+        ce = self.ruleset.correlations
+        if ce is not None and at_ns is not None:
+            out += self._correlated(ce.expire(at_ns), None)
+        return out + self._close(lambda w: True)
 
     def counters(self) -> dict[str, int]:
         out = {"matches": self.matches, "alerts": self.alerts, "suppressed": self.suppressed,
