@@ -9,8 +9,9 @@ so that drift on a shared, noisy machine hits every mode alike:
   none       no agent
   elsewhere  agent running (exec events on) but watching another directory: the workload's
              directory is unwatched, so this is the cost every process pays for the hooks
-  watched    agent watching the workload directory, exec events on (the default), ECS JSON
-             written to a file on disk
+  watched    agent watching the workload directory, exec events on (the default), the
+             built-in rules on (the default), ECS JSON written to a file on disk
+  no-rules   the same with --no-rules: watched vs no-rules is what detection costs
   no-exec    the same with --no-exec
 
 Before each agent run the bench waits until the agent reports a sentinel file in the directory
@@ -54,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VIGIL = ROOT / ".venv" / "bin" / "vigil"
 SENTINEL_PREFIX = ".bench-ready-"
 ACTIONS = ("created", "modified", "renamed", "deleted")
-MODES = ("none", "elsewhere", "watched", "no-exec")
+MODES = ("none", "elsewhere", "watched", "no-rules", "no-exec")
 
 # The workload, run as `python -c WORKLOAD DIR N`; it prints its loop's wall time in seconds.
 WORKLOAD = """\
@@ -213,6 +214,8 @@ def run_agent_mode(mode: str, base: Path, workdir: Path, elsewhere: Path, iterat
            "--db", str(base / "baseline.db"), *extra_args]
     if mode == "no-exec":
         cmd.append("--no-exec")
+    if mode == "no-rules":
+        cmd.append("--no-rules")
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         agent = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
     try:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from vigil import config as config_mod
 from vigil.config import (
     EMBEDDED_NAME,
     ConfigError,
@@ -17,6 +16,7 @@ from vigil.config import (
     check_config_main,
     load_config,
 )
+from vigil.config import load as config_mod
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -1,11 +1,10 @@
-"""Vigil's configuration: one frozen, typed tree loaded from YAML, validated with file:line errors.
+"""Reading a configuration: YAML nodes -> the typed tree of vigil.config.model, FILE:LINE errors.
 
-Owns the schema (keys, types, defaults), loading the embedded default (vigil/data/default.yaml) or a
-user's file, the ``--watch`` override and ``vigil config check``. Does not own what the settings
-mean at run time: path matching lives in vigil.fim.policy, the agent reads the rest.
-
-Errors are ``ConfigError`` with the message "FILE:LINE: what is wrong"; line numbers come from the
-nodes PyYAML's ``compose()`` returns, so every value can be blamed on the line that wrote it.
+Owns loading the embedded default (vigil/data/default.yaml) or a user's file, every key's type
+and range check (unknown keys with a did-you-mean), the embedded default's leniency (watched
+directories that do not exist on this host are skipped; merged-/usr duplicates dropped) and
+``vigil config check``. Line numbers come from the nodes PyYAML's ``compose()`` returns, so
+every value can be blamed on the line that wrote it.
 """
 
 from __future__ import annotations
@@ -18,141 +17,29 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from fnmatch import translate
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
 from vigil import yamlfile
-from vigil.kernel.errors import InputError
+from vigil.config.model import (
+    CHECKS,
+    EMBEDDED_NAME,
+    HASHES,
+    LEVELS,
+    MOUNTS,
+    OUTPUTS,
+    Config,
+    ConfigError,
+    DiffConfig,
+    DirectoryConfig,
+    Pattern,
+    RulesConfig,
+    ScanConfig,
+)
 
 T = TypeVar("T")
-
-CHECKS = ("size", "mode", "owner", "group", "mtime", "inode", "hashes", "xattrs", "ctime")
-MOUNTS = ("include", "skip")  # a directory's `mounts`: walk into other filesystems below it?
-HASHES = ("sha256", "sha1", "md5", "blake3")
-OUTPUTS = ("auto", "pretty", "json")
-LEVELS = ("informational", "low", "medium", "high", "critical")  # Sigma's, least severe first
-EMBEDDED_NAME = "<embedded default.yaml>"
-
-
-class ConfigError(InputError):
-    """A configuration file is wrong; the message says where ("FILE:LINE: ...")."""
-
-
-@dataclass(frozen=True)
-class Pattern:
-    """One ignore/restrict/nodiff entry: a glob, or a regex when written ``re:...``.
-
-    A glob without '/' matches the file name; a glob with '/' matches the whole path. A regex is
-    searched in the whole path. Matching is on bytes (names need not be UTF-8).
-    """
-
-    text: str
-    regex: re.Pattern[bytes] = field(compare=False, repr=False)
-    basename_only: bool = False
-
-    @classmethod
-    def parse(cls, text: str) -> Pattern:
-        if text.startswith("re:"):
-            rx = re.compile(os.fsencode(text[3:]))
-            return cls(text, rx, False)
-        return cls(text, re.compile(os.fsencode(translate(text))), "/" not in text)
-
-    @property
-    def is_regex(self) -> bool:
-        return self.text.startswith("re:")
-
-    def matches(self, path: bytes) -> bool:
-        if self.basename_only:
-            return self.regex.match(path.rsplit(b"/", 1)[-1]) is not None
-        if self.is_regex:
-            return self.regex.search(path) is not None
-        return self.regex.match(path) is not None
-
-
-@dataclass(frozen=True)
-class DirectoryConfig:
-    path: bytes
-    recursive: bool = True
-    depth: int | None = None  # levels below `path`; 0 = direct children only; None = unlimited
-    realtime: bool = True
-    check: frozenset[str] = frozenset(CHECKS)
-    hashes: tuple[str, ...] = ("sha256",)
-    report_changes: bool = False
-    ignore: tuple[Pattern, ...] = ()
-    restrict: tuple[Pattern, ...] = ()
-    nodiff: tuple[Pattern, ...] = ()
-    follow_symlinks: bool = False
-    tags: tuple[str, ...] = ()
-    mounts: str = "include"  # one of MOUNTS (pseudo filesystems are never walked)
-
-    @property
-    def max_depth(self) -> int | None:
-        return 0 if not self.recursive else self.depth
-
-
-@dataclass(frozen=True)
-class ScanConfig:
-    interval: int = 12 * 3600  # seconds; 0 = never
-    max_files: int = 1_000_000
-    hash_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    max_file_size: int = 1 << 30
-
-
-@dataclass(frozen=True)
-class DiffConfig:
-    quota_mb: int = 64
-    max_file_size: int = 1 << 20
-
-
-@dataclass(frozen=True)
-class RulesConfig:
-    """The ``rules:`` section: which Sigma rules the agent evaluates and how loud they are."""
-
-    builtin: bool = True                # the shipped pack (vigil/data/rules)
-    paths: tuple[Path, ...] = ()        # more rule files or directories
-    disabled: tuple[str, ...] = ()      # rule ids or titles never evaluated
-    min_level: str = "low"              # rules below this level are not evaluated
-    suppress_window: int = 60           # seconds; repeats of a rule by one process: one alert
-    enabled: bool = True                # false: no rules at all (telemetry only)
-
-
-@dataclass(frozen=True)
-class Config:
-    directories: tuple[DirectoryConfig, ...] = ()
-    exec_events: bool = True
-    failed_errnos: tuple[str, ...] = ("EPERM", "EACCES", "EROFS")
-    ring_buffer_mb: int = 16
-    output: str = "auto"
-    json_file: Path | None = None
-    database: Path = Path("/var/lib/vigil/baseline.db")
-    state_dir: Path = Path("/var/lib/vigil")
-    scan: ScanConfig = field(default_factory=ScanConfig)
-    diff: DiffConfig = field(default_factory=DiffConfig)
-    ignore: tuple[Pattern, ...] = ()
-    rules: RulesConfig = field(default_factory=RulesConfig)
-    source: str = EMBEDDED_NAME
-
-    @property
-    def failed_errno_numbers(self) -> frozenset[int]:
-        return frozenset(int(getattr(errno_mod, n)) for n in self.failed_errnos)
-
-    def with_watch_overrides(self, paths: list[Path]) -> Config:
-        """The CLI's ``--watch DIR``: those directories replace the list (recursive, realtime)."""
-        dirs = []
-        for p in paths:
-            ap = Path(os.path.abspath(p))
-            if not os.path.exists(ap):
-                raise ConfigError(f"--watch: watched path {ap} does not exist")
-            dirs.append(DirectoryConfig(path=os.fsencode(ap)))
-        return replace(self, directories=tuple(dirs))
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading
 
 
 class _Ctx:
@@ -439,7 +326,7 @@ def _embedded_text() -> str:
     except (NotADirectoryError, FileNotFoundError, ModuleNotFoundError):
         # `vigil` is a namespace package; under an editable install importlib.resources cannot
         # multiplex its path, so read the file next to this module (where the wheel puts it too).
-        return (Path(__file__).parent / "data" / "default.yaml").read_text("utf-8")
+        return (Path(__file__).parent.parent / "data" / "default.yaml").read_text("utf-8")
 
 
 def load_config(path: Path | None) -> Config:
