@@ -67,7 +67,10 @@ def scratch() -> Iterator[Path]:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def config(scratch: Path, rules_dir: Path, window: int) -> Path:
+def config(scratch: Path, rules_dir: Path, window: int, builtin: bool = True) -> Path:
+    """The agent's config: the scratch tree watched, the rules of ``rules_dir`` (and the
+    built-in pack unless ``builtin`` is false: tests that count matches of their own rules
+    keep the pack's rules, which other processes may trigger meanwhile, out)."""
     watched = scratch / "w"
     watched.mkdir(exist_ok=True)
     path = scratch / "vigil.yaml"
@@ -76,7 +79,7 @@ def config(scratch: Path, rules_dir: Path, window: int) -> Path:
         "state_dir": str(scratch / "state"),
         "scan": {"interval": 0},
         "directories": [{"path": str(watched)}],
-        "rules": {"paths": [str(rules_dir)], "suppress_window": window},
+        "rules": {"paths": [str(rules_dir)], "suppress_window": window, "builtin": builtin},
     }))
     return path
 
@@ -121,7 +124,7 @@ def test_user_rule_on_file_events_and_suppression(scratch: Path) -> None:
     rules.mkdir()
     (rules / "marker.yml").write_text(FILE_RULE)
     window = 3
-    agent = AgentProc(["--config", str(config(scratch, rules, window))],
+    agent = AgentProc(["--config", str(config(scratch, rules, window, builtin=False))],
                       db=scratch / "state" / "baseline.db").start()
     w = scratch / "w"
     try:

@@ -60,7 +60,7 @@ TECHNIQUES: Final = {
     "T1574": "Hijack Execution Flow", "T1584": "Compromise Infrastructure",
     "T1587": "Develop Capabilities", "T1588": "Obtain Capabilities",
     "T1592": "Gather Victim Host Information", "T1593": "Search Open Websites/Domains",
-    "T1653": "Power Settings",
+    "T1620": "Reflective Code Loading", "T1653": "Power Settings",
     # sub-techniques
     "T1027.001": "Binary Padding", "T1027.003": "Steganography",
     "T1027.010": "Command Obfuscation", "T1027.011": "Fileless Storage",
@@ -70,7 +70,7 @@ TECHNIQUES: Final = {
     "T1059.006": "Python", "T1069.001": "Local Groups", "T1070.002":
     "Clear Linux or Mac System Logs", "T1070.003": "Clear Command History",
     "T1070.004": "File Deletion", "T1070.006": "Timestomp", "T1071.001": "Web Protocols",
-    "T1087.001": "Local Account", "T1136.001": "Local Account",
+    "T1087.001": "Local Account", "T1098.004": "SSH Authorized Keys", "T1136.001": "Local Account",
     "T1204.001": "Malicious Link", "T1222.002": "Linux and Mac File and Directory Permissions "
     "Modification", "T1505.003": "Web Shell", "T1518.001": "Security Software Discovery",
     "T1543.002": "Systemd Service", "T1546.004": "Unix Shell Configuration Modification",
