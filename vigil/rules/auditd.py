@@ -156,7 +156,7 @@ def audit_field(name: str) -> AuditField | None:
 def _get(doc: Mapping[str, Any], *path: str) -> Any:
     cur: Any = doc
     for p in path:
-        if not isinstance(cur, Mapping):
+        if type(cur) is not dict:   # ECS documents are plain dicts (no abc check: hot)
             return None
         cur = cur.get(p)
     return cur

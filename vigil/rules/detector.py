@@ -22,6 +22,7 @@ from vigil.outputs.base import Output
 from vigil.outputs.ecs import host_fields, to_ecs
 from vigil.rules.alert import Alert, RuleInfo
 from vigil.rules.correlation import Correlation, CorrelationMatch
+from vigil.rules.ecsview import ENGINE_KEY, Fields, field_paths
 from vigil.rules.fieldmap import ecs_to_records
 from vigil.rules.model import Rule
 from vigil.rules.ruleset import RuleSet
@@ -32,6 +33,20 @@ MAX_WINDOWS: Final = 10_000   # open suppression windows; past that the oldest c
 # correlation state is expired this long after the wall clock: events reach the detector in
 # batches, a little after they happened
 LATENESS_NS: Final = 2_000_000_000
+
+
+def _own_fields(ruleset: RuleSet) -> Fields:
+    """Per key of Vigil's own logsource, the fields its rules read and the correlations
+    group or count by (the record is made of those alone)."""
+    extra: set[str] = set()
+    for c in ruleset.correlations.correlations if ruleset.correlations is not None else ():
+        extra.update(c.group_by, c.field)
+        extra.update(f for alias in c.aliases.values() for f in alias.values())
+    out: dict[str, tuple[tuple[str, tuple[str, ...]], ...] | None] = {}
+    for k in ENGINE_KEY.values():
+        fields = ruleset.engine.fields(k)
+        out[k] = field_paths(None if fields is None else fields | extra)
+    return out
 
 
 @dataclass
@@ -46,6 +61,7 @@ class Detector:
     def __init__(self, ruleset: RuleSet, suppress_window_s: int,
                  host: dict[str, Any] | None = None) -> None:
         self.ruleset = ruleset
+        self._fields = _own_fields(ruleset)
         self.window_ns = suppress_window_s * 1_000_000_000
         self.host = host if host is not None else host_fields()
         self._infos: dict[int, RuleInfo] = {}
@@ -60,6 +76,7 @@ class Detector:
         """A new rule set (reload); the open windows of the old one close now."""
         out = self._close(lambda w: True)
         self.ruleset = ruleset
+        self._fields = _own_fields(ruleset)
         self._infos.clear()
         return out
 
@@ -84,10 +101,11 @@ class Detector:
         engine = self.ruleset.engine
         ce = self.ruleset.correlations
         wanted = engine.matchers.keys()
+        fields = self._fields
         out: list[Alert] = []
         for ts, doc in docs:
             seen: set[int] = set()
-            for category, record in ecs_to_records(doc, wanted):
+            for category, record in ecs_to_records(doc, wanted, fields):
                 for rule in engine.match(category, record):
                     if id(rule) in seen:
                         continue

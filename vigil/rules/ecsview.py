@@ -25,10 +25,10 @@ def flatten(doc: Mapping[str, Any], prefix: str = "", out: dict[str, str] | None
     out = {} if out is None else out
     for k, v in doc.items():
         key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
+        if type(v) is dict:   # ECS documents are plain dicts and lists (no abc checks: hot)
             flatten(v, key + ".", out)
-        elif isinstance(v, list):
-            if v and all(not isinstance(x, Mapping | list) for x in v):
+        elif type(v) is list:
+            if v and all(type(x) is not dict and type(x) is not list for x in v):
                 out[key] = " ".join(_text(x) for x in v)
         elif v is not None:
             out[key] = _text(v)
@@ -41,13 +41,46 @@ def _text(v: Any) -> str:
     return str(v)
 
 
-def vigil_records(doc: Mapping[str, Any]) -> list[tuple[str, dict[str, str]]]:
-    """The (engine key, record) pairs of Vigil's own logsource for one ECS document."""
+def _value(doc: Mapping[str, Any], path: tuple[str, ...]) -> str | None:
+    cur: Any = doc
+    for p in path:
+        if type(cur) is not dict:
+            return None
+        cur = cur.get(p)
+    if cur is None or type(cur) is dict:
+        return None
+    if type(cur) is list:
+        if not cur or any(type(x) is dict or type(x) is list for x in cur):
+            return None
+        return " ".join(_text(x) for x in cur)
+    return _text(cur)
+
+
+Fields = Mapping[str, tuple[tuple[str, tuple[str, ...]], ...] | None]
+
+
+def field_paths(fields: set[str] | None) -> tuple[tuple[str, tuple[str, ...]], ...] | None:
+    """What ``vigil_records`` needs for one key: the dotted fields its rules read, split once
+    (None: every field, for rules with keyword searches that read any value)."""
+    return None if fields is None else tuple((f, tuple(f.split("."))) for f in sorted(fields))
+
+
+def vigil_records(doc: Mapping[str, Any], fields: Fields | None = None
+                  ) -> list[tuple[str, dict[str, str]]]:
+    """The (engine key, record) pairs of Vigil's own logsource for one ECS document. With
+    ``fields`` (per key, from ``field_paths``), only the fields the rules read are made:
+    the whole document flattened costs several times the matching."""
     event = doc.get("event")
     if not isinstance(event, Mapping) or event.get("kind") != "event":
         return []
     cat = CATEGORIES.get(str(event.get("dataset")))
-    return [(ENGINE_KEY[cat], flatten(doc))] if cat is not None else []
+    if cat is None:
+        return []
+    key = ENGINE_KEY[cat]
+    paths = fields.get(key) if fields is not None else None
+    if paths is None:
+        return [(key, flatten(doc))]
+    return [(key, {f: v for f, path in paths if (v := _value(doc, path)) is not None})]
 
 
 def engine_key(product: str | None, category: str | None) -> str | None:

@@ -25,7 +25,7 @@ from vigil.rules.auditd import (
     audit_field,
     auditd_records,
 )
-from vigil.rules.ecsview import ENGINE_KEY, PRODUCT, engine_key, vigil_records
+from vigil.rules.ecsview import ENGINE_KEY, PRODUCT, Fields, engine_key, vigil_records
 from vigil.rules.model import DetectionItem, Rule, StringValue
 
 ENGINE_KEYS: Final = tuple(ENGINE_KEY.values())
@@ -136,7 +136,7 @@ def _get(doc: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     if len(path) == 1:
         return cur.get(path[0])
     for p in path:
-        if not isinstance(cur, Mapping):
+        if type(cur) is not dict:   # ECS documents are plain dicts (no abc check: hot)
             return None
         cur = cur.get(p)
     return cur
@@ -170,17 +170,18 @@ def categories_of(doc: Mapping[str, Any]) -> tuple[str, ...]:
     return CATEGORIES.get((str(event.get("dataset")), str(event.get("action"))), ())
 
 
-def ecs_to_records(doc: Mapping[str, Any], wanted: Container[str | None] | None = None
-                   ) -> list[tuple[str, dict[str, str]]]:
+def ecs_to_records(doc: Mapping[str, Any], wanted: Container[str | None] | None = None,
+                   fields: Fields | None = None) -> list[tuple[str, dict[str, str]]]:
     """Every (logsource key, flat record) one Vigil ECS event feeds: its Sysmon-named
     records, each of its auditd records as ``("auditd", record)``, and its record of Vigil's
     own logsource (vigil.rules.ecsview). With ``wanted`` (the keys some rule is keyed by),
-    only those are built: an event costs nothing for views no rule reads."""
+    only those are built: an event costs nothing for views no rule reads; ``fields`` limits
+    Vigil's own view to the fields its rules read (vigil.rules.ecsview.field_paths)."""
     out = [(c, record(c, doc)) for c in categories_of(doc) if wanted is None or c in wanted]
     if wanted is None or AUDITD in wanted:
         out.extend((AUDITD, r) for r in auditd_records(doc))
     if wanted is None or any(k in wanted for k in ENGINE_KEYS):
-        out.extend(kr for kr in vigil_records(doc) if wanted is None or kr[0] in wanted)
+        out.extend(kr for kr in vigil_records(doc, fields) if wanted is None or kr[0] in wanted)
     return out
 
 

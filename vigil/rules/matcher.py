@@ -212,5 +212,17 @@ class Engine:
         m = self.matchers.get(category)
         return m.match(rec) if m is not None else []
 
+    def fields(self, key: str) -> set[str] | None:
+        """Every field the rules of ``key`` read; None when one has a keyword (field-less)
+        search, which reads any value."""
+        m = self.matchers.get(key)
+        out: set[str] = set()
+        for cr in m.rules if m is not None else ():
+            for s in cr.rule.searches.values():
+                if any(item.field is None for alt in s.alternatives for item in alt):
+                    return None
+            out |= cr.rule.fields()
+        return out
+
     def rule_count(self) -> int:
         return sum(len(m.rules) for m in self.matchers.values())
