@@ -149,6 +149,13 @@ def _subset(ctx: _Ctx, node: yaml.Node, key: str, allowed: tuple[str, ...]) -> l
     return out
 
 
+def _choice(ctx: _Ctx, node: yaml.Node, key: str, allowed: tuple[str, ...]) -> str:
+    v: str = ctx.typed(node, key, str)
+    if v not in allowed:
+        raise ctx.error(node, f"'{key}' must be one of {', '.join(allowed)}, got {v!r}")
+    return v
+
+
 def _abs_path(ctx: _Ctx, node: yaml.Node, key: str) -> Path:
     v = ctx.typed(node, key, str)
     if not os.path.isabs(v):
@@ -199,11 +206,7 @@ def _directory(ctx: _Ctx, node: yaml.Node) -> DirectoryConfig | None:
     if "tags" in m:
         kw["tags"] = tuple(v for v, _ in ctx.str_list(m["tags"], "tags"))
     if "mounts" in m:
-        mounts = ctx.typed(m["mounts"], "mounts", str)
-        if mounts not in MOUNTS:
-            raise ctx.error(m["mounts"], f"'mounts' must be one of {', '.join(MOUNTS)}, "
-                                         f"got {mounts!r}")
-        kw["mounts"] = mounts
+        kw["mounts"] = _choice(ctx, m["mounts"], "mounts", MOUNTS)
     return DirectoryConfig(**kw)
 
 
@@ -225,11 +228,7 @@ def _rules(ctx: _Ctx, node: yaml.Node) -> RulesConfig:
     if "disabled" in m:
         kw["disabled"] = tuple(v for v, _ in ctx.str_list(m["disabled"], "disabled"))
     if "min_level" in m:
-        level = ctx.typed(m["min_level"], "min_level", str)
-        if level not in LEVELS:
-            raise ctx.error(m["min_level"], f"'min_level' must be one of {', '.join(LEVELS)}, "
-                                            f"got {level!r}")
-        kw["min_level"] = level
+        kw["min_level"] = _choice(ctx, m["min_level"], "min_level", LEVELS)
     if "suppress_window" in m:
         kw["suppress_window"] = _duration(ctx, m["suppress_window"], "suppress_window")
     return RulesConfig(**kw)
@@ -262,11 +261,7 @@ def _parse(ctx: _Ctx, root: yaml.Node | None) -> Config:
                             f"'ring_buffer_mb' must be a power of two, got {mb}")
         kw["ring_buffer_mb"] = mb
     if "output" in m:
-        out = ctx.typed(m["output"], "output", str)
-        if out not in OUTPUTS:
-            raise ctx.error(m["output"],
-                            f"'output' must be one of {', '.join(OUTPUTS)}, got {out!r}")
-        kw["output"] = out
+        kw["output"] = _choice(ctx, m["output"], "output", OUTPUTS)
     if "json_file" in m and ctx.value(m["json_file"]) is not None:
         kw["json_file"] = _abs_path(ctx, m["json_file"], "json_file")
     for key in ("database", "state_dir"):
