@@ -159,12 +159,20 @@ class Agent:
                     self._add_alias(Alias(link, target, "baseline"))
 
     def _is_watched(self, path: bytes) -> bool:
-        return self._policy.watched(path) is not None or (
-            bool(self._rule_paths) and any(w.covers(path) for w in self._rule_paths))
+        """Whether the pipeline keeps an event of ``path``: reported (the policy), or seen by
+        the rules only: a path a rule asked the kernel to watch, or one the configuration
+        ignores (or restricts, or that lies deeper than its depth) in a configured tree,
+        which must not become a place to hide from the rules (``*.swp`` in /usr/bin)."""
+        if self._policy.watched(path) is not None:
+            return True
+        if self.detector is None:
+            return False
+        return self._policy.directory_for(path) is not None \
+            or any(w.covers(path) for w in self._rule_paths)
 
     def _configured(self, ev: Event) -> bool:
-        """A file event in a configured directory (telemetry, FIM), not only on a path that
-        a rule asked the kernel to watch (rules only)."""
+        """A file event the configuration reports (telemetry, FIM), not one kept for the
+        rules only (a rule's watch-only path, an ignored name)."""
         if not isinstance(ev, FileEvent) or ev.flags & TRUNCATED \
                 or self._policy.watched(ev.path) is not None:
             return True   # a cut path is kept by the pipeline for the configured trees
@@ -248,12 +256,12 @@ class Agent:
             while True:  # drain in bounded batches until the ring is empty
                 before = reader.records
                 events = pipeline.process(decoder.decode_batch(reader.drain(8 << 20)))
-                if self._rule_paths and events:
-                    rules_only = [e for e in events if not self._configured(e)]
-                    if rules_only:
-                        assert self.detector is not None
-                        self._emit(self.detector.process(rules_only))
-                        events = [e for e in events if self._configured(e)]
+                if self.detector is not None and events:
+                    shown = [self._configured(e) for e in events]
+                    if not all(shown):
+                        self._emit(self.detector.process(
+                            [e for e, ok in zip(events, shown, strict=True) if not ok]))
+                        events = [e for e, ok in zip(events, shown, strict=True) if ok]
                 self._emit(events)
                 if self._fim is not None and events:
                     self._emit(self._fim.handle(pipeline.baseline_events(events),

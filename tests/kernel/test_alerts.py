@@ -294,3 +294,28 @@ def test_shipped_correlation_refused_changes_by_one_user(scratch: Path,
     assert get(a, "vigil.alert.count") == 5
     assert get(a, "process.pid") == last.pid and get(a, "file.path") == "/etc/shadow"
     assert len(get(a, "vigil.alert.related")) == 5
+
+
+def test_an_ignored_name_in_a_watched_tree_still_reaches_the_rules(scratch: Path) -> None:
+    """`ignore` keeps a name out of the telemetry and the baseline, not out of detection: a
+    file named like an editor swap file (ignored by the default config) in a watched tree
+    fires a rule on it, and is still not reported as an event."""
+    rules = scratch / "rules"
+    rules.mkdir()
+    (rules / "swp.yml").write_text(FILE_RULE.replace("'.marker'", "'.swp'"))
+    cfg = config(scratch, rules, 0, builtin=False)
+    text = cfg.read_text() + "ignore: ['*.swp']\n"
+    cfg.write_text(text)
+    agent = AgentProc(["--config", str(cfg)], db=scratch / "state" / "baseline.db").start()
+    w = scratch / "w"
+    try:
+        agent.probe(w, timeout=60)
+        child = py_child(f"open({str(w)!r} + '/.payload.swp', 'w').write('x')\n")
+        a = agent.wait_for(by_rule("5a0f3c1e-7d2b-4c8e-9f10-000000000001"), alerts=True,
+                           timeout=15)[0]
+        agent.settle(w)
+    finally:
+        rc, _ = agent.stop()
+    assert rc == 0
+    assert get(a, "file.path") == str(w / ".payload.swp") and get(a, "process.pid") == child.pid
+    assert not [e for e in agent.events if str(get(e, "file.path", "")).endswith(".swp")]
