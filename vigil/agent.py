@@ -121,6 +121,7 @@ class Agent:
         self._reload_rules = reload_rules
         self._reload = threading.Event()
         self._rule_paths: list[WatchPath] = []
+        self._verdicts: dict[bytes, bool] = {}   # policy verdicts of the current batch
         self._fim_enabled = fim
         self._fim: FimService | None = None
         self.sinks = list(sinks)
@@ -163,21 +164,28 @@ class Agent:
         the rules only: a path a rule asked the kernel to watch, or one the configuration
         ignores (or restricts, or that lies deeper than its depth) in a configured tree,
         which must not become a place to hide from the rules (``*.swp`` in /usr/bin)."""
-        if self._policy.watched(path) is not None:
+        if self._reported(path):
             return True
         if self.detector is None:
             return False
         return self._policy.directory_for(path) is not None \
             or any(w.covers(path) for w in self._rule_paths)
 
+    def _reported(self, path: bytes) -> bool:
+        """The policy's verdict on ``path``, asked once per batch: the pipeline asks first,
+        ``_configured`` again for the same paths."""
+        v = self._verdicts.get(path)
+        if v is None:
+            v = self._verdicts[path] = self._policy.watched(path) is not None
+        return v
+
     def _configured(self, ev: Event) -> bool:
         """A file event the configuration reports (telemetry, FIM), not one kept for the
         rules only (a rule's watch-only path, an ignored name)."""
-        if not isinstance(ev, FileEvent) or ev.flags & TRUNCATED \
-                or self._policy.watched(ev.path) is not None:
+        if not isinstance(ev, FileEvent) or ev.flags & TRUNCATED or self._reported(ev.path):
             return True   # a cut path is kept by the pipeline for the configured trees
         return ev.op in TWO_PATHS and ev.target_path is not None \
-            and self._policy.watched(ev.target_path) is not None
+            and self._reported(ev.target_path)
 
     def _watch_for_rules(self, backend: KernelBackend | None) -> None:
         """Watch-only entries for the file rules' paths outside the configured directories
@@ -255,6 +263,7 @@ class Agent:
                 reader.wait(self.poll_interval)
             while True:  # drain in bounded batches until the ring is empty
                 before = reader.records
+                self._verdicts.clear()
                 events = pipeline.process(decoder.decode_batch(reader.drain(8 << 20)))
                 if self.detector is not None and events:
                     shown = [self._configured(e) for e in events]

@@ -94,23 +94,22 @@ def _detection(args: argparse.Namespace, config: Config) -> tuple[Detector | Non
     from vigil.rules.detector import Detector
     from vigil.rules.ruleset import build_ruleset
 
-    def rebuild() -> RuleSet:
-        fresh = load_config(args.config)
-        return build_ruleset(replace(fresh.rules, enabled=fresh.rules.enabled and not
-                                     args.no_rules), args.rules or ())
+    def ruleset_of(cfg: Config) -> RuleSet:
+        rules = replace(cfg.rules, enabled=cfg.rules.enabled and not args.no_rules)
+        return build_ruleset(rules, args.rules or ())
 
-    if args.no_rules:
-        config = replace(config, rules=replace(config.rules, enabled=False))
-    ruleset = build_ruleset(config.rules, args.rules or ())
+    def rebuild() -> RuleSet:
+        return ruleset_of(load_config(args.config))
+
+    if args.no_rules or not config.rules.enabled:
+        return None, rebuild
+    ruleset = ruleset_of(config)
     for e in ruleset.refused:
         print(f"vigil: rule refused: {e}", file=sys.stderr)
     for name in ruleset.unknown_disabled:
         print(f"vigil: rules.disabled names no loaded rule: {name!r}", file=sys.stderr)
-    if not ruleset.rules:
-        if config.rules.enabled:
-            print("vigil: no detection rules loaded", file=sys.stderr)
-        return None, rebuild
-    print(f"vigil: {ruleset.describe()}", file=sys.stderr, flush=True)
+    print(f"vigil: {ruleset.describe() if ruleset.rules else 'no detection rules loaded'}",
+          file=sys.stderr, flush=True)
     return Detector(ruleset, config.rules.suppress_window), rebuild
 
 

@@ -23,7 +23,8 @@ def depth_below(root: bytes, path: bytes) -> int:
     return rel.count(b"/")
 
 
-def _under(root: bytes, path: bytes) -> bool:
+def under(root: bytes, path: bytes) -> bool:
+    """``path`` is ``root`` or below it (whole components)."""
     return path == root or path.startswith(root if root.endswith(b"/") else root + b"/")
 
 
@@ -67,7 +68,7 @@ class Policy:
 
     def directory_for(self, path: bytes) -> DirectoryConfig | None:
         for d in self._dirs:
-            if _under(d.path, path):
+            if under(d.path, path):
                 return d
         return None
 
@@ -115,7 +116,7 @@ class Policy:
         if ok is None:
             ok = True
             parent = first
-            while len(parent) > len(dcfg.path) and _under(dcfg.path, parent):
+            while len(parent) > len(dcfg.path) and under(dcfg.path, parent):
                 if parent in PSEUDO_FS or self.ignored(parent, dcfg):
                     ok = False
                     break

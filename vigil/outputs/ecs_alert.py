@@ -31,7 +31,7 @@ def alert_to_ecs(a: Alert) -> dict[str, Any]:
     if r.references:
         rule["reference"] = r.references[0]
     if r.author:
-        rule["author"] = [a.strip() for a in r.author.split(",") if a.strip()]
+        rule["author"] = [who.strip() for who in r.author.split(",") if who.strip()]
     if r.license:
         rule["license"] = r.license
     doc["rule"] = rule

@@ -14,14 +14,12 @@ from typing import Any, Final
 
 from vigil.config import LEVELS
 from vigil.rules.correlation import Correlation
+from vigil.rules.loader import builtin_rules_dir
 from vigil.rules.model import Rule
 
 DEFAULT_LEVEL: Final = "medium"   # a rule that names no level
 # ECS event.severity (a number; larger is worse), as Elastic's detection rules use it
 SEVERITY: Final = {"informational": 21, "low": 21, "medium": 47, "high": 73, "critical": 99}
-
-BUILTIN_DIR: Final = Path(__file__).resolve().parent.parent / "data" / "rules"
-
 
 def level_rank(level: str | None) -> int:
     return LEVELS.index(level) if level in LEVELS else LEVELS.index(DEFAULT_LEVEL)
@@ -31,7 +29,7 @@ def ruleset_of(source: str) -> str:
     """``rule.ruleset``: the built-in pack's folder name (``sigmahq``, ``vigil``), else
     ``sigma`` (a user's own Sigma rules)."""
     try:
-        rel = Path(source).resolve().relative_to(BUILTIN_DIR)
+        rel = Path(source).resolve().relative_to(builtin_rules_dir().resolve())
     except (ValueError, OSError):
         return "sigma"
     return rel.parts[0] if len(rel.parts) > 1 else "sigma"

@@ -11,9 +11,7 @@ Every match, alert and suppression is counted (``counters``, the run summary). A
 
 from __future__ import annotations
 
-import logging
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -26,8 +24,6 @@ from vigil.rules.ecsview import ENGINE_KEY, Fields, field_paths
 from vigil.rules.fieldmap import ecs_to_records
 from vigil.rules.model import Rule
 from vigil.rules.ruleset import RuleSet
-
-log = logging.getLogger("vigil")
 
 MAX_WINDOWS: Final = 10_000   # open suppression windows; past that the oldest closes early
 # correlation state is expired this long after the wall clock: events reach the detector in
@@ -69,7 +65,6 @@ class Detector:
         self.matches = 0
         self.alerts = 0
         self.suppressed = 0
-        self.per_rule: Counter[str] = Counter()   # alerts, by rule id (or FILE:LINE)
         self._next_expiry = 0
 
     def swap(self, ruleset: RuleSet) -> list[Alert]:
@@ -130,7 +125,6 @@ class Detector:
                 continue
             info = self._info(m.correlation)
             self.alerts += 1
-            self.per_rule[info.key] += 1
             out.append(Alert(m.last_ns, info, "correlation", doc or {}, count=m.count,
                              first_ns=m.first_ns, group=dict(m.group),
                              related=[dict(r) for r in m.records]))
@@ -138,7 +132,6 @@ class Detector:
 
     def _alert(self, info: RuleInfo, category: str, doc: dict[str, Any],
                ts: int) -> Alert | None:
-        self.per_rule[info.key] += 1
         if self.window_ns <= 0:
             self.alerts += 1
             return Alert(ts, info, category, doc, first_ns=ts)
@@ -173,7 +166,7 @@ class Detector:
             out += self._flush(key)
         return out
 
-    def _close(self, done: Any) -> list[Alert]:
+    def _close(self, done: Callable[[_Window], bool]) -> list[Alert]:
         out: list[Alert] = []
         for key in [k for k, w in self._windows.items() if done(w)]:
             out += self._flush(key)

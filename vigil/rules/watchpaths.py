@@ -20,6 +20,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from vigil.fim.policy import under
 from vigil.rules.ecsview import PRODUCT
 from vigil.rules.model import And, Cond, DetectionItem, Not, Or, Ref, Rule, StringValue, Wildcard
 
@@ -145,12 +146,8 @@ def watch_paths(rules: Iterable[Rule], covered: Sequence[bytes] = ()
             prefix = os.fsencode(p.rstrip("\0"))
             directory = prefix if whole or prefix.endswith(b"/") else \
                 os.path.dirname(prefix) or b"/"
-            if any(_under(prefix, root) for root in covered):
+            if any(under(root, prefix) for root in covered):
                 continue
             need.setdefault((prefix, directory.rstrip(b"/") or b"/"), []).append(r.title)
     return [WatchPath(p, d, tuple(ts)) for (p, d), ts in sorted(need.items())], unserved
 
-
-def _under(path: bytes, root: bytes) -> bool:
-    root = root.rstrip(b"/")
-    return path == root or path.startswith(root + b"/")
