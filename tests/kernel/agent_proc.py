@@ -224,6 +224,21 @@ class AgentProc:
         with self._cond:
             return [e for e in self.events if pred(e)]
 
+    def wait_log(self, prefix: str, timeout: float = 60, count: int = 1) -> list[str]:
+        """Stderr lines starting with ``vigil: <prefix>`` once ``count`` have been written."""
+        deadline = time.monotonic() + scaled(timeout)
+        with self._cond:
+            while True:
+                found = [ln for ln in self.stderr_lines if ln.startswith(f"vigil: {prefix}")]
+                if len(found) >= count:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no {prefix!r} log line after {timeout}s; stderr:\n"
+                                         + "\n".join(self.stderr_lines[-20:]))
+                self._alive_check()
+                self._cond.wait(min(left, 0.2))
+
     def wait_for(self, pred: Pred, timeout: float = 10, count: int = 1,
                  scale: bool = True, alerts: bool = False) -> list[Event]:
         """Every event (with ``alerts``: alert) matching ``pred`` once at least ``count`` have

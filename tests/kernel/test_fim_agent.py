@@ -34,7 +34,6 @@ from agent_proc import (
     get,
     py_child,
     run_child,
-    scaled,
 )
 
 pytestmark = [
@@ -107,21 +106,6 @@ class VerboseAgent(AgentProc):
     """AgentProc run as ``vigil -v run ...`` so that scan completions are logged on stderr."""
 
     verbose: bool = True
-
-    def wait_log(self, prefix: str, timeout: float = 60, count: int = 1) -> list[str]:
-        """Stderr lines starting with ``vigil: <prefix>`` once ``count`` have been written."""
-        deadline = time.monotonic() + scaled(timeout)
-        with self._cond:
-            while True:
-                found = [ln for ln in self.stderr_lines if ln.startswith(f"vigil: {prefix}")]
-                if len(found) >= count:
-                    return found
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"no {prefix!r} log line after {timeout}s; stderr:\n"
-                                         + "\n".join(self.stderr_lines[-20:]))
-                self._alive_check()
-                self._cond.wait(min(left, 0.2))
 
     def stop_ok(self) -> None:
         rc, summary = self.stop(timeout=60)
