@@ -18,9 +18,11 @@ APT_PKGS=(clang llvm libbpf-dev libbpf1 bpftool make gcc libc6-dev python3 pytho
           python3-pip linux-libc-dev util-linux passwd procps coreutils
           zstd lz4 xz-utils rpm dwarves  # vigil btf extract: payloads, pahole; rpmbuild (tests)
           liburing-dev             # tests/kernel/uring_ops.c: changes made only through io_uring
-          sudo logrotate openssh-client systemd)  # tests/kernel/test_pack_vigil.py: visudo,
+          sudo logrotate openssh-client systemd  # tests/kernel/test_pack_vigil.py: visudo,
                                    # logrotate, ssh-keygen, systemctl, the tools whose writes
                                    # the built-in rules leave out, run for real
+          wget)                    # tests/kernel/test_pack_sigmahq_file.py: a download into
+                                   # /tmp, from a server the test runs on 127.0.0.1
 
 die() { echo "do: $*" >&2; exit 2; }
 

@@ -15,9 +15,9 @@ so that drift on a shared, noisy machine hits every mode alike:
   no-exec    the same with --no-exec
 
 Before each agent run the bench waits until the agent reports a sentinel file in the directory
-it watches. After the workload, it lets the agent drain (until the count of workload events in
-the output stops growing for about a second, bounded), then stops it with SIGTERM and parses the
-drop counters from its summary line on stderr.
+it watches. After the workload, it lets the agent drain (until every workload event is in the
+output, or the count stops growing for ten seconds, bounded), then stops it with SIGTERM and
+parses the drop counters from its summary line on stderr.
 
 How to read it. `min s` / `med s`: the workload's wall time; `min x` / `med x`: ratio to the
 `none` mode of this same invocation (min/min, median/median; min is the least noisy). `events`:
@@ -187,11 +187,13 @@ def wait_ready(agent: subprocess.Popen[bytes], tail: OutputTail, watched: Path,
     raise RuntimeError(f"agent not ready after {timeout:.0f}s")
 
 
-def drain(tail: OutputTail, expected: int, quiet: float = 1.0, bound: float = 120.0) -> float:
-    """Poll until the workload-event count stops growing for `quiet` seconds (or reaches
-    `expected`, or `bound` passes). Return the seconds from now (the workload's end) to the end
-    of the last poll that saw growth: an upper bound on how far the agent's output lagged, which
-    includes the bench's own first read of the output."""
+def drain(tail: OutputTail, expected: int, quiet: float = 10.0, bound: float = 120.0) -> float:
+    """Poll until the workload-event count reaches `expected` (or stops growing for `quiet`
+    seconds: events were lost; or `bound` passes). Return the seconds from now (the workload's
+    end) to the end of the last poll that saw growth: an upper bound on how far the agent's
+    output lagged, which includes the bench's own first read of the output. `quiet` is long:
+    an agent behind its ring writes nothing while it works through a large batch (seen: over
+    a second with the rules on), and stopping early would leave its CPU uncounted."""
     start = time.monotonic()
     last_growth = start
     last = 0

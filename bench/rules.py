@@ -9,12 +9,20 @@ event through the process_creation matcher on one core (the process is pinned to
 SQLite runs each rule's query over the same events already loaded into an in-memory table
 (loading is not timed). Prints events/s (min and median over the runs) and the ratio; never
 asserts (issue 12's targets: >= 200,000 exec events/s, >= 5x SQLite).
+
+Then the agent's detection stage itself (vigil.rules.detector on the agent's batches, their
+ECS documents rendered once for it and the JSON sink, as in the agent, rendering not timed):
+microseconds per event through the whole pack, and per rule kind (the pack cut to the rules
+of one engine key: what each kind costs), for two streams: overhead.py's workload (create,
+write, rename, delete by one program: the file burst an agent must keep up with) and the
+recorded execs. What that is worth end to end is bench/overhead.py's `watched` vs `no-rules`.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import statistics
 import sys
@@ -25,9 +33,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.rules import oracle  # noqa: E402
-from tests.rules.corpus import corpus, recorded  # noqa: E402
+from tests.rules.corpus import (  # noqa: E402
+    RECORDED,
+    corpus,
+    recorded,
+)
+from vigil.config import RulesConfig  # noqa: E402
+from vigil.events.model import FileEvent, FileOp, Process  # noqa: E402
+from vigil.outputs.ecs import host_fields, to_ecs  # noqa: E402
+from vigil.rules.detector import Detector  # noqa: E402
 from vigil.rules.loader import builtin_rules_dir, load_paths  # noqa: E402
-from vigil.rules.matcher import Engine  # noqa: E402
+from vigil.rules.matcher import Engine, logsource_key  # noqa: E402
+from vigil.rules.ruleset import build_ruleset, compile_rules  # noqa: E402
 
 Record = dict[str, str]
 
@@ -59,6 +76,66 @@ def _sqlite(rules: list, events: list[Record], runs: int) -> list[float]:
             oracle.run(db, index, q)
         out.append(time.perf_counter() - t0)
     return out
+
+
+def _file_burst(n: int) -> list[FileEvent]:
+    """overhead.py's workload as the agent sees it: one program's events on fresh names."""
+    p = Process(pid=4242, tid=4242, ppid=1, start_time=9, parent_start_time=1, uid=0, gid=0,
+                euid=0, egid=0, auid=1000, session_id=3, comm=b"python3", cgroup_id=0,
+                mnt_ns=0, executable=b"/usr/bin/python3.11",
+                args=[b"python3", b"-c", b"workload", b"/srv/bench"], user_name="root",
+                enriched=True)
+    out = []
+    for i in range(n // 4):
+        a, b = f"/srv/bench/f{i}".encode(), f"/srv/bench/f{i}.r".encode()
+        ts = 1_700_000_000_000_000_000 + i
+        out += [FileEvent(ts, FileOp.CREATE, a, p, mode=0o644, inode=i, device=1),
+                FileEvent(ts, FileOp.MODIFY, a, p, inode=i, device=1),
+                FileEvent(ts, FileOp.RENAME, a, p, target_path=b, inode=i, device=1),
+                FileEvent(ts, FileOp.DELETE, b, p, inode=i, device=1)]
+    return out
+
+
+Docs = list[tuple[int, dict]]
+
+
+def _stage(kinds: tuple[str, ...] | None, docs: Docs, runs: int) -> list[float]:
+    """Seconds per event of the detection stage over ``docs`` in batches of 512, the pack
+    cut to the rules of the engine keys ``kinds`` (None: all)."""
+    rs = build_ruleset(RulesConfig())
+    if kinds is not None:
+        keep = [r for r in rs.rules if logsource_key(r.logsource) in kinds]
+        rs.engine, rs.rules, _ = compile_rules(keep)
+        rs.correlations = None
+    out = []
+    for _ in range(runs):
+        det = Detector(rs, 60, host={})
+        t0 = time.process_time()
+        for i in range(0, len(docs), 512):
+            det.process_documents(docs[i:i + 512])
+        out.append((time.process_time() - t0) / len(docs))
+    return out
+
+
+def _stages(args: argparse.Namespace) -> None:
+    host = host_fields()
+    # the agent renders each document once for the detector and the sinks: not counted here
+    burst = [(ev.timestamp_ns, to_ecs(ev, host)) for ev in _file_burst(args.events)]
+    lines = RECORDED.read_text("utf-8").splitlines()
+    execs = [(0, json.loads(lines[i % len(lines)])) for i in range(args.events // 4)]
+    print(f"\ndetection stage (us per event, CPU time; min / median of {args.runs} runs; "
+          "batches of 512; ECS rendering not counted)")
+    print(f"{'stream':<11} {'rules':<28} {'min us':>8} {'median us':>10}")
+    cuts: list[tuple[str, tuple[str, ...] | None]] = [
+        ("whole pack", None),
+        ("file_* (Sysmon)", ("file_event", "file_change", "file_delete", "file_rename")),
+        ("auditd", ("auditd",)), ("vigil:file, vigil:process", ("vigil:file", "vigil:process")),
+        ("process_creation", ("process_creation",))]
+    for name, docs in (("file burst", burst), ("execs", execs)):
+        for label, kinds in cuts:
+            t = _stage(kinds, docs, args.runs)
+            print(f"{name:<11} {label:<28} {min(t) * 1e6:>8.2f} "
+                  f"{statistics.median(t) * 1e6:>10.2f}")
 
 
 def main() -> int:
@@ -96,6 +173,7 @@ def main() -> int:
                   f"{n / min(t):>12,.0f} {n / statistics.median(t):>14,.0f}")
         print(f"{name:<11} {'vigil / sqlite':<18} {'':>8} {'':>9} {min(s) / min(v):>11.1f}x "
               f"{statistics.median(s) / statistics.median(v):>13.1f}x")
+    _stages(args)
     return 0
 
 

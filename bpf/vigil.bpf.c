@@ -138,10 +138,20 @@ struct pathbuf {
 	char d[2 * VIGIL_PATH_MAX + 8];	/* + room for the scan's look-ahead */
 };
 
-/* One event being built: a file event's two paths, or an exec's path and argv. */
+/* One file event, built or parked until its result is known (pending, uring_parked): its two
+ * paths. */
 #define EVBUF_SIZE (sizeof(struct vigil_file_event) + 2 * VIGIL_PATH_MAX + 64)
 struct evbuf {
 	char b[EVBUF_SIZE];
+};
+
+/* The record being built on this CPU (ev_scratch): a file event, or an exec's executable, argv
+ * and working directory, the largest record. Only the per-CPU scratch is this big; the maps that
+ * park file events keep theirs at EVBUF_SIZE. */
+#define RECBUF_SIZE (sizeof(struct vigil_exec_event) + 3 * VIGIL_PATH_MAX + 64)
+_Static_assert(RECBUF_SIZE >= EVBUF_SIZE, "the scratch record must hold a file event");
+struct recbuf {
+	char b[RECBUF_SIZE];
 };
 
 struct {
@@ -162,7 +172,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct evbuf);
+	__type(value, struct recbuf);
 } ev_scratch SEC(".maps");
 
 /* min(len, LEN_MAX) in a form the verifier keeps track of whatever register clang picks */
@@ -300,12 +310,18 @@ __noinline int vigil_walk_path(__u64 dentry_p, __u64 vfsmnt_p)
 		const unsigned char *name = KREAD(dentry, d_name.name);
 		__u32 off = wb->off;
 
-		if (len + 1 > off || off > WALK_END) {
+		/* ">=": the path ends at most LEN_MAX bytes long; one of WALK_END bytes would lose
+		 * its last byte to clamp_len() below without being flagged */
+		if (len + 1 >= off || off > WALK_END) {
 			trunc = WALK_TRUNC;
 			break;
 		}
 		off -= len;
-		bpf_probe_read_kernel(&wb->d[off & WALK_MASK], len, name);
+		/* Masked again out of clang's sight: Debian's 6.12 verifier (6.12.118) loses len's
+		 * unsigned bound through the linked copy the test above compiles to (len + 1) and
+		 * would refuse the read as unbounded */
+		asm volatile("" : "+r"(len));
+		bpf_probe_read_kernel(&wb->d[off & WALK_MASK], len & NAME_MASK, name);
 		off -= 1;
 		wb->d[off & WALK_MASK] = '/';
 		wb->off = off;
@@ -517,8 +533,8 @@ static __noinline int is_watched(struct pathbuf *pb, __u32 len)
  * outbox and every program that can submit ends with flush(ctx), which sends it. A program
  * submits at most one record; programs on one CPU do not nest. */
 #define PERF_ENOSPC 28
-#define OUTBOX_SIZE 16384		/* a power of two >= EVBUF_SIZE: a mask bounds sizes */
-_Static_assert(OUTBOX_SIZE >= EVBUF_SIZE, "the outbox must hold any record");
+#define OUTBOX_SIZE 16384		/* a power of two >= RECBUF_SIZE: a mask bounds sizes */
+_Static_assert(OUTBOX_SIZE >= RECBUF_SIZE, "the outbox must hold any record");
 
 struct outbox {
 	__u32 size;			/* 0: empty */
@@ -533,7 +549,7 @@ struct {
 	__type(value, struct outbox);
 } outbox SEC(".maps");
 
-static __always_inline void submit(void *ev, __u32 size, __u32 drop_stat)
+static __always_inline void submit_max(void *ev, __u32 size, const __u32 max, __u32 drop_stat)
 {
 	__u32 zero = 0;
 	struct outbox *o = bpf_map_lookup_elem(&outbox, &zero);
@@ -543,7 +559,7 @@ static __always_inline void submit(void *ev, __u32 size, __u32 drop_stat)
 	if (o->size)
 		count(o->drop_stat);	/* never flushed: counted, not silently replaced */
 	o->size = 0;
-	if (size > EVBUF_SIZE)
+	if (size > max)
 		return;
 	asm volatile("" : "+r"(size));	/* keep clang from dropping the mask as redundant */
 	size &= OUTBOX_SIZE - 1;
@@ -578,24 +594,32 @@ static __always_inline int flush(void *ctx)
 	return 0;
 }
 #else
-static __always_inline void submit(void *ev, __u32 size, __u32 drop_stat)
+static __always_inline void submit_max(void *ev, __u32 size, const __u32 max, __u32 drop_stat)
 {
 	__u64 flags = BPF_RB_NO_WAKEUP;
 
 	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + size >= cfg_wakeup_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
-	if (size > EVBUF_SIZE)
+	if (size > max)
 		return;
 	if (bpf_ringbuf_output(&events, ev, size, flags))
 		count(drop_stat);
 }
 
-/* Ring buffer records are sent by submit() itself. */
+/* Ring buffer records are sent by submit_max() itself. */
 static __always_inline int flush(void *ctx)
 {
 	return 0;
 }
 #endif
+
+/* submit_max(ev, size, max, ...) sends at most `max` bytes, the size of the memory `ev` is in
+ * (the verifier checks it): EVBUF_SIZE for file events, which may sit in a parking map;
+ * RECBUF_SIZE for an exec record, built in ev_scratch only. */
+static __always_inline void submit(void *ev, __u32 size, __u32 drop_stat)
+{
+	submit_max(ev, size, EVBUF_SIZE, drop_stat);
+}
 
 /* Every record starts with a header and the acting process. */
 struct ev_common {
@@ -1449,8 +1473,8 @@ int handle_exec(void *ctx)
 	struct walkbuf *wb = bpf_map_lookup_elem(&walk_scratch, &zero);
 	struct pathbuf *pb = bpf_map_lookup_elem(&path_scratch, &zero);
 	struct vigil_exec_event *e;
-	__u16 flags = 0;
-	__u32 len = 0, alen;
+	__u16 flags = 0, cwd_flags = 0;
+	__u32 len = 0, alen, clen = 0, at;
 	unsigned long astart, aend;
 
 	if (!wb || !pb)
@@ -1475,9 +1499,27 @@ int handle_exec(void *ctx)
 	if (bpf_probe_read_user(&e->data[len], alen, (void *)astart))
 		alen = 0;
 	e->args_len = alen;
+
+	/* The working directory the program starts in (Sigma's CurrentDirectory), walked like
+	 * any path: one the walk had to cut is flagged on its own (the executable's flag is
+	 * PATH_TRUNC). A task without an fs_struct has none to report: cwd_len 0. */
+	struct fs_struct *fs = KREAD(t, fs);
+
+	if (fs) {
+		clen = path_of(pb, wb, KADDR(fs, pwd), &cwd_flags);
+		if (cwd_flags & VIGIL_F_PATH_TRUNC)
+			flags |= VIGIL_F_CWD_TRUNC;
+	}
+	at = len + alen;
+	asm volatile("" : "+r"(at));	/* keep clang from dropping the mask as redundant */
+	at &= 2 * VIGIL_PATH_MAX - 1;	/* two parts of at most LEN_MAX bytes each */
+	clen = clamp_len(clen);
+	bpf_probe_read_kernel(&e->data[at], clen, pb->d);
+	e->cwd_len = clen;
+	e->_reserved = 0;
 	e->hdr.flags = flags;
-	e->hdr.size = sizeof(struct vigil_exec_event) + len + alen;
-	submit(e, e->hdr.size, VIGIL_STAT_DROP_EXEC);
+	e->hdr.size = sizeof(struct vigil_exec_event) + len + alen + clen;
+	submit_max(e, e->hdr.size, RECBUF_SIZE, VIGIL_STAT_DROP_EXEC);
 	return flush(ctx);
 }
 

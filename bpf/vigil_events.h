@@ -51,6 +51,8 @@ enum vigil_ev_flags {
 	VIGIL_F_PENDING_WRITES = 64,	/* exit: the process still held watched files open for write */
 	VIGIL_F_LINK_ANYWHERE = 128,	/* symlink outside the watch list, sent so user space can
 					 * tell whether it leads into a watched tree */
+	VIGIL_F_CWD_TRUNC = 256,	/* exec: the working directory was cut like a path
+					 * (PATH_TRUNC says it of the executable) */
 };
 
 /* Index into the per-CPU `stats` array: every failed ring-buffer reserve is counted, and so is
@@ -118,7 +120,10 @@ struct vigil_exec_event {
 	struct vigil_proc proc;
 	__u32 exe_len;
 	__u32 args_len;
-	char data[];		/* executable path, then argv (NUL-separated) */
+	__u32 cwd_len;		/* 0: no working directory known (a task without an fs_struct) */
+	__u32 _reserved;
+	char data[];		/* executable path, then argv (NUL-separated), then the working
+				 * directory (no NULs) */
 };
 
 struct vigil_exit_event {

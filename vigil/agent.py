@@ -31,6 +31,8 @@ from vigil.fim.service import FimService
 from vigil.kernel.backend import BackendSettings, KernelBackend, start_backend
 from vigil.kernel.errors import VigilError
 from vigil.outputs.base import Output, Sink
+from vigil.outputs.batch import Batch
+from vigil.outputs.ecs import host_fields
 from vigil.rules.detector import Detector
 from vigil.rules.ruleset import RuleSet
 from vigil.rules.watchpaths import WatchPath, watch_paths
@@ -125,6 +127,7 @@ class Agent:
         self._fim_enabled = fim
         self._fim: FimService | None = None
         self.sinks = list(sinks)
+        self._host = detector.host if detector is not None else host_fields()
         self.poll_interval = poll_interval
         self.stop_event = threading.Event()
         self._policy = Policy(config)
@@ -322,14 +325,15 @@ class Agent:
     def _emit(self, events: Sequence[Output]) -> None:
         if not events:
             return
+        batch = Batch(events, self._host)   # each ECS document rendered once for all readers
         if self.detector is not None:
-            alerts = self.detector.process(events)
+            alerts = self.detector.process(batch)
             if alerts:
-                events = [*events, *alerts]
-        for ev in events:
+                batch = batch.extended(alerts)
+        for ev in batch:
             self.summary.delivered[type(ev).__name__.removesuffix("Event").lower()] += 1
         for sink in self.sinks:
-            sink.emit(events)
+            sink.emit(batch)
 
     def _check_drops(self, backend: KernelBackend, local: dict[str, int]) -> None:
         """New losses (the kernel's counters and ``local``, user space's) become events-lost

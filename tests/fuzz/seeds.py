@@ -65,8 +65,8 @@ def _records() -> dict[str, bytes]:
         body = proc + tail + path + path2
         return layout.HDR.pack(layout.Kind.FILE, flags, 16 + len(body), 5) + body
 
-    exe, args = b"/usr/bin/touch", b"touch\0/etc/x\0"
-    body = proc + layout.EXEC_TAIL.pack(len(exe), len(args)) + exe + args
+    exe, args, cwd = b"/usr/bin/touch", b"touch\0/etc/x\0", b"/root"
+    body = proc + layout.EXEC_TAIL.pack(len(exe), len(args), len(cwd), 0) + exe + args + cwd
     exec_ = layout.HDR.pack(layout.Kind.EXEC, 0, 16 + len(body), 1) + body
     body = proc + layout.EXIT_TAIL.pack(0, 0)
     exit_ = layout.HDR.pack(layout.Kind.EXIT, 0, 16 + len(body), 2) + body

@@ -33,19 +33,27 @@ which the engine must still find matching. Every child is started by ``launcher`
 C program (compiled here) copied to the path the rule's ``ParentImage`` wants and run with the
 argv its ``ParentCommandLine`` wants: it ignores its own arguments (a shell would interpret
 ``bash -i`` or ``git -p help``), takes the child's path and argv from its environment, forks,
-execs it, prints the child's pid and waits. Nothing is written outside the scratch roots; no
-program touches the network, a user, a service or a kernel setting.
+execs it, prints the child's pid and waits. Both start in the working directory the rule's
+``CurrentDirectory`` wants, else in a scratch directory (every exec's
+``process.working_directory`` is checked). A rule that wants a root login session (``LogonId:
+0``, the audit login uid) gets one: the launcher writes the uid to /proc/self/loginuid before it
+forks, as pam_loginuid does at a login (root may: CAP_AUDIT_CONTROL), so its child has it.
+Nothing is written outside the scratch roots, except the working directories rules name
+(the OMIGOD rules' /var/opt/microsoft/scx/tmp): the ones missing are made, empty, for the run
+and removed after. No program touches the network, a user, a service or a kernel setting.
 
 One agent serves the whole module (the built-in pack as shipped, no suppression, the minimum
 level lowered to ``informational``, which four of the rules have and the default skips); every
 trigger and look-alike runs first, then one barrier (``AgentProc.settle``), then the per-rule
-tests read the stream. Rules that cannot be triggered for real here are listed with the reason
-in ``NOT_TRIGGERABLE``; a test checks that the tested rules and that table together are every
-process_creation rule of the pack, so a new rule cannot be skipped silently.
+tests read the stream. Rules that cannot be triggered for real here would be listed with the
+reason in ``NOT_TRIGGERABLE`` (none are now); a test checks that the tested rules and that
+table together are every process_creation rule of the pack, so a new rule cannot be skipped
+silently.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -53,7 +61,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -79,15 +87,8 @@ CHECKS = 3_000       # engine evaluations the planner spends on one rule's gener
                      # and as many again on their pairwise merges
 PAIRED = 30          # generated records merged pairwise when looking for a trigger
 
-_NO_CWD = ("needs CurrentDirectory, which Vigil's exec events do not carry yet (the field map "
-           "says so), and LogonId 0, the audit login uid of a root login session, which this "
-           "test's processes do not have")
-
 # rule file stem -> why no real exec can trigger it on this machine, with this agent.
-NOT_TRIGGERABLE: dict[str, str] = {
-    "proc_creation_lnx_omigod_scx_runasprovider_executescript": _NO_CWD,
-    "proc_creation_lnx_omigod_scx_runasprovider_executeshellcommand": _NO_CWD,
-}
+NOT_TRIGGERABLE: dict[str, str] = {}
 
 # rule file stem -> the product bug that keeps its real trigger from alerting (xfail, strict).
 PRODUCT_BUGS: dict[str, str] = {}
@@ -117,15 +118,24 @@ LAUNCHER_C = r"""
 /* The parent of every test child. Its own argv is ignored: it exists for the parent's
    command line a rule may want. It runs VIGIL_CHILD_EXE with argv VIGIL_CHILD_ARG0..
    VIGIL_CHILD_ARG<VIGIL_CHILD_ARGC-1> as its child, prints the child's pid, waits for it and
-   exits with its exit code. */
+   exits with its exit code. With VIGIL_LOGINUID, it first sets its audit login uid, which the
+   child inherits (a login session's). */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 int main(void) {
     const char *exe = getenv("VIGIL_CHILD_EXE"), *count = getenv("VIGIL_CHILD_ARGC");
+    const char *login = getenv("VIGIL_LOGINUID");
     if (!exe || !count) return 100;
+    if (login) {
+        int fd = open("/proc/self/loginuid", O_WRONLY);
+        if (fd < 0 || write(fd, login, strlen(login)) != (ssize_t)strlen(login)) return 105;
+        close(fd);
+    }
     int n = atoi(count), status;
     char **argv = calloc((size_t)n + 1, sizeof *argv), name[32];
     for (int i = 0; i < n; i++) {
@@ -186,20 +196,27 @@ class Program:
 
 @dataclass(frozen=True)
 class Plan:
-    """A child and the launcher that is its parent. ``real``: the child is the system program
-    at ``child.path``, not a copy of /usr/bin/true made there."""
+    """A child and the launcher that is its parent, both started in ``cwd``. ``real``: the
+    child is the system program at ``child.path``, not a copy of /usr/bin/true made there.
+    ``login_uid``: the audit login uid the launcher gives itself and so its child; None: the
+    test's own (unset here)."""
 
     child: Program
     parent: Program
+    cwd: str
     real: bool = False
+    login_uid: int | None = None
 
     def record(self) -> dict[str, str]:
         """The Sysmon-named record the agent should build for the child's exec: the fields the
-        pack's process_creation rules read that this test's processes have (no
-        CurrentDirectory, no LogonId: their login uid is unset)."""
-        return {"Image": self.child.path, "CommandLine": self.child.command_line,
-                "ParentImage": self.parent.path, "ParentCommandLine": self.parent.command_line,
-                "User": "root"}
+        pack's process_creation rules read that this test's processes have (LogonId only with
+        ``login_uid``: otherwise it is unset, and absent)."""
+        rec = {"Image": self.child.path, "CommandLine": self.child.command_line,
+               "ParentImage": self.parent.path, "ParentCommandLine": self.parent.command_line,
+               "User": "root", "CurrentDirectory": self.cwd}
+        if self.login_uid is not None:
+            rec["LogonId"] = str(self.login_uid)
+        return rec
 
 
 @dataclass(frozen=True)
@@ -288,6 +305,7 @@ class Planner:
     def __init__(self, rules: dict[str, Rule], roots: Roots) -> None:
         self.rules = rules
         self.roots = roots
+        self.work = work_dir(roots)
         self.engine = Engine.build(rules.values())
         self.checks = 0
 
@@ -306,7 +324,7 @@ class Planner:
         if stem in REAL_PROGRAMS:
             real = REAL_PROGRAMS[stem]
             plan = Plan(Program(real.path, self._scratch_argv(real.trigger)), self.launcher(),
-                        real=True)
+                        self.work, real=True)
             return plan if self.matches(stem, plan) else None
         rule = self.rules[stem]
         reads_parent = bool(rule.fields() & {"ParentImage", "ParentCommandLine"})
@@ -329,27 +347,35 @@ class Planner:
         return best
 
     def _realise(self, stem: str, rec: dict[str, str], reads_parent: bool) -> Plan | None:
-        """The first realisation of ``rec`` the engine matches to the rule."""
+        """The first realisation of ``rec`` the engine matches to the rule: its
+        ``CurrentDirectory`` (a plain absolute path) and ``LogonId`` (a number) too."""
+        cwd, login = rec.get("CurrentDirectory"), rec.get("LogonId")
+        if cwd is not None and not (cwd.startswith("/") and os.path.normpath(cwd) == cwd):
+            return None
+        if login is not None and not login.isdigit():
+            return None
         parents = list(self._programs(rec.get("ParentImage"), rec.get("ParentCommandLine"),
                                       "p", "/bin/launcher")) if reads_parent \
             else [self.launcher()]
         for child in self._programs(rec.get("Image"), rec.get("CommandLine"), "c",
                                     "/bin/tool"):
             for parent in parents:
-                plan = Plan(child, parent)
+                plan = Plan(child, parent, cwd or self.work,
+                            login_uid=None if login is None else int(login))
                 if self.matches(stem, plan):
                     return plan
         return None
 
     def look_alike(self, stem: str, trigger: Plan) -> Plan | None:
         """The first near miss of ``trigger`` the engine does not match to the rule: the same
-        program without one of its arguments (or with its plain name as argv[0]); else the same
-        exec under a plain launcher or one without one of its arguments; else the same argv
-        from a program named differently or placed under another root."""
+        exec from the scratch working directory, if it had another; the same program without
+        one of its arguments (or with its plain name as argv[0]); else the same exec under a
+        plain launcher or one without one of its arguments; else the same argv from a program
+        named differently or placed under another root; else without its login uid."""
         if trigger.real:
             real = REAL_PROGRAMS[stem]
-            plan = Plan(Program(real.path, self._scratch_argv(real.look_alike)),
-                        trigger.parent, real=True)
+            plan = replace(trigger, child=Program(real.path,
+                                                  self._scratch_argv(real.look_alike)))
             return None if self.matches(stem, plan) else plan
         for plan in self._near_misses(trigger):
             if not self.matches(stem, plan):
@@ -358,15 +384,19 @@ class Planner:
 
     def _near_misses(self, t: Plan) -> Iterator[Plan]:
         c, p = t.child, t.parent
+        if t.cwd != self.work:
+            yield replace(t, cwd=self.work)
         for argv in _dropped(c.argv, os.path.basename(c.path)):
-            yield Plan(Program(c.path, argv), p)
-        yield Plan(c, self.launcher())
+            yield replace(t, child=Program(c.path, argv))
+        yield replace(t, parent=self.launcher())
         for argv in _dropped(p.argv, os.path.basename(p.path)):
-            yield Plan(c, Program(p.path, argv))
+            yield replace(t, parent=Program(p.path, argv))
         for path in self._renamed(c.path, "c"):
-            yield Plan(Program(path, _renamed_argv(c, path)), p)
+            yield replace(t, child=Program(path, _renamed_argv(c, path)))
         for path in self._renamed(p.path, "p"):
-            yield Plan(c, Program(path, _renamed_argv(p, path)))
+            yield replace(t, parent=Program(path, _renamed_argv(p, path)))
+        if t.login_uid is not None:
+            yield replace(t, login_uid=None)
 
     def _renamed(self, path: str, kind: str) -> Iterator[str]:
         head, name = os.path.split(path)
@@ -413,6 +443,11 @@ class Planned:
     problem: str = ""
 
 
+def work_dir(roots: Roots) -> str:
+    """Where the plans whose rule names no working directory start."""
+    return f"{roots.disk}/work"
+
+
 def plan_all(rules: dict[str, Rule], roots: Roots) -> dict[str, Planned]:
     """Each tested rule's trigger and look-alike, or why the planner found none."""
     planner = Planner(rules, roots)
@@ -454,14 +489,28 @@ def install(plan: Plan, roots: Roots, launcher: Path) -> None:
             p.chmod(0o755)
 
 
-def launch(plan: Plan, cwd: Path) -> Launched:
+def make_dirs(path: Path) -> list[Path]:
+    """``path`` and its missing ancestors made (0755); those it made, deepest first."""
+    made: list[Path] = []
+    p = path
+    while not p.exists():
+        made.append(p)
+        p = p.parent
+    for d in reversed(made):
+        d.mkdir(mode=0o755)
+    return made
+
+
+def launch(plan: Plan) -> Launched:
     """Run the plan: the launcher with the parent's argv, which runs the child with its
-    argv; both must succeed."""
+    argv, both in the plan's working directory; both must succeed."""
     env = {"PATH": "/usr/bin:/bin", "VIGIL_CHILD_EXE": plan.child.path,
            "VIGIL_CHILD_ARGC": str(len(plan.child.argv)),
            **{f"VIGIL_CHILD_ARG{i}": a for i, a in enumerate(plan.child.argv)}}
+    if plan.login_uid is not None:
+        env["VIGIL_LOGINUID"] = str(plan.login_uid)
     p = subprocess.Popen(list(plan.parent.argv), executable=plan.parent.path, env=env,
-                         cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         cwd=plan.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
     out, err = p.communicate(timeout=scaled(30))
     assert p.returncode == 0, f"{plan} exited {p.returncode}: {err.decode(errors='replace')}"
@@ -511,6 +560,7 @@ def run() -> Iterator[Run]:
     made = [Path(tempfile.mkdtemp(prefix="vigil-sigmahq-", dir=d)).resolve()
             for d in ("/var/tmp", "/tmp", "/dev/shm")]
     roots = Roots(*made)
+    cwds_made: list[Path] = []   # the working directories rules name, made for the run
     try:
         for d in made:
             d.chmod(0o755)
@@ -521,13 +571,15 @@ def run() -> Iterator[Run]:
         subprocess.run(["cc", "-O2", "-Wall", "-Werror", "-o", str(launcher),
                         str(roots.disk / "launcher.c")], check=True, capture_output=True)
         (roots.disk / "dd.in").write_bytes(b"x")
-        work, probe = roots.disk / "work", roots.disk / "w"
+        work, probe = Path(work_dir(roots)), roots.disk / "w"
         work.mkdir()
         probe.mkdir()
         for p in planned.values():
             for plan in (p.trigger, p.look_alike):
                 if plan is not None:
                     install(plan, roots, launcher)
+                    if not roots.owns(plan.cwd):
+                        cwds_made += make_dirs(Path(plan.cwd))
         agent = AgentProc(["--config", str(_config(roots.disk, probe))],
                           db=roots.disk / "state" / "baseline.db", keep=_kept).start()
         try:
@@ -535,8 +587,8 @@ def run() -> Iterator[Run]:
             r = Run(agent, rules, planned)
             for stem, p in planned.items():
                 if p.trigger is not None and p.look_alike is not None:
-                    r.triggers[stem] = launch(p.trigger, work)
-                    r.look_alikes[stem] = launch(p.look_alike, work)
+                    r.triggers[stem] = launch(p.trigger)
+                    r.look_alikes[stem] = launch(p.look_alike)
             # Two probes: the second comes in a later batch than the first, and a batch's
             # alerts follow its events, so every alert of the executions above is in.
             agent.settle(probe)
@@ -548,6 +600,10 @@ def run() -> Iterator[Run]:
     finally:
         for d in made:
             shutil.rmtree(d, ignore_errors=True)
+        # deepest first; only what this run made, and only if empty
+        for c in sorted(cwds_made, key=lambda d: len(d.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                c.rmdir()
 
 
 def _exec_of(agent: AgentProc, pid: int) -> Event:
@@ -609,6 +665,9 @@ def test_rule_fires_on_a_real_exec(run: Run, stem: str) -> None:
     assert get(alert, "process.parent.pid") == done.parent_pid
     assert get(alert, "process.parent.executable") == trigger.parent.path
     assert get(alert, "user.name") == "root"
+    assert get(alert, "process.working_directory") == trigger.cwd
+    if trigger.login_uid is not None:
+        assert get(alert, "vigil.process.login_uid") == trigger.login_uid
 
 
 @pytest.mark.parametrize("stem", _params(TESTED))
@@ -620,6 +679,7 @@ def test_look_alike_does_not_fire(run: Run, stem: str) -> None:
     assert get(ev, "process.executable") == look.child.path
     assert get(ev, "process.command_line") == look.child.command_line
     assert get(ev, "process.parent.executable") == look.parent.path
+    assert get(ev, "process.working_directory") == look.cwd
     fired = [a for a in run.agent.alerts
              if get(a, "rule.id") == rule.id and get(a, "process.pid") == done.child_pid]
     assert not fired, f"{rule.title} fired on {look}"

@@ -388,7 +388,8 @@ def build_deb(work: Path, name: str, files: dict[str, tuple[bytes, int]]) -> Pat
 
 
 def dpkg(s: System, *args: str) -> Child:
-    return act(["/usr/bin/dpkg", f"--root={s.root}", "--force-script-chrootless", *args])
+    return act(["/usr/bin/dpkg", f"--root={s.root}", f"--log={s.root}/dpkg.log",
+                "--force-script-chrootless", *args])
 
 
 TRUE = Path("/usr/bin/true").read_bytes()

@@ -38,9 +38,10 @@ def proc(exe: str = "/usr/bin/bash", args: list[str] | None = None, comm: str | 
                    group_name="alice")
 
 
-def exec_doc(args: list[str], exe: str | None = None, **kw: Any) -> dict[str, Any]:
+def exec_doc(args: list[str], exe: str | None = None, cwd: bytes | None = None,
+             **kw: Any) -> dict[str, Any]:
     path = exe or f"/usr/bin/{args[0]}"
-    return exec_to_ecs(ExecEvent(TS, proc(path, args, **kw)), HOST)
+    return exec_to_ecs(ExecEvent(TS, proc(path, args, **kw), cwd=cwd), HOST)
 
 
 def file_doc(op: FileOp, path: str, target: str | None = None, errno: int = 0,
@@ -65,6 +66,13 @@ def test_exec_records() -> None:
     assert keys == ["process_creation", AUDITD, AUDITD, AUDITD, "vigil:process"]
     # built only for the keys some rule reads
     assert [k for k, _ in ecs_to_records(doc, {"process_creation"})] == ["process_creation"]
+
+
+def test_exec_working_directory_is_a_cwd_record() -> None:
+    """auditd's order for an execve: SYSCALL, EXECVE, CWD, PATH."""
+    doc = exec_doc(["ls", "-l"], cwd=b"/srv/with space")
+    assert [r["type"] for r in auditd_records(doc)] == ["SYSCALL", "EXECVE", "CWD", "PATH"]
+    assert auditd_records(doc)[2] == {"type": "CWD", "cwd": "/srv/with space"}
 
 
 def test_unset_login_uid_and_session_print_as_auditd_does() -> None:
@@ -146,7 +154,7 @@ def test_events_no_system_call_made_have_no_records() -> None:
 # --- the field table and the README -------------------------------------------------------
 
 def _all_records() -> list[dict[str, str]]:
-    docs = [exec_doc(["ls", "-l"])]
+    docs = [exec_doc(["ls", "-l"]), exec_doc(["ls"], cwd=b"/home/alice")]
     docs += [file_doc(op, "/tmp/y", target="/etc/x") for op in FileOp]
     docs.append(file_doc(FileOp.OPEN, "/etc/x", errno=13))
     return [r for d in docs for r in auditd_records(d)]
@@ -160,7 +168,7 @@ def test_the_table_says_what_the_records_carry() -> None:
     for af in AUDITD_FIELDS:
         for t in af.sources:
             assert any(rt == t and af.matches(f) for rt, f in made), (af.name, t)
-    assert {t for t, _ in made} == set(TYPES)
+    assert {t for t, _ in made} == set(TYPES)   # CWD: an exec's, when it has one
 
 
 def test_the_auditd_table_is_the_readme_table() -> None:
@@ -197,7 +205,7 @@ def test_warnings_name_what_the_view_cannot_give() -> None:
         "rules (`auditctl -k`), and Vigil applies none"]
     assert warnings("    s:\n        type: [TTY, USER_TTY]\n    condition: s") == [
         "auditd records of type 'TTY', 'USER_TTY' are not made by Vigil (its view has "
-        "SYSCALL, EXECVE, PATH records)"]
+        "SYSCALL, EXECVE, CWD, PATH records)"]
     w = warnings("    s:\n        type: SYSCALL\n        SYSCALL: memfd_create\n"
                  "        a0: 4\n    condition: s")
     assert w == ["SYSCALL 'memfd_create' is never given: Vigil sees execs and file changes, "

@@ -27,6 +27,14 @@ def file_record(op: int, path: bytes, path2: bytes = b"", ret: int = 0, flags: i
     return layout.HDR.pack(layout.Kind.FILE, flags, layout.HDR_SIZE + len(body), 5) + body
 
 
+def exec_record(exe: bytes, args: bytes, cwd: bytes = b"", flags: int = 0,
+                cwd_len: int | None = None) -> bytes:
+    tail = layout.EXEC_TAIL.pack(len(exe), len(args), len(cwd) if cwd_len is None else cwd_len,
+                                 0)
+    body = proc_bytes() + tail + exe + args + cwd
+    return layout.HDR.pack(layout.Kind.EXEC, flags, layout.HDR_SIZE + len(body), 1) + body
+
+
 def test_file_event_fields() -> None:
     ev = decode(file_record(FileOp.RENAME, b"/w/a", b"/w/b"), CLOCK)
     assert isinstance(ev, FileEvent)
@@ -64,14 +72,32 @@ def test_invalid_utf8_and_newline_survive() -> None:
 
 def test_exec_and_exit() -> None:
     exe, args = b"/usr/bin/true", b"true\0--x\0y z\0"
-    body = proc_bytes(comm=b"true") + layout.EXEC_TAIL.pack(len(exe), len(args)) + exe + args
-    rec = layout.HDR.pack(layout.Kind.EXEC, 0, 16 + len(body), 1) + body
-    ev = decode(rec, CLOCK)
+    ev = decode(exec_record(exe, args, b"/srv/www"), CLOCK)
     assert isinstance(ev, ExecEvent)
     assert ev.process.executable == exe and ev.process.args == [b"true", b"--x", b"y z"]
+    assert ev.cwd == b"/srv/www" and ev.flags == 0
     body = proc_bytes() + layout.EXIT_TAIL.pack(3 << 8, 0)
     ex = decode(layout.HDR.pack(layout.Kind.EXIT, 0, 16 + len(body), 1) + body, CLOCK)
     assert isinstance(ex, ExitEvent) and ex.status == 3 and ex.signal == 0
+
+
+def test_exec_working_directory_is_the_last_part() -> None:
+    """The record's parts in order: executable, argv, working directory; any bytes."""
+    cwd = b"/w/odd \xff\n\tname"
+    ev = decode(exec_record(b"/usr/bin/true", b"true\0", cwd, flags=Flag.CWD_TRUNC), CLOCK)
+    assert isinstance(ev, ExecEvent)
+    assert (ev.process.executable, ev.process.args, ev.cwd) == (b"/usr/bin/true", [b"true"], cwd)
+    assert ev.flags & Flag.CWD_TRUNC
+    # no argv at all (the kernel could not read it): the directory still follows the executable
+    ev = decode(exec_record(b"/usr/bin/true", b"", b"/"), CLOCK)
+    assert isinstance(ev, ExecEvent) and ev.process.args == [] and ev.cwd == b"/"
+    # cwd_len 0: the kernel knew no working directory
+    ev = decode(exec_record(b"/usr/bin/true", b"true\0"), CLOCK)
+    assert isinstance(ev, ExecEvent) and ev.cwd is None
+    # the longest the kernel sends: three parts of 4095 bytes
+    big = b"/" + b"d" * 4094
+    ev = decode(exec_record(big, b"a" * 4094 + b"\0", big), CLOCK)
+    assert isinstance(ev, ExecEvent) and ev.cwd == big and ev.process.executable == big
 
 
 def test_unknown_or_short_records_are_skipped() -> None:
@@ -88,12 +114,15 @@ def test_dropped_records_are_counted_by_reason() -> None:
     layout.FILE_TAIL.pack_into(over, layout.TAIL_OFF, FileOp.CHMOD, 0, 0, 0, 0, 0, 0, 0, 0,
                                4000, 0)  # path_len past the record's end
     exe = b"/usr/bin/true"
-    body = proc_bytes() + layout.EXEC_TAIL.pack(len(exe), 1 << 30) + exe
+    body = proc_bytes() + layout.EXEC_TAIL.pack(len(exe), 1 << 30, 0, 0) + exe
+    cwd_past_end = exec_record(exe, b"true\0", b"/w", cwd_len=3)  # one byte more than sent
+    exec_short = exec_record(exe, b"")[:layout.EXEC_EVENT_SIZE - 1]  # the old 104-byte header
     records = [good, b"\x01\x00", good[:100], layout.HDR.pack(9, 0, 16, 0),
-               file_record(200, b"/x"), bytes(over), layout.HDR.pack(2, 0, 0, 0) + body, good]
+               file_record(200, b"/x"), bytes(over), layout.HDR.pack(2, 0, 0, 0) + body,
+               cwd_past_end, exec_short, good]
     events = list(d.decode_batch(memoryview(r) for r in records))
     assert len(events) == 2
-    assert d.malformed == {"short": 2, "unknown-kind": 1, "unknown-op": 1, "bad-length": 2}
+    assert d.malformed == {"short": 3, "unknown-kind": 1, "unknown-op": 1, "bad-length": 3}
     assert set(d.malformed) <= set(layout.MALFORMED_REASONS)
 
 
@@ -103,9 +132,7 @@ def test_who_data_is_shared_until_an_exec() -> None:
     b = d.decode(file_record(FileOp.CHMOD, b"/w/b"))
     assert isinstance(a, FileEvent) and isinstance(b, FileEvent)
     assert a.process is b.process
-    exe, args = b"/usr/bin/new", b"new\0"
-    body = proc_bytes() + layout.EXEC_TAIL.pack(len(exe), len(args)) + exe + args
-    ex = d.decode(layout.HDR.pack(layout.Kind.EXEC, 0, 16 + len(body), 1) + body)
+    ex = d.decode(exec_record(b"/usr/bin/new", b"new\0", b"/"))
     c = d.decode(file_record(FileOp.CHMOD, b"/w/c"))
     assert isinstance(ex, ExecEvent) and isinstance(c, FileEvent)
     assert c.process is not a.process  # same pid/start/comm, but it exec'd: not the old object

@@ -209,9 +209,9 @@ def test_filter_naming_no_loaded_rule_warns(tmp_path: Path) -> None:
 
 
 def test_filter_field_vigil_lacks_warns(tmp_path: Path) -> None:
-    _, warnings = engine(tmp_path, CURL, flt(selection="CurrentDirectory: /srv"))
+    _, warnings = engine(tmp_path, CURL, flt(selection="ParentUser: admin"))
     assert len(warnings) == 1 and warnings[0].startswith(
-        f"{tmp_path}/d1.yml:10: warning: filter 'Filter admins': field 'CurrentDirectory'")
+        f"{tmp_path}/d1.yml:10: warning: filter 'Filter admins': field 'ParentUser'")
 
 
 def test_negated_filter_condition_warns_at_load() -> None:

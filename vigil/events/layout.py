@@ -49,6 +49,7 @@ class Flag(enum.IntFlag):
     CREATED = 32
     PENDING_WRITES = 64
     LINK_ANYWHERE = 128
+    CWD_TRUNC = 256  # exec: the working directory was cut (PATH_TRUNC: the executable)
 
 
 class Stat(enum.IntEnum):
@@ -78,14 +79,14 @@ HDR = struct.Struct("=HHIQ")  # kind, flags, size, ktime_ns
 PROC = struct.Struct("=QQQ10I16s")
 # op ret mode owner_uid owner_gid oflags ino file_id dev path_len path2_len
 FILE_TAIL = struct.Struct("=IiIIIIQQIHH")
-EXEC_TAIL = struct.Struct("=II")  # exe_len, args_len
+EXEC_TAIL = struct.Struct("=IIII")  # exe_len, args_len, cwd_len, reserved
 EXIT_TAIL = struct.Struct("=iI")  # exit_code, reserved
 
 HDR_SIZE: Final = HDR.size  # 16
 PROC_OFF: Final = HDR_SIZE
 TAIL_OFF: Final = HDR_SIZE + PROC.size  # 96
 FILE_EVENT_SIZE: Final = TAIL_OFF + FILE_TAIL.size  # 144
-EXEC_EVENT_SIZE: Final = TAIL_OFF + EXEC_TAIL.size  # 104
+EXEC_EVENT_SIZE: Final = TAIL_OFF + EXEC_TAIL.size  # 112
 EXIT_EVENT_SIZE: Final = TAIL_OFF + EXIT_TAIL.size  # 104
 
 # Field names per C struct, in order, with the Struct that decodes them; the layout test uses
@@ -102,7 +103,8 @@ LAYOUTS: Final[dict[str, tuple[tuple[str, ...], tuple[struct.Struct, ...]]]] = {
          "file_id", "dev", "path_len", "path2_len", "data"),
         (HDR, PROC, FILE_TAIL),
     ),
-    "vigil_exec_event": (("hdr", "proc", "exe_len", "args_len", "data"), (HDR, PROC, EXEC_TAIL)),
+    "vigil_exec_event": (("hdr", "proc", "exe_len", "args_len", "cwd_len", "_reserved", "data"),
+                         (HDR, PROC, EXEC_TAIL)),
     "vigil_exit_event": (("hdr", "proc", "exit_code", "_reserved"), (HDR, PROC, EXIT_TAIL)),
 }
 
@@ -150,9 +152,9 @@ class Decoder:
 
     ``malformed`` counts the records dropped because they cannot be events, by reason (see
     MALFORMED_REASONS): "short" (shorter than the header or its kind's struct), "bad-length"
-    (its path, executable or argument lengths point past its end), "unknown-kind",
-    "unknown-op". The kernel side never sends such records: any count means a layout mismatch
-    between the objects and this decoder, or damage, and the events are lost.
+    (its path, executable, argument or working directory lengths point past its end),
+    "unknown-kind", "unknown-op". The kernel side never sends such records: any count means a
+    layout mismatch between the objects and this decoder, or damage, and the events are lost.
     """
 
     _CACHE_MAX: Final = 4096
@@ -191,15 +193,17 @@ class Decoder:
         if kind == Kind.FILE and len(buf) >= FILE_EVENT_SIZE:
             return self._file(buf, ts, flags)
         if kind == Kind.EXEC and len(buf) >= EXEC_EVENT_SIZE:
-            exe_len, args_len = EXEC_TAIL.unpack_from(buf, TAIL_OFF)
+            exe_len, args_len, cwd_len, _reserved = EXEC_TAIL.unpack_from(buf, TAIL_OFF)
             start = EXEC_EVENT_SIZE
-            if start + exe_len + args_len > len(buf):
+            end_args = start + exe_len + args_len
+            if end_args + cwd_len > len(buf):
                 self.malformed["bad-length"] += 1
                 return None
             proc = self._proc(buf, fresh=True)
             proc.executable = bytes(buf[start:start + exe_len])
-            proc.args = split_args(bytes(buf[start + exe_len:start + exe_len + args_len]))
-            return ExecEvent(ts, proc, flags)
+            proc.args = split_args(bytes(buf[start + exe_len:end_args]))
+            cwd = bytes(buf[end_args:end_args + cwd_len]) if cwd_len else None
+            return ExecEvent(ts, proc, flags, cwd)
         if kind == Kind.EXIT and len(buf) >= EXIT_EVENT_SIZE:
             (code, _reserved) = EXIT_TAIL.unpack_from(buf, TAIL_OFF)
             return ExitEvent(ts, self._proc(buf), code, flags)

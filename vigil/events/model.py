@@ -127,9 +127,19 @@ class FileEvent:
 
 @dataclass(slots=True)
 class ExecEvent:
+    """A program started: ``process`` as the exec left it (new executable and arguments).
+
+    ``cwd`` is the working directory it starts in, as the kernel names it (from the mount
+    namespace's root, like the executable): the path a removed directory had, the last
+    components of one deeper than the kernel walks (``flags`` has CWD_TRUNC then); None when
+    the kernel knew none. Not a Process field: the process may change directory later, and
+    its other events share that object.
+    """
+
     timestamp_ns: int
     process: Process
     flags: int = 0
+    cwd: bytes | None = None
 
 
 @dataclass(slots=True)

@@ -1,7 +1,7 @@
 """What user space can say about a path the kernel side could not walk to its end.
 
 Owns the test "may this event with a truncated path (``PATH_TRUNC``: deeper than 64 components or
-longer than 4 KiB) be in a watched tree?". Such a path is not a real path: a walk from a kernel
+4 KiB or longer) be in a watched tree?". Such a path is not a real path: a walk from a kernel
 object keeps its last components and loses the top (``/c7/c8/.../file`` for
 ``/etc/c1/.../file``), a path argument too long keeps its start. Its text therefore proves
 nothing, and matching it against the watch list would hide a change 65 levels below ``/etc``.

@@ -30,6 +30,7 @@ from vigil.events.model import (
 
 ECS_VERSION: Final = "8.11.0"
 _TRUNCATED: Final = 1 | 2  # vigil.events.layout.Flag.PATH_TRUNC | PATH2_TRUNC
+_CWD_TRUNCATED: Final = 256  # vigil.events.layout.Flag.CWD_TRUNC
 UNSET_ID: Final = 0xFFFFFFFF
 
 _FILE_TYPES: Final = {
@@ -226,7 +227,17 @@ def exec_to_ecs(ev: ExecEvent, host: dict[str, Any]) -> dict[str, Any]:
     doc["event"] = {"kind": "event", "category": ["process"], "type": ["start"],
                     "action": "exec", "outcome": "success", "module": "vigil",
                     "dataset": "vigil.process"}
-    return _with_who(doc, ev.process, {})
+    _with_who(doc, ev.process, {})
+    if ev.cwd is not None:
+        # the exec's own: not in the who-data cache, which file events of the process share
+        # (it may change directory after the exec)
+        doc["process"] = {**doc["process"], **path_fields(ev.cwd, "working_directory")}
+        if ev.flags & _CWD_TRUNCATED:
+            # like vigil.file.path_truncated: the last components the kernel walked, not a
+            # whole path
+            doc["vigil"]["process"] = {**doc["vigil"]["process"],
+                                       "working_directory_truncated": True}
+    return doc
 
 
 def exit_to_ecs(ev: ExitEvent, host: dict[str, Any]) -> dict[str, Any]:

@@ -14,21 +14,9 @@ from typing import Any
 
 import orjson
 
-from vigil.fim.model import FimEvent
 from vigil.outputs.base import Output, write_all
-from vigil.outputs.ecs import host_fields, to_ecs
-from vigil.outputs.ecs_alert import alert_to_ecs
-from vigil.outputs.ecs_fim import fim_to_ecs
-from vigil.rules.alert import Alert
-
-
-def ecs_document(ev: Output, host: dict[str, Any]) -> dict[str, Any]:
-    """Any output as its ECS document."""
-    if isinstance(ev, FimEvent):
-        return fim_to_ecs(ev, host)
-    if isinstance(ev, Alert):
-        return alert_to_ecs(ev)
-    return to_ecs(ev, host)
+from vigil.outputs.batch import ecs_documents
+from vigil.outputs.ecs import host_fields
 
 
 class JsonLinesSink:
@@ -46,10 +34,9 @@ class JsonLinesSink:
     def emit(self, events: Sequence[Output]) -> None:
         if not events:
             return
-        host = self._host
         dumps, nl = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-        write_all(self._fd, b"".join(dumps(ecs_document(ev, host), option=nl)
-                                     for ev in events))
+        write_all(self._fd, b"".join(dumps(doc, option=nl)
+                                     for doc in ecs_documents(events, self._host)))
 
     def close(self) -> None:
         """Idempotent: a second close must not close an fd number reused since."""

@@ -78,9 +78,8 @@ VARIANTS: Final = {
     "lsetxattr": "setxattr", "fsetxattr": "setxattr", "lremovexattr": "removexattr",
     "fremovexattr": "removexattr",
 }
-TYPES: Final = ("SYSCALL", "EXECVE", "PATH")   # the record types made
-_NO_CWD: Final = ("Vigil's exec events carry no working directory yet; made from "
-                  "`process.working_directory` once they do")
+TYPES: Final = ("SYSCALL", "EXECVE", "CWD", "PATH")   # the record types made
+_CWD: Final = "`process.working_directory` (exec events)"
 
 
 @dataclass(frozen=True)
@@ -104,7 +103,7 @@ class AuditField:
 
 _NOT_IN_EVENTS: Final = "not in Vigil's events"
 AUDITD_FIELDS: Final[tuple[AuditField, ...]] = (
-    AuditField("type", {t: f"`{t}`" for t in TYPES}, {"CWD": _NO_CWD}),
+    AuditField("type", {**{t: f"`{t}`" for t in TYPES}, "CWD": "`CWD` (exec events)"}),
     AuditField("SYSCALL", {"SYSCALL": "`execve`, or the operation's classic call from "
                                       "`vigil.file.operation` (open, unlink, rename, mkdir, "
                                       "mknod, chmod, ...)"}),
@@ -125,7 +124,7 @@ AUDITD_FIELDS: Final[tuple[AuditField, ...]] = (
     AuditField("a0…aN", {"EXECVE": "`process.args` (decoded text)"},
                {"SYSCALL": "the call's raw arguments are not in Vigil's events"},
                pattern=r"a[0-9]+"),
-    AuditField("cwd", missing={"CWD": _NO_CWD}),
+    AuditField("cwd", {"CWD": _CWD}),
     AuditField("item", {"PATH": "the record's position"}),
     AuditField("name", {"PATH": "`file.path`, `vigil.file.original_path`, their directories; "
                                 "an exec's `process.executable`"}),
@@ -177,6 +176,7 @@ def _ids(doc: Mapping[str, Any], name: str) -> str | None:
 
 
 def _syscall(doc: Mapping[str, Any], name: str, failed: bool, paths: int) -> Record:
+    """A SYSCALL record without its who-data fields (``auditd_who``)."""
     rec: Record = {"type": "SYSCALL", "SYSCALL": name, "success": "no" if failed else "yes"}
     if failed:
         code = _get(doc, "error", "code")
@@ -186,6 +186,13 @@ def _syscall(doc: Mapping[str, Any], name: str, failed: bool, paths: int) -> Rec
         elif isinstance(code, str) and code.isdigit():
             rec["exit"] = f"-{code}"
     rec["items"] = str(paths)
+    return rec
+
+
+def auditd_who(doc: Mapping[str, Any]) -> Record:
+    """The SYSCALL record's fields from the acting process (the same for all its events:
+    see vigil.rules.who)."""
+    rec: Record = {}
     _put(rec, "ppid", _get(doc, "process", "parent", "pid"))
     _put(rec, "pid", _get(doc, "process", "pid"))
     _put(rec, "auid", _ids(doc, "login_uid"))
@@ -262,9 +269,10 @@ def _file(doc: Mapping[str, Any], event: Mapping[str, Any]) -> list[Record]:
     return [_syscall(doc, how[0], failed, len(paths)), *paths]
 
 
-def auditd_records(doc: Mapping[str, Any]) -> list[Record]:
+def auditd_parts(doc: Mapping[str, Any]) -> list[Record]:
     """The auditd records of one Vigil ECS event, in auditd's order (none for an event no
-    system call made: exits, losses, FIM scan results)."""
+    system call made: exits, losses, FIM scan results), the first (SYSCALL) without the
+    fields of ``auditd_who``."""
     event = doc.get("event")
     if not isinstance(event, Mapping):
         return []
@@ -275,3 +283,9 @@ def auditd_records(doc: Mapping[str, Any]) -> list[Record]:
             and event.get("outcome") != "failure":
         return _exec(doc)
     return []
+
+
+def auditd_records(doc: Mapping[str, Any]) -> list[Record]:
+    """The auditd records of one Vigil ECS event, whole."""
+    recs = auditd_parts(doc)
+    return [{**recs[0], **auditd_who(doc)}, *recs[1:]] if recs else []

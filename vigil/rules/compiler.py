@@ -15,6 +15,7 @@ to be rare (long literals over two-letter flags). Only rules triggered by an eve
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -46,6 +47,7 @@ from vigil.rules.patterns import (
     re2_options,
     regex_pattern,
     regex_prefilter,
+    scope,
     string_pattern,
 )
 
@@ -143,19 +145,36 @@ class CompiledSet:
     fold: str = "unicode"
     rules: list[CompiledRule] = field(default_factory=list)
     atoms: int = 0
-    weights: dict[int, int] = field(default_factory=dict)   # literal length: selectivity
+    weights: dict[int, float] = field(default_factory=dict)   # bits of selectivity
+
+
+def _string_bits(v: StringValue) -> float:
+    """The selectivity (bits) of a string test: its literal characters, and four more for
+    each end it is anchored at (a whole value ``vi`` is far rarer than ``vi`` inside one)."""
+    parts = v.parts
+    ends = (not parts or parts[0] != Wildcard(STAR)) + (not parts or parts[-1] != Wildcard(STAR))
+    return sum(len(p) for p in parts if isinstance(p, str)) + 4 * ends
+
+
+def _few_bits(n: int) -> float:
+    """The selectivity (bits) of one value of a field with ``n`` possible values: half of
+    log2(n), as some values (PATH records, successful outcomes) are most of them."""
+    return math.log2(n) / 2
 
 
 class _Compiler:
-    def __init__(self, category: str, fold: str) -> None:
+    def __init__(self, category: str, fold: str, few_valued: Mapping[str, int] | None = None
+                 ) -> None:
         self.out = CompiledSet(category, fold=fold)
         self.fold = fold
+        self.few_valued = few_valued or {}
+        self.scope = scope(category)   # of the joined record's field names
         self.by_pattern: dict[tuple[str, str], int] = {}
         self.direct: list[Direct] = []
         self.direct_by_key: dict[tuple[str, Value], int] = {}
         self.ns: dict[str, Any] = {}
 
-    def indexed(self, fld: str, key: str, v: StringValue | None, weight: int) -> int:
+    def indexed(self, fld: str, key: str, v: StringValue | None, weight: float) -> int:
         a = self.by_pattern.get((fld, key))
         if a is None:
             a = self.by_pattern[(fld, key)] = self.out.atoms
@@ -173,7 +192,8 @@ class _Compiler:
         cannot join the per-event set as they are: their trigger is a prefilter atom when
         they have one)."""
         if isinstance(v, StringValue):
-            weight = sum(len(p) for p in v.parts if isinstance(p, str))
+            few = self.few_valued.get(fld)
+            weight = _few_bits(few) if few else _string_bits(v)
             a = self.indexed(fld, string_pattern(v, self.fold), v, weight)
             return ("i", a, a)
         d = self.direct_by_key.get((fld, v))
@@ -182,13 +202,17 @@ class _Compiler:
             self.direct.append(_direct(fld, v))
         trig: int | frozenset[int] | None = None
         if isinstance(v, RegexValue) and fld != KEYWORD:
-            lits = literal_prefilters(fld, v)
+            lits = literal_prefilters(self.scope + fld, v)
             if lits is not None:
                 trig = frozenset(self.indexed(fld, p, None, w) for p, w in lits)
             else:
-                pre = regex_prefilter(fld, v)
+                pre = regex_prefilter(self.scope + fld, v)
                 if pre is not None:
-                    trig = self.indexed(fld, pre, None, 1)
+                    pattern, ends = pre
+                    # each anchored end makes a regex about four bits more selective
+                    few = self.few_valued.get(fld)
+                    trig = self.indexed(fld, pattern, None,
+                                        _few_bits(few) if few else 1 + 4 * ends)
         return ("d", d, trig)
 
     def const(self, atoms: frozenset[int]) -> str:
@@ -231,7 +255,9 @@ class _Compiler:
 
     def cost(self, atoms: frozenset[int]) -> float:
         """How often a trigger set is expected to hit: a literal of n characters matches
-        about 2^-n of values (a two-letter flag often, a long path rarely)."""
+        about 2^-n of values (a two-letter flag often, a long path rarely); a value of a
+        field with n possible values (a record type, an action) far more than 1/n of
+        them, as such values are seldom equally frequent (``_few_bits``)."""
         return sum(2.0 ** -min(self.out.weights[a], 40) for a in atoms)
 
     def best(self, trigs: list[frozenset[int] | None]) -> frozenset[int] | None:
@@ -278,11 +304,13 @@ class _Compiler:
         return CompiledRule(r, ns["_rule"], trig)
 
 
-def compile_category(category: str, rules: list[Rule], fold: str = "unicode"
+def compile_category(category: str, rules: list[Rule], fold: str = "unicode",
+                     few_valued: Mapping[str, int] | None = None
                      ) -> tuple[CompiledSet, list[RuleError]]:
     """Compile the rules of one category; a rule that cannot be compiled is returned as an
-    error and left out, the others still compile."""
-    c = _Compiler(category, fold)
+    error and left out, the others still compile. ``few_valued``: the category's fields
+    that take a handful of values, with their number (see ``_Compiler.cost``)."""
+    c = _Compiler(category, fold, few_valued)
     errors = []
     for r in rules:
         try:

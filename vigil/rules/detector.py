@@ -17,32 +17,29 @@ from typing import Any, Final
 
 from vigil.events.model import ExecEvent, ExitEvent, FileEvent
 from vigil.outputs.base import Output
+from vigil.outputs.batch import Batch
 from vigil.outputs.ecs import host_fields, to_ecs
 from vigil.rules.alert import Alert, RuleInfo
 from vigil.rules.correlation import Correlation, CorrelationMatch
-from vigil.rules.ecsview import ENGINE_KEY, Fields, field_paths
-from vigil.rules.fieldmap import ecs_to_records
+from vigil.rules.ecsview import Fields
+from vigil.rules.fieldmap import ecs_to_parts, ecs_to_records, merged, record_plans
+from vigil.rules.matcher import CategoryMatcher, Screen
 from vigil.rules.model import Rule
 from vigil.rules.ruleset import RuleSet
+from vigil.rules.who import WhoCache
 
+_FIRST: Final[set[int]] = set()   # a who part's atoms before its second event (identity)
 MAX_WINDOWS: Final = 10_000   # open suppression windows; past that the oldest closes early
 # correlation state is expired this long after the wall clock: events reach the detector in
 # batches, a little after they happened
 LATENESS_NS: Final = 2_000_000_000
 
 
-def _own_fields(ruleset: RuleSet) -> Fields:
-    """Per key of Vigil's own logsource, the fields its rules read and the correlations
-    group or count by (the record is made of those alone)."""
-    extra: set[str] = set()
-    for c in ruleset.correlations.correlations if ruleset.correlations is not None else ():
-        extra.update(c.group_by, c.field)
-        extra.update(f for alias in c.aliases.values() for f in alias.values())
-    out: dict[str, tuple[tuple[str, tuple[str, ...]], ...] | None] = {}
-    for k in ENGINE_KEY.values():
-        fields = ruleset.engine.fields(k)
-        out[k] = field_paths(None if fields is None else fields | extra)
-    return out
+def _record_fields(ruleset: RuleSet) -> Fields:
+    """Per engine key, the fields its records are made of for matching: those its rules
+    read (a correlation is fed the whole record of a match)."""
+    engine = ruleset.engine
+    return record_plans({k: engine.fields(k) for k in engine.matchers if k is not None})
 
 
 @dataclass
@@ -57,7 +54,9 @@ class Detector:
     def __init__(self, ruleset: RuleSet, suppress_window_s: int,
                  host: dict[str, Any] | None = None) -> None:
         self.ruleset = ruleset
-        self._fields = _own_fields(ruleset)
+        self._fields = _record_fields(ruleset)
+        self._who = WhoCache()
+        self._atoms: dict[int, tuple[dict[str, str], set[int] | None]] = {}
         self.window_ns = suppress_window_s * 1_000_000_000
         self.host = host if host is not None else host_fields()
         self._infos: dict[int, RuleInfo] = {}
@@ -71,7 +70,9 @@ class Detector:
         """A new rule set (reload); the open windows of the old one close now."""
         out = self._close(lambda w: True)
         self.ruleset = ruleset
-        self._fields = _own_fields(ruleset)
+        self._fields = _record_fields(ruleset)
+        self._who = WhoCache()
+        self._atoms.clear()
         self._infos.clear()
         return out
 
@@ -85,34 +86,93 @@ class Detector:
         """The alerts of a batch of the agent's events (kernel events; the rest pass by)."""
         if not self.ruleset.engine.matchers:
             return []
+        if isinstance(events, Batch):   # the documents the sinks will write, rendered once
+            return self.process_documents(
+                (ev.timestamp_ns, events.doc(i)) for i, ev in enumerate(events)
+                if isinstance(ev, FileEvent | ExecEvent | ExitEvent))
         return self.process_documents(
             (ev.timestamp_ns, to_ecs(ev, self.host)) for ev in events
             if isinstance(ev, FileEvent | ExecEvent | ExitEvent))
 
     def process_documents(self, docs: Iterable[tuple[int, dict[str, Any]]]) -> list[Alert]:
         """The alerts of ECS documents with their times (ns): the live events, or recorded
-        ones (``vigil rules test``). One event matches a rule at most once, whatever the
-        number of its records (the auditd view makes several)."""
-        engine = self.ruleset.engine
-        ce = self.ruleset.correlations
-        wanted = engine.matchers.keys()
-        fields = self._fields
+        ones (``vigil rules test``)."""
         out: list[Alert] = []
         for ts, doc in docs:
-            seen: set[int] = set()
-            for category, record in ecs_to_records(doc, wanted, fields):
-                for rule in engine.match(category, record):
-                    if id(rule) in seen:
-                        continue
-                    seen.add(id(rule))
-                    self.matches += 1
-                    if ce is not None and ce.wants(rule):
-                        out += self._correlated(ce.feed(rule, record, ts), doc)
-                    if not self.ruleset.alerts_for(rule):
-                        continue
-                    alert = self._alert(self._info(rule), category, doc, ts)
-                    if alert is not None:
-                        out.append(alert)
+            for rule, key, i in self.matching(doc):
+                out += self._matched(rule, key, i, doc, ts)
+        return out
+
+    def matching(self, doc: dict[str, Any]) -> list[tuple[Rule, str, int]]:
+        """The rules one ECS document matches, each once (whatever the number of its
+        records), with the key and index of the record it matched first. The records of
+        every key are screened at once first (vigil.rules.matcher.Screen: most events can
+        fire no rule), the fields from the who-data searched once per who-data
+        (vigil.rules.who: a burst of one program's events pays for its file fields only);
+        only the keys that pass are matched, record by record."""
+        engine = self.ruleset.engine
+        matchers, screen = engine.matchers, engine.screen
+        assert screen is not None
+        parts = ecs_to_parts(doc, matchers.keys(), self._fields, self._who)
+        if not parts:
+            return []
+        text: list[str] = []
+        known: set[int] | None = set()
+        for key, who, recs in parts:
+            m = matchers[key]
+            w = self._who_atoms(screen, m, who)
+            if w is _FIRST:   # not met before: searched with the rest of the event
+                text += m.joined_parts(who)
+            else:
+                known = None if w is None or known is None else known | w
+            for r in recs:
+                text += m.joined_parts(r)
+        found = screen.atoms(text) if known is not None else None
+        hits = None if found is None or known is None else found | known
+        out: list[tuple[Rule, str, int]] = []
+        seen: set[int] = set()
+        for key, who, recs in parts:
+            if not screen.passes(key, hits):
+                continue
+            for i, record in enumerate(merged(who, recs)):
+                for rule in matchers[key].match(record):
+                    if id(rule) not in seen:
+                        seen.add(id(rule))
+                        out.append((rule, key, i))
+        return out
+
+    def _who_atoms(self, screen: Screen, m: CategoryMatcher, who: dict[str, str]
+                   ) -> set[int] | None:
+        """The screen's atoms of a who part, searched on its second event and kept while
+        the who cache keeps it; ``_FIRST`` on its first event (an exec's who-data is seldom
+        met again: it is searched with the rest of the event, at no extra cost)."""
+        hit = self._atoms.get(id(who))
+        if hit is not None and hit[0] is who:
+            if hit[1] is not _FIRST:
+                return hit[1]
+            atoms = screen.atoms(m.joined_parts(who))
+        else:
+            if len(self._atoms) >= self._who.limit * 4:
+                self._atoms.clear()
+            atoms = _FIRST
+        self._atoms[id(who)] = (who, atoms)
+        return atoms
+
+    def _matched(self, rule: Rule, key: str, i: int, doc: dict[str, Any], ts: int
+                 ) -> list[Alert]:
+        """A rule matched the i-th record of ``key``: fed to the correlations that count it
+        (the whole record, which their alerts show), and its alert unless the rule only
+        feeds correlations (below the minimum level) or a window suppresses it."""
+        self.matches += 1
+        out: list[Alert] = []
+        ce = self.ruleset.correlations
+        if ce is not None and ce.wants(rule):
+            record = [r for _, r in ecs_to_records(doc, (key,))][i]
+            out += self._correlated(ce.feed(rule, record, ts), doc)
+        if self.ruleset.alerts_for(rule):
+            alert = self._alert(self._info(rule), key, doc, ts)
+            if alert is not None:
+                out.append(alert)
         return out
 
     def _correlated(self, matches: list[CorrelationMatch],
@@ -189,6 +249,11 @@ class Detector:
         if ce is not None and at_ns is not None:
             out += self._correlated(ce.expire(at_ns), None)
         return out + self._close(lambda w: True)
+
+    @property
+    def who_hits(self) -> int:
+        """Events whose who-data part was made for an earlier one (vigil.rules.who)."""
+        return self._who.hits
 
     def counters(self) -> dict[str, int]:
         out = {"matches": self.matches, "alerts": self.alerts, "suppressed": self.suppressed,

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+from vigil.rules.who import is_who_path
+
 PRODUCT: Final = "vigil"
 CATEGORIES: Final = {"vigil.file": "file", "vigil.process": "process"}
 # the Engine keys rules by category alone: these names stay apart from Sysmon's categories
@@ -56,31 +58,41 @@ def _value(doc: Mapping[str, Any], path: tuple[str, ...]) -> str | None:
     return _text(cur)
 
 
-Fields = Mapping[str, tuple[tuple[str, tuple[str, ...]], ...] | None]
+Paths = tuple[tuple[str, tuple[str, ...]], ...]   # (field name, ECS path split)
+Plan = tuple[Paths, Paths]   # the fields from the who-data, the others (vigil.rules.who)
+Fields = Mapping[str, Plan | None]
 
 
-def field_paths(fields: set[str] | None) -> tuple[tuple[str, tuple[str, ...]], ...] | None:
-    """What ``vigil_records`` needs for one key: the dotted fields its rules read, split once
+def split_paths(paths: Paths) -> Plan:
+    return (tuple(p for p in paths if is_who_path(p[1])),
+            tuple(p for p in paths if not is_who_path(p[1])))
+
+
+def field_paths(fields: set[str] | None) -> Plan | None:
+    """What ``vigil_parts`` needs for one key: the dotted fields its rules read, split once
     (None: every field, for rules with keyword searches that read any value)."""
-    return None if fields is None else tuple((f, tuple(f.split("."))) for f in sorted(fields))
+    if fields is None:
+        return None
+    return split_paths(tuple((f, tuple(f.split("."))) for f in sorted(fields)))
 
 
-def vigil_records(doc: Mapping[str, Any], fields: Fields | None = None
-                  ) -> list[tuple[str, dict[str, str]]]:
-    """The (engine key, record) pairs of Vigil's own logsource for one ECS document. With
-    ``fields`` (per key, from ``field_paths``), only the fields the rules read are made:
-    the whole document flattened costs several times the matching."""
+def vigil_key(doc: Mapping[str, Any]) -> str | None:
+    """The engine key of Vigil's own logsource this document feeds, if any."""
     event = doc.get("event")
     if not isinstance(event, Mapping) or event.get("kind") != "event":
-        return []
+        return None
     cat = CATEGORIES.get(str(event.get("dataset")))
-    if cat is None:
-        return []
-    key = ENGINE_KEY[cat]
-    paths = fields.get(key) if fields is not None else None
-    if paths is None:
-        return [(key, flatten(doc))]
-    return [(key, {f: v for f, path in paths if (v := _value(doc, path)) is not None})]
+    return None if cat is None else ENGINE_KEY[cat]
+
+
+def vigil_part(doc: Mapping[str, Any], plan: Plan | None, who: bool) -> dict[str, str]:
+    """The record of Vigil's own logsource for one document: the fields from its who-data
+    (``who``) or the others. With ``plan`` (``field_paths``), only the fields the rules
+    read are made: the whole document flattened costs several times the matching."""
+    if plan is None:
+        flat = flatten(doc)
+        return {k: v for k, v in flat.items() if is_who_path(tuple(k.split(".", 2))) == who}
+    return {f: v for f, path in plan[0 if who else 1] if (v := _value(doc, path)) is not None}
 
 
 def engine_key(product: str | None, category: str | None) -> str | None:

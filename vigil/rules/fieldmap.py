@@ -13,9 +13,11 @@ and system calls Vigil cannot provide. The README's two field-map tables are gen
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping
+from collections.abc import Callable, Container, Mapping
+from functools import partial
 from typing import Any, Final
 
+from vigil.events.model import FileOp
 from vigil.rules.auditd import (
     AUDITD,
     AUDITD_FIELDS,
@@ -23,10 +25,23 @@ from vigil.rules.auditd import (
     TYPES,
     VARIANTS,
     audit_field,
-    auditd_records,
+    auditd_parts,
+    auditd_who,
 )
-from vigil.rules.ecsview import ENGINE_KEY, PRODUCT, Fields, engine_key, vigil_records
+from vigil.rules.ecsview import (
+    ENGINE_KEY,
+    PRODUCT,
+    Fields,
+    Paths,
+    Plan,
+    engine_key,
+    field_paths,
+    split_paths,
+    vigil_key,
+    vigil_part,
+)
 from vigil.rules.model import DetectionItem, Rule, StringValue
+from vigil.rules.who import WhoCache
 
 ENGINE_KEYS: Final = tuple(ENGINE_KEY.values())
 
@@ -46,7 +61,7 @@ _PROCESS: Final[tuple[Row, ...]] = (
     ("LogonId", "vigil.process.login_uid", "the audit login uid (unset: absent)"),
     ("TerminalSessionId", "vigil.process.session_id", "the audit session id"),
     ("UtcTime", "@timestamp", ""),
-    ("CurrentDirectory", None, "Vigil's exec events carry no working directory yet"),
+    ("CurrentDirectory", "process.working_directory", "the exec's working directory"),
     ("Hashes", None, "Vigil's exec events carry no executable hash"),
     ("OriginalFileName", None, "PE version metadata: Windows only"),
     ("Product", None, "PE version metadata: Windows only"),
@@ -118,6 +133,21 @@ CATEGORIES: Final[dict[tuple[str, str], tuple[str, ...]]] = {
     ("vigil.file", "deleted"): ("file_delete",),
 }
 
+# Per engine key, the fields that take a handful of values, and how many: an atom there
+# (``type: PATH``, ``event.action: created``) hits a large share of events, so it triggers a
+# rule only when nothing more selective can (vigil.rules.compiler's choice of trigger atoms).
+_ACTIONS: Final = len({op.action for op in FileOp}) + 2   # + exec, exit
+FEW_VALUED: Final[dict[str, dict[str, int]]] = {
+    "network_connection": {"Initiated": 2, "Protocol": 3},
+    AUDITD: {"type": len(TYPES), "SYSCALL": len(SYSCALLS), "success": 2, "nametype": 5,
+             "items": 4, "item": 4, "argc": 4},
+    **{k: {"event.kind": 2, "event.category": 3, "event.type": 6, "event.action": _ACTIONS,
+           "event.outcome": 2, "event.dataset": 3, "event.module": 1,
+           "vigil.file.operation": len(FileOp), "network.direction": 2,
+           "network.transport": 3, "network.type": 2}
+       for k in ENGINE_KEYS},
+}
+
 _DIRECTION: Final = {"egress": "true", "outbound": "true", "ingress": "false",
                      "inbound": "false"}
 
@@ -150,16 +180,35 @@ def _text(v: Any) -> str | None:
     return str(v)
 
 
-def record(category: str, doc: Mapping[str, Any]) -> dict[str, str]:
-    """The flat Sysmon-named record of ``doc`` for ``category``: absent ECS fields stay absent."""
+_SPLIT: Final[dict[str, Plan]] = {cat: split_paths(paths) for cat, paths in _COMPILED.items()}
+
+
+def record(category: str, doc: Mapping[str, Any], paths: Paths | None = None) -> dict[str, str]:
+    """The flat Sysmon-named record of ``doc`` for ``category``: absent ECS fields stay absent.
+    ``paths``: only those fields (a part of a ``record_plans`` plan)."""
     out: dict[str, str] = {}
-    for name, path in _COMPILED[category]:
+    for name, path in _COMPILED[category] if paths is None else paths:
         v = _get(doc, path)
         if name == "Initiated" and isinstance(v, str):
             v = _DIRECTION.get(v)
         t = _text(v)
         if t is not None:
             out[name] = t
+    return out
+
+
+def record_plans(read: Mapping[str, set[str] | None]) -> Fields:
+    """Per engine key, the fields its records need (``read``: the fields its rules and the
+    correlations fed by them read; None: every field, for rules with keyword searches),
+    split once into those from the who-data and the others: the records of an event are
+    made of those alone."""
+    out: dict[str, Plan | None] = {}
+    for key, names in read.items():
+        if key in ENGINE_KEYS:
+            out[key] = field_paths(names)
+        elif key in _COMPILED:
+            out[key] = None if names is None else \
+                split_paths(tuple(np for np in _COMPILED[key] if np[0] in names))
     return out
 
 
@@ -170,19 +219,54 @@ def categories_of(doc: Mapping[str, Any]) -> tuple[str, ...]:
     return CATEGORIES.get((str(event.get("dataset")), str(event.get("action"))), ())
 
 
+Parts = list[tuple[str, dict[str, str], list[dict[str, str]]]]
+
+
+def ecs_to_parts(doc: Mapping[str, Any], wanted: Container[str | None] | None = None,
+                 plans: Fields | None = None, who: WhoCache | None = None) -> Parts:
+    """The records of ``ecs_to_records`` per key, as (key, who part, records without it):
+    the fields taken from the document's who-data (vigil.rules.who) apart, as they belong
+    to the key's first record. With ``who``, each who part is made once per who-data."""
+    made = who.values(doc) if who is not None else {}
+
+    def part(key: str, make: Callable[[], dict[str, str]]) -> dict[str, str]:
+        v = made.get(key)
+        if v is None:
+            v = made[key] = make()
+        return v
+
+    plans = plans or {}
+    out: Parts = []
+    for c in categories_of(doc):
+        if wanted is None or c in wanted:
+            wp, op = plans.get(c) or _SPLIT[c]
+            out.append((c, part(c, partial(record, c, doc, wp)), [record(c, doc, op)]))
+    if wanted is None or AUDITD in wanted:
+        recs = auditd_parts(doc)
+        if recs:
+            out.append((AUDITD, part(AUDITD, partial(auditd_who, doc)), recs))
+    key = vigil_key(doc)
+    if key is not None and (wanted is None or key in wanted):
+        plan = plans.get(key)
+        out.append((key, part(key, partial(vigil_part, doc, plan, True)),
+                    [vigil_part(doc, plan, False)]))
+    return out
+
+
+def merged(who: dict[str, str], records: list[dict[str, str]]) -> list[dict[str, str]]:
+    """A key's whole records from ``ecs_to_parts``: the who part joins the first."""
+    return [{**records[0], **who}, *records[1:]] if records else []
+
+
 def ecs_to_records(doc: Mapping[str, Any], wanted: Container[str | None] | None = None,
                    fields: Fields | None = None) -> list[tuple[str, dict[str, str]]]:
     """Every (logsource key, flat record) one Vigil ECS event feeds: its Sysmon-named
     records, each of its auditd records as ``("auditd", record)``, and its record of Vigil's
     own logsource (vigil.rules.ecsview). With ``wanted`` (the keys some rule is keyed by),
-    only those are built: an event costs nothing for views no rule reads; ``fields`` limits
-    Vigil's own view to the fields its rules read (vigil.rules.ecsview.field_paths)."""
-    out = [(c, record(c, doc)) for c in categories_of(doc) if wanted is None or c in wanted]
-    if wanted is None or AUDITD in wanted:
-        out.extend((AUDITD, r) for r in auditd_records(doc))
-    if wanted is None or any(k in wanted for k in ENGINE_KEYS):
-        out.extend(kr for kr in vigil_records(doc, fields) if wanted is None or kr[0] in wanted)
-    return out
+    only those are built: an event costs nothing for views no rule reads; ``fields`` (from
+    ``record_plans``) limits the Sysmon records and Vigil's own to the fields read."""
+    return [(key, r) for key, who, recs in ecs_to_parts(doc, wanted, fields)
+            for r in merged(who, recs)]
 
 
 def coverage_warnings(rule: Rule) -> list[tuple[int, str]]:
@@ -282,7 +366,7 @@ def _field_warnings(it: DetectionItem, types: set[str] | None) -> list[str]:
 
 def auditd_markdown_table() -> str:
     """The auditd view's fields as the README shows them."""
-    cols = (*TYPES, "CWD", "other records")
+    cols = (*TYPES, "other records")
     lines = ["| auditd field | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for f in AUDITD_FIELDS:
         cells = [f.sources.get(t) or (f"— ({f.missing[t]})" if t in f.missing else "")

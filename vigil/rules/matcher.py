@@ -20,7 +20,15 @@ from vigil.rules.compiler import KEYWORD, CompiledRule, CompiledSet, compile_cat
 from vigil.rules.ecsview import engine_key
 from vigil.rules.errors import RuleError
 from vigil.rules.model import LogSource, Rule
-from vigil.rules.patterns import FIELD_SEP, NAME_SEP, joined_pattern, re2_options, string_pattern
+from vigil.rules.patterns import (
+    FIELD_SEP,
+    NAME_SEP,
+    joined_pattern,
+    keyword_pattern,
+    re2_options,
+    scope,
+    string_pattern,
+)
 
 Record = Mapping[str, str]
 
@@ -69,6 +77,28 @@ def _search(s: re2.Set, value: str) -> list[int]:
 
 
 Sets = list[tuple[re2.Set, tuple[int, ...]]]
+RawSets = list[tuple[Callable[[bytes], list[int] | None], tuple[int, ...]]]
+_GAVE_UP: Final[set[int]] = set()   # a search RE2 gave up on (memory): by identity
+
+
+def _search_joined(parts: list[str], sets: RawSets, identity: tuple[int, ...] | None
+                   ) -> set[int] | None:
+    """The atoms of ``parts`` (``FS name NS value`` each) joined: one RE2 search per set;
+    None when a value holds FS (it cannot be searched joined), ``_GAVE_UP`` when RE2 did
+    (its DFA ran out of memory: the sentinel pattern, which matches every text, is missing
+    from the result). ``identity``: the ids of a set whose index is the atom number."""
+    text = "".join(parts) + FIELD_SEP
+    if text.count(FIELD_SEP) != len(parts) + 1:
+        return None
+    # lone surrogates (only from JSON escapes, never in Vigil's own events) become '?'
+    data = text.encode("utf-8", "replace")
+    t: set[int] = set()
+    for match, ids in sets:
+        hits = match(data)
+        if not hits or len(ids) - 1 not in hits:
+            return _GAVE_UP
+        t.update(hits if ids is identity else map(ids.__getitem__, hits))
+    return t
 
 
 @dataclass
@@ -87,7 +117,8 @@ class CategoryMatcher:
     names: tuple[str, ...]               # fields in the joined set
     prefixes: tuple[tuple[str, str], ...]   # (name, FS name NS)
     joined: Sets
-    joined_raw: list[tuple[Callable[[bytes], list[int] | None], tuple[int, ...]]]
+    patterns: list[tuple[str, int]]      # the joined set's (pattern, atom), for Screen
+    joined_raw: RawSets
     keywords: Sets
     per_field: list[tuple[str, Sets]]    # the same string atoms, one set per field
     prefiltered: frozenset[int]          # regex prefilter atoms (all taken as hits there)
@@ -107,8 +138,12 @@ class CategoryMatcher:
     @classmethod
     def build(cls, cs: CompiledSet) -> CategoryMatcher:
         strings = {f: v for f, v in sorted(cs.strings.items()) if f != KEYWORD}
-        joined = [(joined_pattern(f, v, cs.fold), a) for f, vs in strings.items() for v, a in vs]
+        within = scope(cs.category)
+        joined = [(joined_pattern(within + f, v, cs.fold), a)
+                  for f, vs in strings.items() for v, a in vs]
         joined += [(p, a) for _, p, a in cs.prefilters]
+        joined += [(keyword_pattern(v, cs.fold, within), a)
+                   for v, a in cs.strings.get(KEYWORD, [])]
         joined.sort(key=lambda pa: pa[1])   # in atom order: usually set index == atom number
         prefixed = sorted(set(strings) | {f for f, _, _ in cs.prefilters})
         per_field = [(f, _build_sets([(string_pattern(v, cs.fold), a) for v, a in vs]))
@@ -124,36 +159,39 @@ class CategoryMatcher:
                     by_atom[a].append(i)
         jsets = _build_sets(joined, sentinel=cs.atoms) if joined else []
         return cls(cs.category, cs.rules, tuple(prefixed),
-                   tuple((f, FIELD_SEP + f + NAME_SEP) for f in prefixed),
-                   jsets, [(_raw(s), ids) for s, ids in jsets],
+                   tuple((f, FIELD_SEP + within + f + NAME_SEP) for f in prefixed),
+                   jsets, joined, [(_raw(s), ids) for s, ids in jsets],
                    _build_sets(kw) if kw else [], per_field,
                    frozenset(a for _, _, a in cs.prefilters),
                    [tuple(x) for x in by_atom], tuple(always))
 
-    def atoms(self, rec: Record) -> set[int]:
-        get = rec.get
-        parts = [p + v for n, p in self.prefixes if (v := get(n)) is not None]
-        text = "".join(parts) + FIELD_SEP
-        t: set[int] = set()
-        if text.count(FIELD_SEP) == len(parts) + 1:
-            # lone surrogates (only from JSON escapes, never in Vigil's own events) become '?'
-            data = text.encode("utf-8", "replace")
-            for match, ids in self.joined_raw:
-                hits = match(data)
-                if not hits or len(ids) - 1 not in hits:
-                    self.failed_searches += 1
-                    t.clear()
-                    _per_field(t, self.per_field, rec)
-                    t.update(self.prefiltered)
-                    break
-                t.update(hits if ids is self.identity else map(ids.__getitem__, hits))
-        else:
-            _per_field(t, self.per_field, rec)
-            t.update(self.prefiltered)   # a superset: the rules check their regexes
+    def joined_parts(self, rec: Record) -> list[str]:
+        """The record's ``FS name NS value`` parts the set reads: the indexed fields, or
+        every field when a keyword (field-less) atom may hit any value."""
         if self.keywords:
-            for v in rec.values():
-                for s, ids in self.keywords:
-                    t.update(map(ids.__getitem__, _search(s, v)))
+            pre = FIELD_SEP + scope(self.category)
+            return [pre + n + NAME_SEP + v for n, v in rec.items()]
+        get = rec.get
+        return [p + v for n, p in self.prefixes if (v := get(n)) is not None]
+
+    def _joined(self, parts: list[str]) -> set[int] | None:
+        """The atoms of the joined ``parts``, or None when they cannot be searched joined."""
+        t = _search_joined(parts, self.joined_raw, self.identity)
+        if t is _GAVE_UP:
+            self.failed_searches += 1
+            return None
+        return t
+
+    def atoms(self, rec: Record) -> set[int]:
+        t = self._joined(self.joined_parts(rec))
+        if t is not None:
+            return t
+        t = set()
+        _per_field(t, self.per_field, rec)
+        t.update(self.prefiltered)   # a superset: the rules check their regexes
+        for v in rec.values() if self.keywords else ():
+            for s, ids in self.keywords:
+                t.update(map(ids.__getitem__, _search(s, v)))
         return t
 
     def match(self, rec: Record) -> list[Rule]:
@@ -188,24 +226,71 @@ def logsource_key(ls: LogSource) -> str | None:
     return ls.category if ls.category is not None else ls.service
 
 
+class Screen:
+    """Which keys of an event may fire a rule, from ONE search over all its records.
+
+    Every key's joined patterns carry the key in their field names (patterns.scope), so one
+    RE2 set over the union of all keys' atoms (renumbered: key offset + atom) searches the
+    records of every key of an event at once. A key passes when one of its trigger atoms
+    hits (or it has rules without a trigger set); only the records of keys that pass are
+    matched (``CategoryMatcher.match``). Sound for the reason ``CategoryMatcher.screen`` is.
+    """
+
+    def __init__(self, matchers: Mapping[str | None, CategoryMatcher]) -> None:
+        patterns: list[tuple[str, int]] = []
+        self.triggers: dict[str, frozenset[int]] = {}
+        self.open: frozenset[str] = frozenset(
+            k for k, m in matchers.items() if k is not None and m.always)
+        base = 0
+        for key, m in matchers.items():
+            if key is None:
+                continue
+            patterns += [(p, base + a) for p, a in m.patterns]
+            self.triggers[key] = frozenset(base + a for a in m.triggers)
+            base += len(m.triggered)
+        patterns.sort(key=lambda pa: pa[1])
+        sets = _build_sets(patterns, sentinel=base) if patterns else []
+        self._raw = [(_raw(s), ids) for s, ids in sets]
+        self.failed_searches = 0
+
+    def atoms(self, parts: list[str]) -> set[int] | None:
+        """The (renumbered) atoms of joined parts of any keys; None: not searchable."""
+        t = _search_joined(parts, self._raw, None)
+        if t is _GAVE_UP:
+            self.failed_searches += 1
+            return None
+        return t
+
+    def passes(self, key: str, atoms: set[int] | None) -> bool:
+        return atoms is None or key in self.open or not self.triggers[key].isdisjoint(atoms)
+
+
 @dataclass
 class Engine:
     """Rules compiled once, by logsource key (``logsource_key``: rules with neither a
-    category nor a service are kept under ``None`` and never match)."""
+    category nor a service are kept under ``None`` and never match), and the ``Screen``
+    over all of them."""
 
     matchers: dict[str | None, CategoryMatcher] = field(default_factory=dict)
     errors: list[RuleError] = field(default_factory=list)
+    screen: Screen | None = None
 
     @classmethod
-    def build(cls, rules: Iterable[Rule], fold: str = "unicode") -> Engine:
+    def build(cls, rules: Iterable[Rule], fold: str = "unicode",
+              few_valued: Mapping[str, Mapping[str, int]] | None = None) -> Engine:
+        """``few_valued``: per key, the fields that take a handful of values (a record
+        type, an action) and how many: their atoms hit many events, so they trigger rules
+        only when nothing more selective can."""
         by_cat: dict[str | None, list[Rule]] = {}
         for r in rules:
             by_cat.setdefault(logsource_key(r.logsource), []).append(r)
         eng = cls()
         for cat, rs in by_cat.items():
-            cs, errs = compile_category(cat or "", rs, fold)
+            few = (few_valued or {}).get(cat or "")
+            cs, errs = compile_category(cat or "", rs, fold, few)
             eng.errors.extend(errs)
             eng.matchers[cat] = CategoryMatcher.build(cs)
+        eng.screen = Screen(eng.matchers)
         return eng
 
     def match(self, category: str, rec: Record) -> list[Rule]:

@@ -40,6 +40,13 @@ def _escape(text: str) -> str:
 
 FIELD_SEP: Final = "\x1e"   # between fields of the joined record (see matcher.joined)
 NAME_SEP: Final = "\x1f"    # between a field's name and its value
+KEY_SEP: Final = "\x1d"     # between the engine key and the field name (the name's scope)
+
+
+def scope(key: str) -> str:
+    """The prefix of a key's field names in the joined record: the records of all keys of an
+    event can be searched at once by one set (matcher.Screen), each atom in its own key."""
+    return key + KEY_SEP
 
 
 def string_pattern(v: StringValue, fold: str = "unicode", joined: bool = False) -> str:
@@ -74,6 +81,13 @@ def string_pattern(v: StringValue, fold: str = "unicode", joined: bool = False) 
 def joined_pattern(fld: str, v: StringValue, fold: str = "unicode") -> str:
     """``FIELD_SEP name NAME_SEP value``: a string atom inside the joined record."""
     return f"{_escape(FIELD_SEP + fld + NAME_SEP)}{string_pattern(v, fold, joined=True)}"
+
+
+def keyword_pattern(v: StringValue, fold: str = "unicode", within: str = "") -> str:
+    """A keyword (field-less) atom inside the joined record: in the value of any field (of
+    the ``within`` scope)."""
+    return (f"{_escape(FIELD_SEP + within)}[^{_escape(FIELD_SEP + NAME_SEP)}]*"
+            f"{_escape(NAME_SEP)}{string_pattern(v, fold, joined=True)}")
 
 
 def _has_anchor(pattern: str) -> bool | None:
@@ -189,15 +203,43 @@ def literal_prefilters(fld: str, v: RegexValue) -> list[tuple[str, int]] | None:
              f"{_escape(lit)})", len(lit)) for lit in sorted(lits)]
 
 
-def regex_prefilter(fld: str, v: RegexValue) -> str | None:
+def regex_prefilter(fld: str, v: RegexValue) -> tuple[str, int] | None:
     """A pattern for the joined record that matches whenever the regex matches the field's
     value (and sometimes when it does not: its ``.`` may run into the next field), so the
     regex can trigger its rules from the one per-event set and be checked for real only
-    then. None for regexes with anchors or boundaries, which mean something else there."""
-    if _has_anchor(v.pattern) is not False:
+    then. A regex anchored at its start (``^``) and/or end (``$``) and nowhere else is
+    anchored to the value's ends in the joined record (NAME_SEP, FIELD_SEP); None for
+    regexes with other anchors, boundaries or multi-line flags, which mean something else
+    there. With the pattern, how many ends (0-2) it is anchored at."""
+    head, body, tail = _anchored(v)
+    if body is None:
         return None
     flags = f"?{v.flags}:" if v.flags else "?:"
-    return f"{_escape(FIELD_SEP + fld + NAME_SEP)}[^{_escape(FIELD_SEP)}]*?({flags}{v.pattern})"
+    lead = "" if head else f"[^{_escape(FIELD_SEP)}]*?"
+    return (f"{_escape(FIELD_SEP + fld + NAME_SEP)}{lead}({flags}{body})"
+            f"{_escape(FIELD_SEP) if tail else ''}", head + tail)
+
+
+def _anchored(v: RegexValue) -> tuple[bool, str | None, bool]:
+    """(anchored at the start, the regex without its end anchors or None, at the end)."""
+    if _has_anchor(v.pattern) is False:
+        return False, v.pattern, False
+    if "m" in v.flags:
+        return False, None, False
+    import re._constants as C
+    import re._parser as P
+
+    try:
+        tree = list(P.parse(v.pattern))
+    except Exception:   # RE2-only syntax: no prefilter
+        return False, None, False
+    head = bool(tree) and tree[0] == (C.AT, C.AT_BEGINNING) and v.pattern.startswith("^")
+    tail = bool(tree) and tree[-1] == (C.AT, C.AT_END) and v.pattern.endswith("$") \
+        and (len(v.pattern) - len(v.pattern.rstrip("$\\"))) == 1
+    body = v.pattern[1 if head else 0:len(v.pattern) - (1 if tail else 0)]
+    if not (head or tail) or not body or _has_anchor(body) is not False:
+        return False, None, False
+    return head, body, tail
 
 
 def regex_pattern(v: RegexValue) -> str:

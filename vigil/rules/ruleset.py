@@ -18,6 +18,7 @@ from vigil.config import RulesConfig
 from vigil.rules.alert import level_rank
 from vigil.rules.correlation import CorrelationEngine
 from vigil.rules.errors import RuleError
+from vigil.rules.fieldmap import FEW_VALUED
 from vigil.rules.filters import apply_filters
 from vigil.rules.loader import LoadResult, builtin_rules_dir, load_paths
 from vigil.rules.matcher import Engine
@@ -111,7 +112,7 @@ def build_ruleset(cfg: RulesConfig, extra: Sequence[Path] = ()) -> RuleSet:
 def compile_rules(rules: list[Rule]) -> tuple[Engine, list[Rule], list[RuleError]]:
     """The engine, the rules it runs, and the rules the compiler refused (e.g. a regex RE2
     will not take), which no longer count as loaded."""
-    engine = Engine.build(rules)
+    engine = Engine.build(rules, few_valued=FEW_VALUED)
     if not engine.errors:
         return engine, rules, []
     bad = {(e.source, e.line) for e in engine.errors}
