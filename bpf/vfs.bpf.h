@@ -18,7 +18,7 @@
  * the bodies are shared. A write-open is sent from file_open (the file exists, FMODE_CREATED
  * tells whether this open made it) and the "modified" from the last reference going (__fput, or
  * the file_release LSM hook). Every program that can send an event ends with flush(ctx), where
- * the perf buffer variant sends it (vigil.bpf.c, submit()).
+ * the perf buffer variant sends it (send.bpf.h, submit()).
  *
  * Argument positions of the commit functions changed across kernels (an idmap argument came
  * first in 5.12 and 6.3, vfs_rename took a struct in 5.12, vfs_mkdir returns a dentry since
@@ -28,6 +28,8 @@
  */
 #ifndef VIGIL_VFS_BPF_H
 #define VIGIL_VFS_BPF_H
+
+#include "file_event.bpf.h"
 
 #define ATTR_OPEN (1 << 15)		/* do_truncate() on behalf of open(O_TRUNC) */
 #define S_IFMT 00170000

@@ -70,7 +70,7 @@ def test_setuid_style_euid_differs(agent: AgentProc, test_user: UserIds) -> None
 # ---- the working directory (process.working_directory, Sigma's CurrentDirectory) ----------
 
 # The kernel keeps a path (and so a working directory) up to 4095 bytes; the one it cannot walk
-# whole is reported by its last components and flagged (bpf/vigil.bpf.c, vigil_walk_path).
+# whole is reported by its last components and flagged (bpf/path.bpf.h, vigil_walk_path).
 PATH_KEPT = 4095
 
 

@@ -429,9 +429,15 @@ def test_nothing_outside_the_watched_tree(agent: AgentProc, area: Area, test_use
     assert of_pid(agent.matching(lambda e: get(e, "event.dataset") == "vigil.file"),
                   child.pid) == []
     assert agent.matching(under(o)) == []
-    # Nothing anywhere outside the tree either, except the moves out of it (old path inside).
+    # Nothing anywhere outside the tree either, except the moves out of it (old path inside)
+    # and paths the kernel could not walk to their end (path_truncated: kept because they may
+    # be inside, vigil/events/truncated.py; other modules' deep directories, made under the
+    # shared outside area while this agent runs, are such paths).
     inside = under(area.watched)
-    assert [e for e in agent.matching(under(area.outside)) if not inside(e)] == []
+    leaked = [e for e in agent.matching(under(area.outside))
+              if not inside(e) and not get(e, "vigil.file.path_truncated")]
+    assert leaked == [], [(get(e, "event.action"), get(e, "file.path"), get(e, "process.pid"),
+                           get(e, "process.executable"), get(e, "vigil.file")) for e in leaked]
 
 
 @pytest.mark.parametrize("via", ["/proc/self/cwd/", "/dev/fd/{fd}/"],

@@ -97,8 +97,9 @@ def test_a_removed_struct_is_named(kernel: RawBtf, vigil_obj: BpfObject) -> None
 
 def test_unresolved_relocations_in_dead_fallbacks_are_not_failures(
         kernel: RawBtf, vigil_obj: BpfObject) -> None:
-    # vigil.bpf.c reads task_struct___pre55.real_start_time only when start_boottime is absent
-    # (kernels < 5.5): on this kernel it does not resolve, and that code is dead.
+    # vigil.bpf.o (bpf/proc.bpf.h) reads task_struct___pre55.real_start_time only when
+    # start_boottime is absent (kernels < 5.5): on this kernel it does not resolve, and that
+    # code is dead.
     res = check_object(vigil_obj, kernel)
     dead = {f.relo.spec for f in res.dead}
     assert "struct task_struct___pre55.real_start_time" in dead

@@ -2,7 +2,7 @@
 
 Owns the arithmetic: every entry of an LRU map is inserted once and then deleted, evicted, or
 still there, so ``evicted = inserts - deletes - live``. The BPF side counts its new keys and its
-deletes in per-CPU slots (``lru_insert``/``lru_delete`` in bpf/vigil.bpf.c); user space adds its
+deletes in per-CPU slots (``lru_insert``/``lru_delete`` in bpf/maps.bpf.h); user space adds its
 own deletes; the live entries are counted (one batch lookup) only when an eviction may have
 happened since the last look. Does not own reading the counters (``vigil.kernel.backend``).
 

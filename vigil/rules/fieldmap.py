@@ -222,6 +222,18 @@ def categories_of(doc: Mapping[str, Any]) -> tuple[str, ...]:
 Parts = list[tuple[str, dict[str, str], list[dict[str, str]]]]
 
 
+def keys_of(doc: Mapping[str, Any], wanted: Container[str | None] | None = None) -> list[str]:
+    """The engine keys whose records ``doc`` may feed (a superset: an event no system call
+    made, a scan's, feeds no auditd record), in ``wanted``."""
+    event = doc.get("event")
+    out = list(categories_of(doc))
+    if isinstance(event, Mapping) and event.get("dataset") in ("vigil.file", "vigil.process"):
+        out.append(AUDITD)
+    if (key := vigil_key(doc)) is not None:
+        out.append(key)
+    return out if wanted is None else [k for k in out if k in wanted]
+
+
 def ecs_to_parts(doc: Mapping[str, Any], wanted: Container[str | None] | None = None,
                  plans: Fields | None = None, who: WhoCache | None = None) -> Parts:
     """The records of ``ecs_to_records`` per key, as (key, who part, records without it):
@@ -237,19 +249,18 @@ def ecs_to_parts(doc: Mapping[str, Any], wanted: Container[str | None] | None = 
 
     plans = plans or {}
     out: Parts = []
-    for c in categories_of(doc):
-        if wanted is None or c in wanted:
-            wp, op = plans.get(c) or _SPLIT[c]
-            out.append((c, part(c, partial(record, c, doc, wp)), [record(c, doc, op)]))
-    if wanted is None or AUDITD in wanted:
-        recs = auditd_parts(doc)
-        if recs:
-            out.append((AUDITD, part(AUDITD, partial(auditd_who, doc)), recs))
-    key = vigil_key(doc)
-    if key is not None and (wanted is None or key in wanted):
-        plan = plans.get(key)
-        out.append((key, part(key, partial(vigil_part, doc, plan, True)),
-                    [vigil_part(doc, plan, False)]))
+    for key in keys_of(doc, wanted):
+        if key == AUDITD:
+            recs = auditd_parts(doc)
+            if recs:
+                out.append((AUDITD, part(AUDITD, partial(auditd_who, doc)), recs))
+        elif key in ENGINE_KEYS:
+            plan = plans.get(key)
+            out.append((key, part(key, partial(vigil_part, doc, plan, True)),
+                        [vigil_part(doc, plan, False)]))
+        else:
+            wp, op = plans.get(key) or _SPLIT[key]
+            out.append((key, part(key, partial(record, key, doc, wp)), [record(key, doc, op)]))
     return out
 
 

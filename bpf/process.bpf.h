@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * Processes, for every backend: the exec record (the executable's path, argv and the working
+ * directory, walked like any path) and the exit record (the exit code, and whether the process
+ * still held files open for writing that no close was seen for). They always flow: user space's
+ * process table names the acting program of every later event from them.
+ */
+#ifndef VIGIL_PROCESS_BPF_H
+#define VIGIL_PROCESS_BPF_H
+
+#include "path.bpf.h"
+#include "send.bpf.h"
+#include "vfs.bpf.h"		/* an exit frees its thread's VFS capture slot (pending) */
+
+SEC("tracepoint/sched/sched_process_exec")
+int handle_exec(void *ctx)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	__u32 zero = 0;
+	struct walkbuf *wb = bpf_map_lookup_elem(&walk_scratch, &zero);
+	struct pathbuf *pb = bpf_map_lookup_elem(&path_scratch, &zero);
+	struct vigil_exec_event *e;
+	__u16 flags = 0, cwd_flags = 0;
+	__u32 len = 0, alen, clen = 0, at;
+	unsigned long astart, aend;
+
+	if (!wb || !pb)
+		return 0;
+	struct file *exe = KREAD(t, mm, exe_file);
+
+	if (exe)
+		len = path_of(pb, wb, KADDR(exe, f_path), &flags);
+	e = new_event(VIGIL_EV_EXEC);
+	if (!e)
+		return 0;
+	len = clamp_len(len);
+	bpf_probe_read_kernel(e->data, len, pb->d);
+	e->exe_len = len;
+
+	astart = KREAD(t, mm, arg_start);
+	aend = KREAD(t, mm, arg_end);
+	alen = aend > astart ? aend - astart : 0;
+	if (alen > LEN_MAX)
+		flags |= VIGIL_F_ARGS_TRUNC;
+	alen = clamp_len(alen);	/* argv is kept up to the same 4095 bytes as a path */
+	if (bpf_probe_read_user(&e->data[len], alen, (void *)astart))
+		alen = 0;
+	e->args_len = alen;
+
+	/* The working directory the program starts in (Sigma's CurrentDirectory), walked like
+	 * any path: one the walk had to cut is flagged on its own (the executable's flag is
+	 * PATH_TRUNC). A task without an fs_struct has none to report: cwd_len 0. */
+	struct fs_struct *fs = KREAD(t, fs);
+
+	if (fs) {
+		clen = path_of(pb, wb, KADDR(fs, pwd), &cwd_flags);
+		if (cwd_flags & VIGIL_F_PATH_TRUNC)
+			flags |= VIGIL_F_CWD_TRUNC;
+	}
+	at = len + alen;
+	asm volatile("" : "+r"(at));	/* keep clang from dropping the mask as redundant */
+	at &= 2 * VIGIL_PATH_MAX - 1;	/* two parts of at most LEN_MAX bytes each */
+	clen = clamp_len(clen);
+	bpf_probe_read_kernel(&e->data[at], clen, pb->d);
+	e->cwd_len = clen;
+	e->_reserved = 0;
+	e->hdr.flags = flags;
+	e->hdr.size = sizeof(struct vigil_exec_event) + len + alen + clen;
+	submit_max(e, e->hdr.size, RECBUF_SIZE, VIGIL_STAT_DROP_EXEC);
+	return flush(ctx);
+}
+
+SEC("tracepoint/sched/sched_process_exit")
+int handle_exit(void *ctx)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	__u32 *held;
+	__u16 flags = 0;
+
+	/* every thread's exit: a VFS capture it parked and no commit sent goes with it */
+	bpf_map_delete_elem(&pending, &id);
+	if (KREAD(t, signal, live.counter) != 0)
+		return 0;	/* other threads remain: not the process's exit */
+	held = cfg_close_at_fput ? NULL : bpf_map_lookup_elem(&wpending, &tgid);
+	if (held) {
+		if (*held)
+			flags |= VIGIL_F_PENDING_WRITES;
+		bpf_map_delete_elem(&wpending, &tgid);
+	}
+	struct vigil_exit_event *e = new_event(VIGIL_EV_EXIT);
+
+	if (!e)
+		return 0;
+	e->exit_code = KREAD(t, exit_code);
+	e->_reserved = 0;
+	e->hdr.flags = flags;
+	e->hdr.size = sizeof(struct vigil_exit_event);
+	submit(e, sizeof(struct vigil_exit_event), VIGIL_STAT_DROP_EXIT);
+	return flush(ctx);
+}
+
+#endif /* VIGIL_PROCESS_BPF_H */
