@@ -101,6 +101,14 @@ CASES = [
          [("modified", "{w}/f", {})], files=("f",)),
     Case("truncate", "sc('truncate', W + '/f', 1)",
          [("truncated", "{w}/f", {})], files=("f",)),
+    # a shell's `> file` on a file that exists: emptied by the open (O_TRUNC), then closed
+    Case("truncate-by-open", f"fd = sc('openat', AT_FDCWD, W + '/f', {CW | O_TRUNC}, 0o640)\n"
+         "os.close(fd)",
+         [("truncated", "{w}/f", {}), ("modified", "{w}/f", {})], files=("f",)),
+    # O_TRUNC creating the file truncates nothing
+    Case("create-with-trunc", f"fd = sc('openat', AT_FDCWD, W + '/f', {CW | O_TRUNC}, 0o640)\n"
+         "os.close(fd)",
+         [("created", "{w}/f", {}), ("modified", "{w}/f", {})]),
     Case("ftruncate", f"fd = sc('openat', AT_FDCWD, W + '/f', {O_WRONLY}, 0)\n"
          "sc('ftruncate', fd, 1); os.close(fd)",
          [("truncated", "{w}/f", {}), ("modified", "{w}/f", {})], files=("f",)),
@@ -238,6 +246,7 @@ CASES += [Case("via-symlinked-dir-" + c.id, c.code, c.expect, c.files, c.subdirs
 # spelled ("..", dirfds, symlinked directories) test the tracepoint backend's text matching.
 MATRIX = {
     "create-openat", "create-open-legacy", "modify-existing", "truncate", "ftruncate",
+    "truncate-by-open", "create-with-trunc",
     "unlink-legacy", "unlinkat-dirfd", "unlinkat-removedir", "rename-over-existing",
     "renameat-over-existing-dirfd", "rmdir-legacy", "rename-legacy", "renameat2-noreplace",
     "move-into-tree", "move-out-of-tree", "chmod-legacy", "fchmod", "chown-legacy", "fchown",

@@ -738,6 +738,16 @@ class TestFileRulesOnAScratchRoot:
         assert get(a, "event.action") == "truncated"
         assert s.r("/var/log/syslog").stat().st_size == 0
 
+    def test_log_emptied_by_a_shell_redirection(self, system: System) -> None:
+        """The usual way to wipe a log: the shell opens it with O_TRUNC for ``: > log``."""
+        s = system
+        log = s.r("/var/log/auth.log")
+        log.write_bytes(b"Dec  7 06:00:00 host sshd[1]: Accepted password for root\n")
+        sh = act(["/usr/bin/bash", "-c", f": > '{log}'"])
+        a = alert_for(s.agent, LOG_TRUNCATED, sh, log)
+        assert get(a, "event.action") == "truncated"
+        assert get(a, "process.executable") == sh.exe and log.stat().st_size == 0
+
     def test_logrotate_copytruncate_does_not_alert(self, system: System) -> None:
         s = system
         conf = s.work / "copytruncate.conf"

@@ -14,6 +14,7 @@ reason; decoding never raises on any bytes.
 from __future__ import annotations
 
 import enum
+import os
 import struct
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -113,14 +114,18 @@ _F_CREATED: Final = int(Flag.CREATED)
 
 
 class RawFile:
-    """An internal open-for-write notice: the agent pairs it with the close or the exit."""
+    """An internal open-for-write notice: the agent pairs it with the close or the exit.
+    ``truncated``: the open emptied a file that existed (``O_TRUNC``, which the kernel applies
+    at the open: ``: > file``, a shell's ``>`` redirection)."""
 
-    __slots__ = ("created", "event", "file_id")
+    __slots__ = ("created", "event", "file_id", "truncated")
 
-    def __init__(self, event: FileEvent, file_id: int, created: bool) -> None:
+    def __init__(self, event: FileEvent, file_id: int, created: bool,
+                 truncated: bool = False) -> None:
         self.event = event
         self.file_id = file_id
         self.created = created
+        self.truncated = truncated
 
 
 Decoded = FileEvent | ExecEvent | ExitEvent | RawFile
@@ -211,7 +216,7 @@ class Decoder:
         return None
 
     def _file(self, buf: memoryview | bytes, ts: int, flags: int) -> Decoded | None:
-        (op, ret, mode, ouid, ogid, _oflags, ino, file_id, dev, plen,
+        (op, ret, mode, ouid, ogid, oflags, ino, file_id, dev, plen,
          p2len) = FILE_TAIL.unpack_from(buf, TAIL_OFF)
         start = FILE_EVENT_SIZE
         if start + plen + p2len > len(buf):
@@ -223,7 +228,8 @@ class Decoder:
             proc = self._proc(buf)
             ev = FileEvent(ts, FileOp.CREATE, path, proc, inode=ino, device=dev, flags=flags,
                            mode=mode)
-            return RawFile(ev, file_id, bool(flags & _F_CREATED))
+            created = bool(flags & _F_CREATED)
+            return RawFile(ev, file_id, created, not created and bool(oflags & os.O_TRUNC))
         fop = _FILE_OPS.get(op)
         if fop is None:
             self.malformed["unknown-op"] += 1

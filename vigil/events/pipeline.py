@@ -247,6 +247,10 @@ class Pipeline:
         if raw.created:
             self._enrich(ev.process)
             out.append(ev)
+        elif raw.truncated:   # emptied now, by the open: its writes come at the close
+            self._enrich(ev.process)
+            out.append(FileEvent(ev.timestamp_ns, FileOp.TRUNCATE, ev.path, ev.process,
+                                 inode=ev.inode, device=ev.device, flags=ev.flags))
 
     def _closed(self, ev: FileEvent) -> None:
         fid = ev.file_id
