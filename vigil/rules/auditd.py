@@ -169,7 +169,7 @@ def _put(rec: Record, name: str, v: Any) -> None:
 
 def _ids(doc: Mapping[str, Any], name: str) -> str | None:
     vp = _get(doc, "vigil", "process")
-    if not isinstance(vp, Mapping) or name not in vp:
+    if type(vp) is not dict or name not in vp:
         return None
     v = vp[name]
     return UNSET if v is None else str(v)
@@ -254,7 +254,7 @@ def _exec(doc: Mapping[str, Any]) -> list[Record]:
 
 def _file(doc: Mapping[str, Any], event: Mapping[str, Any]) -> list[Record]:
     vfile = _get(doc, "vigil", "file")
-    vfile = vfile if isinstance(vfile, Mapping) else {}
+    vfile = vfile if type(vfile) is dict else {}
     if vfile.get("source", "kernel") != "kernel":
         return []   # found by a scan: no system call was seen
     how = _BY_OPERATION.get(str(vfile.get("operation"))) or \
@@ -274,7 +274,7 @@ def auditd_parts(doc: Mapping[str, Any]) -> list[Record]:
     system call made: exits, losses, FIM scan results), the first (SYSCALL) without the
     fields of ``auditd_who``."""
     event = doc.get("event")
-    if not isinstance(event, Mapping):
+    if type(event) is not dict:
         return []
     dataset = event.get("dataset")
     if dataset == "vigil.file":

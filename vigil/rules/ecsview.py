@@ -79,7 +79,7 @@ def field_paths(fields: set[str] | None) -> Plan | None:
 def vigil_key(doc: Mapping[str, Any]) -> str | None:
     """The engine key of Vigil's own logsource this document feeds, if any."""
     event = doc.get("event")
-    if not isinstance(event, Mapping) or event.get("kind") != "event":
+    if type(event) is not dict or event.get("kind") != "event":
         return None
     cat = CATEGORIES.get(str(event.get("dataset")))
     return None if cat is None else ENGINE_KEY[cat]

@@ -214,7 +214,7 @@ def record_plans(read: Mapping[str, set[str] | None]) -> Fields:
 
 def categories_of(doc: Mapping[str, Any]) -> tuple[str, ...]:
     event = doc.get("event")
-    if not isinstance(event, Mapping) or event.get("outcome") == "failure":
+    if type(event) is not dict or event.get("outcome") == "failure":
         return ()
     return CATEGORIES.get((str(event.get("dataset")), str(event.get("action"))), ())
 
@@ -227,7 +227,7 @@ def keys_of(doc: Mapping[str, Any], wanted: Container[str | None] | None = None)
     made, a scan's, feeds no auditd record), in ``wanted``."""
     event = doc.get("event")
     out = list(categories_of(doc))
-    if isinstance(event, Mapping) and event.get("dataset") in ("vigil.file", "vigil.process"):
+    if type(event) is dict and event.get("dataset") in ("vigil.file", "vigil.process"):
         out.append(AUDITD)
     if (key := vigil_key(doc)) is not None:
         out.append(key)
