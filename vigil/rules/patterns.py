@@ -11,6 +11,7 @@ or the whole regex when it has no anchors. A prefilter may hit more often than i
 from __future__ import annotations
 
 import re
+import zlib
 from typing import Any, Final
 
 import re2
@@ -45,8 +46,11 @@ KEY_SEP: Final = "\x1d"     # between the engine key and the field name (the nam
 
 def scope(key: str) -> str:
     """The prefix of a key's field names in the joined record: the records of all keys of an
-    event can be searched at once by one set (matcher.Screen), each atom in its own key."""
-    return key + KEY_SEP
+    event can be searched at once by one set (matcher.Screen), each atom in its own key. A
+    short code of the key, not its name: every byte of a field's prefix is searched in every
+    record. Two keys with one code would only let the Screen pass a key for nothing, which
+    its own matcher then decides."""
+    return f"{zlib.crc32(key.encode()) & 0xFFFF:04x}{KEY_SEP}"
 
 
 def string_pattern(v: StringValue, fold: str = "unicode", joined: bool = False) -> str:
