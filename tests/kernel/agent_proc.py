@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 VIGIL = ROOT / ".venv" / "bin" / "vigil"
 # Children run the system interpreter: the venv's python lives under /root (mode 0700), which
@@ -128,6 +130,20 @@ class Summary:
 # to libbpf the kernel has no BTF, as on a kernel built without CONFIG_DEBUG_INFO_BTF.
 WITHOUT_KERNEL_BTF = ("unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
                       'mount -t tmpfs none /sys/kernel/btf && exec "$@"', "sh")
+
+
+def write_config(path: Path, scratch: Path, directories: list[dict[str, object]],
+                 **extra: object) -> Path:
+    """A ``vigil run`` config at ``path``: the baseline and state under ``scratch/state``,
+    no scheduled scans, ``directories`` watched, ``extra`` top-level keys (``rules``...)."""
+    path.write_text(yaml.safe_dump({
+        "database": str(scratch / "state" / "baseline.db"),
+        "state_dir": str(scratch / "state"),
+        "scan": {"interval": 0},
+        "directories": directories,
+        **extra,
+    }))
+    return path
 
 
 @dataclass

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from agent_proc import AgentProc, Child, Event, get, is_file_event, run_child
+from agent_proc import AgentProc, Child, Event, get, is_file_event, run_child, write_config
 from test_pack_sigmahq import _kept
 from test_pack_vigil import act, rewrite_rule
 
@@ -108,15 +108,10 @@ def module_agent(base: Path, directories: Sequence[Path], rules: Sequence[Path],
     """``vigil run`` watching ``directories`` (and ``probe``, for readiness and barriers),
     with only ``rules`` (no built-in pack), every level, no suppression; ready when yielded,
     stopped after, with a clean exit and no refused rule."""
-    cfg = base / "vigil.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "database": str(base / "state" / "baseline.db"),
-        "state_dir": str(base / "state"),
-        "scan": {"interval": 0},
-        "directories": [{"path": str(d)} for d in (*directories, probe)],
-        "rules": {"builtin": False, "paths": [str(r) for r in rules], "suppress_window": 0,
-                  "min_level": "informational"},
-    }))
+    cfg = write_config(base / "vigil.yaml", base,
+                       [{"path": str(d)} for d in (*directories, probe)],
+                       rules={"builtin": False, "paths": [str(r) for r in rules],
+                              "suppress_window": 0, "min_level": "informational"})
     agent = AgentProc(["--config", str(cfg)], db=base / "state" / "baseline.db",
                       keep=_kept).start()
     try:

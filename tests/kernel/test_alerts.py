@@ -16,8 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
-from agent_proc import AgentProc, UserIds, get, py_child, run_child
+from agent_proc import AgentProc, UserIds, get, py_child, run_child, write_config
 
 pytestmark = [pytest.mark.root]
 
@@ -72,15 +71,9 @@ def config(scratch: Path, rules_dir: Path, window: int, builtin: bool = True) ->
     keep the pack's rules, which other processes may trigger meanwhile, out)."""
     watched = scratch / "w"
     watched.mkdir(exist_ok=True)
-    path = scratch / "vigil.yaml"
-    path.write_text(yaml.safe_dump({
-        "database": str(scratch / "state" / "baseline.db"),
-        "state_dir": str(scratch / "state"),
-        "scan": {"interval": 0},
-        "directories": [{"path": str(watched)}],
-        "rules": {"paths": [str(rules_dir)], "suppress_window": window, "builtin": builtin},
-    }))
-    return path
+    return write_config(scratch / "vigil.yaml", scratch, [{"path": str(watched)}],
+                        rules={"paths": [str(rules_dir)], "suppress_window": window,
+                               "builtin": builtin})
 
 
 def by_rule(rule_id: str) -> object:

@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_proc import CHILD_PY, VIGIL, AgentProc, Event, get, under
-from test_fim_agent import VerboseAgent, fim_at, keep_useful, scratch_dir, write_config
+from agent_proc import CHILD_PY, VIGIL, AgentProc, Event, get, under, write_config
+from test_fim_agent import VerboseAgent, fim_at, keep_useful, scratch_dir
 
 from vigil.kernel.mounts import ensure_mounted
 

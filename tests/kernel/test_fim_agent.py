@@ -34,6 +34,7 @@ from agent_proc import (
     get,
     py_child,
     run_child,
+    write_config,
 )
 
 pytestmark = [
@@ -122,18 +123,6 @@ def scratch_dir(prefix: str) -> Path:
     d = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp")).resolve()
     d.chmod(0o755)
     return d
-
-
-def write_config(path: Path, scratch: Path, directories: list[dict[str, object]],
-                 **extra: object) -> Path:
-    path.write_text(yaml.safe_dump({
-        "database": str(scratch / "state" / "baseline.db"),
-        "state_dir": str(scratch / "state"),
-        "scan": {"interval": 0},
-        "directories": directories,
-        **extra,
-    }))
-    return path
 
 
 # ---------------------------------------------------------------------------------------------

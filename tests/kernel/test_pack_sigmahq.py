@@ -65,8 +65,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
-import yaml
-from agent_proc import AgentProc, Event, get, is_file_event, scaled
+from agent_proc import AgentProc, Event, get, is_file_event, scaled, write_config
 
 from vigil.rules.loader import builtin_rules_dir, load_paths
 from vigil.rules.matcher import Engine
@@ -536,16 +535,10 @@ class Run:
 
 
 def _config(base: Path, probe: Path) -> Path:
-    path = base / "vigil.yaml"
-    path.write_text(yaml.safe_dump({
-        "database": str(base / "state" / "baseline.db"),
-        "state_dir": str(base / "state"),
-        "scan": {"interval": 0},
-        "directories": [{"path": str(probe)}],
-        # informational rules (4 of the 122) run only below the default minimum level
-        "rules": {"builtin": True, "suppress_window": 0, "min_level": "informational"},
-    }))
-    return path
+    # informational rules (4 of the 122) run only below the default minimum level
+    return write_config(base / "vigil.yaml", base, [{"path": str(probe)}],
+                        rules={"builtin": True, "suppress_window": 0,
+                               "min_level": "informational"})
 
 
 def _kept(ev: Event) -> bool:

@@ -42,7 +42,7 @@ from typing import Any
 
 import pytest
 import yaml
-from agent_proc import CHILD_PY, AgentProc, Child, Event, get, is_file_event, scaled
+from agent_proc import CHILD_PY, AgentProc, Child, Event, get, is_file_event, scaled, write_config
 
 from vigil.rules.loader import builtin_rules_dir, load_paths
 
@@ -348,15 +348,10 @@ def system() -> Iterator[System]:
                 (rules / p.name).write_text(rewrite_rule(p.read_text(), str(root)))
         loaded = load_paths([rules])
         assert not loaded.refused, [str(e) for e in loaded.refused]
-        cfg = base / "vigil.yaml"
-        cfg.write_text(yaml.safe_dump({
-            "database": str(base / "state" / "baseline.db"),
-            "state_dir": str(base / "state"),
-            "scan": {"interval": 0},
-            "directories": [{"path": str(root / d.lstrip("/"))} for d in DEFAULT_DIRS]
-            + [{"path": str(probe)}],
-            "rules": {"builtin": False, "paths": [str(rules)], "suppress_window": 0},
-        }))
+        cfg = write_config(
+            base / "vigil.yaml", base,
+            [{"path": str(root / d.lstrip("/"))} for d in DEFAULT_DIRS] + [{"path": str(probe)}],
+            rules={"builtin": False, "paths": [str(rules)], "suppress_window": 0})
         agent = AgentProc(["--config", str(cfg)], db=base / "state" / "baseline.db").start()
         try:
             agent.probe(probe, timeout=60)
@@ -829,11 +824,8 @@ def shipped() -> Iterator[Shipped]:
     base.chmod(0o755)
     probe = base / "w"
     probe.mkdir()
-    cfg = base / "vigil.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "database": str(base / "state" / "baseline.db"), "state_dir": str(base / "state"),
-        "scan": {"interval": 0}, "directories": [{"path": str(probe)}],
-        "rules": {"suppress_window": 0}}))
+    cfg = write_config(base / "vigil.yaml", base, [{"path": str(probe)}],
+                       rules={"suppress_window": 0})
     s = Shipped(AgentProc(["--config", str(cfg)], db=base / "state" / "baseline.db"), probe,
                 [base])
     s.agent.start()
