@@ -1,4 +1,5 @@
-"""Benchmark: what the running agent costs a file-heavy workload, and whether it keeps up.
+"""Benchmark: what the running agent costs a file-heavy or network-heavy workload, and whether
+it keeps up.
 
 What it measures. A child process (the venv's Python, not pinned to a CPU) runs N iterations of
 create + write 64 bytes + close + rename + unlink on absolute paths in one directory and prints
@@ -13,6 +14,12 @@ so that drift on a shared, noisy machine hits every mode alike:
              built-in rules on (the default), ECS JSON written to a file on disk
   no-rules   the same with --no-rules: watched vs no-rules is what detection costs
   no-exec    the same with --no-exec
+  no-net     the same with --no-network
+
+With --workload net the child instead runs N TCP connects over loopback to a listener of its
+own on port NET_PORT (connect + accept + close of both ends; SO_LINGER 0, so no TIME_WAIT), and
+the agent's events are its connects and accepts (2 per iteration; `elsewhere` is not used:
+`no-net` is the agent with network events off, the hooks that stay paid by every process).
 
 Before each agent run the bench waits until the agent reports a sentinel file in the directory
 it watches. After the workload, it lets the agent drain (until every workload event is in the
@@ -31,6 +38,7 @@ use more than one thread); near or above 100% means the agent is the bottleneck.
 asserted; the script exits 0 after printing.
 
     .venv/bin/python bench/overhead.py [--iterations 100000] [--runs 5] [--quick]
+    .venv/bin/python bench/overhead.py --workload net --modes no-net,watched [--backend B]
 """
 
 from __future__ import annotations
@@ -55,7 +63,8 @@ ROOT = Path(__file__).resolve().parents[1]
 VIGIL = ROOT / ".venv" / "bin" / "vigil"
 SENTINEL_PREFIX = ".bench-ready-"
 ACTIONS = ("created", "modified", "renamed", "deleted")
-MODES = ("none", "elsewhere", "watched", "no-rules", "no-exec")
+MODES = ("none", "elsewhere", "watched", "no-rules", "no-exec", "no-net")
+NET_PORT = 29999  # below the ephemeral range: no client port takes it
 
 # The workload, run as `python -c WORKLOAD DIR N`; it prints its loop's wall time in seconds.
 WORKLOAD = """\
@@ -73,6 +82,62 @@ for a, b in paths:
     os.unlink(b)
 print(time.perf_counter() - t0)
 """
+
+# The network workload, run as `python -c NET_WORKLOAD PORT N`.
+NET_WORKLOAD = """\
+import socket, struct, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", port))
+srv.listen(4096)
+linger = struct.pack("ii", 1, 0)
+t0 = time.perf_counter()
+for _ in range(n):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+    s.connect(("127.0.0.1", port))
+    c, _ = srv.accept()
+    s.close()
+    c.close()
+print(time.perf_counter() - t0)
+"""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the child runs, and how its events are recognised in the agent's output."""
+
+    name: str
+    per_iteration: int
+    actions: tuple[str, ...]
+
+    def argv(self, workdir: Path, iterations: int) -> list[str]:
+        if self.name == "net":
+            return [sys.executable, "-c", NET_WORKLOAD, str(NET_PORT), str(iterations)]
+        return [sys.executable, "-c", WORKLOAD, str(workdir), str(iterations)]
+
+    def marker(self, workdir: Path) -> bytes:
+        """A cheap test of an output line for "a workload event" while the agent runs."""
+        if self.name == "net":
+            return f'"port":{NET_PORT}}}'.encode()
+        return f'path":"{workdir}/f'.encode()
+
+    def action_of(self, ev: dict[str, object], workdir: Path) -> str | None:
+        """The event.action of a workload event, None for any other line."""
+        action = ev.get("event", {}).get("action", "?")  # type: ignore[union-attr]
+        if self.name == "net":
+            dest = ev.get("destination") or {}
+            return action if dest.get("port") == NET_PORT else None  # type: ignore[union-attr]
+        fpath = ev.get("file", {}).get("path", "")  # type: ignore[union-attr]
+        prefix = f"{workdir}/"
+        if fpath.startswith(prefix) and not Path(fpath).name.startswith(SENTINEL_PREFIX):
+            return action  # type: ignore[return-value]
+        return None
+
+
+WORKLOADS = {"file": Workload("file", 4, ACTIONS), "net": Workload("net", 2, ("connect", "accept"))}
+WL = WORKLOADS["file"]  # the one main() chose
 
 SUMMARY_RE = re.compile(r"vigil: (\d+) events delivered .*; (\d+) dropped by the kernel side "
                         r"\(([^)]*)\)")
@@ -99,7 +164,7 @@ class RunResult:
 
     @property
     def delivered(self) -> int:
-        return sum(self.events[a] for a in ACTIONS)
+        return sum(self.events[a] for a in WL.actions)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -110,8 +175,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def run_workload(workdir: Path, iterations: int) -> float:
-    out = subprocess.run([sys.executable, "-c", WORKLOAD, str(workdir), str(iterations)],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(WL.argv(workdir, iterations), check=True, capture_output=True,
+                         text=True)
     return float(out.stdout.strip())
 
 
@@ -122,9 +187,9 @@ class OutputTail:
         self.path = path
         self.offset = 0
         self.partial = b""
-        # A cheap test for "a file path in the workload directory" while the agent is running;
-        # the exact count is made from parsed JSON once the agent has exited.
-        self.marker = f'path":"{workdir}/f'.encode()
+        # A cheap test for "a workload event" while the agent is running; the exact count is
+        # made from parsed JSON once the agent has exited.
+        self.marker = WL.marker(workdir)
         self.count = 0
         self.seen: list[bytes] = []
 
@@ -142,18 +207,16 @@ class OutputTail:
 
 
 def count_events(path: Path, workdir: Path) -> Counter[str]:
-    """Workload events in the output: lines whose file.path is in the workload directory
-    (sentinels excluded), by event.action."""
-    prefix = f"{workdir}/"
+    """Workload events in the output (Workload.action_of), by event.action."""
+    marker = WL.marker(workdir)
     counts: Counter[str] = Counter()
     with open(path, "rb") as fh:
         for line in fh:
-            if prefix.encode() not in line:
+            if marker not in line:
                 continue
-            ev = json.loads(line)
-            fpath = ev.get("file", {}).get("path", "")
-            if fpath.startswith(prefix) and not Path(fpath).name.startswith(SENTINEL_PREFIX):
-                counts[ev.get("event", {}).get("action", "?")] += 1
+            action = WL.action_of(json.loads(line), workdir)
+            if action is not None:
+                counts[action] += 1
     return counts
 
 
@@ -218,6 +281,8 @@ def run_agent_mode(mode: str, base: Path, workdir: Path, elsewhere: Path, iterat
         cmd.append("--no-exec")
     if mode == "no-rules":
         cmd.append("--no-rules")
+    if mode == "no-net":
+        cmd.append("--no-network")
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         agent = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
     try:
@@ -226,7 +291,7 @@ def run_agent_mode(mode: str, base: Path, workdir: Path, elsewhere: Path, iterat
         cpu0, t0 = cpu_seconds(agent.pid), time.monotonic()
         seconds = run_workload(workdir, iterations)
         cpu1, window = cpu_seconds(agent.pid), time.monotonic() - t0
-        expected = 4 * iterations if mode != "elsewhere" else 0
+        expected = expected_events(mode, iterations)
         lag = drain(tail, expected) if expected else None
         cpu = cpu_seconds(agent.pid) - cpu0
         agent.send_signal(signal.SIGTERM)
@@ -243,6 +308,12 @@ def run_agent_mode(mode: str, base: Path, workdir: Path, elsewhere: Path, iterat
                        window, lag, summary)
     out_path.unlink()
     return result
+
+
+def expected_events(mode: str, iterations: int) -> int:
+    if mode == "elsewhere" or (WL.name == "net" and mode == "no-net"):
+        return 0
+    return WL.per_iteration * iterations
 
 
 def fmt_drops(results: list[RunResult]) -> str:
@@ -268,7 +339,7 @@ def print_table(results: dict[str, list[RunResult]], iterations: int) -> None:
         if mode == "none":
             events = cpu = share = "-"
         else:
-            expected = 4 * iterations if mode != "elsewhere" else 0
+            expected = expected_events(mode, iterations)
             worst = min(r.delivered for r in runs) if expected else max(r.delivered for r in runs)
             pct = f" ({100 * worst / expected:.1f}%)" if expected else ""
             events = f"{worst}/{expected}{pct}"
@@ -301,7 +372,11 @@ def main() -> int:
                    help="parent of the bench's scratch directory (default: the system temp dir)")
     p.add_argument("--agent-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for `vigil run` (repeatable), e.g. --agent-arg=--no-fim")
+    p.add_argument("--workload", choices=sorted(WORKLOADS), default="file",
+                   help="file operations (default) or TCP connects over loopback")
     args = p.parse_args()
+    global WL
+    WL = WORKLOADS[args.workload]
     if args.quick:
         args.iterations, args.runs = 5000, 2
 
@@ -318,8 +393,10 @@ def main() -> int:
         return 2
 
     print(machine())
-    print(f"workload: {args.iterations} x (create + write 64 B + close + rename + unlink), "
-          f"{args.runs} rounds over {', '.join(modes)}", flush=True)
+    what = ("TCP connect + accept + close over loopback" if WL.name == "net"
+            else "create + write 64 B + close + rename + unlink")
+    print(f"workload: {args.iterations} x ({what}), {args.runs} rounds over {', '.join(modes)}",
+          flush=True)
     base = Path(tempfile.mkdtemp(prefix="vigil-bench-", dir=args.dir))
     workdir, elsewhere = base / "work", base / "elsewhere"
     workdir.mkdir()

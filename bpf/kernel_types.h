@@ -75,6 +75,7 @@ typedef struct { atomic_long_t refcnt; } CORE file_ref_t;
 struct file {
 	struct path f_path;
 	struct inode *f_inode;
+	void *private_data;		/* a socket's file: its struct socket */
 	unsigned int f_mode;
 	unsigned int f_flags;
 	atomic_long_t f_count;
@@ -168,6 +169,56 @@ struct trace_event_raw_sys_exit {
 	struct trace_entry ent;
 	long id;
 	long ret;
+} CORE;
+
+/* Sockets (net.bpf.h). The addresses of struct sock_common sit in anonymous unions in the
+ * kernel; CO-RE matches fields through anonymous members by name, so they are declared flat. */
+struct in6_addr {
+	__u8 u6_addr8[16];
+} CORE;
+
+struct sock_common {
+	__u32 skc_daddr;		/* __be32 */
+	__u32 skc_rcv_saddr;		/* __be32 */
+	__u16 skc_dport;		/* __be16 */
+	__u16 skc_num;			/* host order */
+	unsigned short skc_family;
+	struct in6_addr skc_v6_daddr;	/* CONFIG_IPV6 */
+	struct in6_addr skc_v6_rcv_saddr;
+} CORE;
+
+struct sock {
+	struct sock_common __sk_common;
+	int sk_err;
+} CORE;
+
+/* An enum in the kernel too: libbpf relocates a field only to a field of the same kind. */
+typedef enum { SS_FREE_, SS_UNCONNECTED_, SS_CONNECTING_ } socket_state;
+
+struct socket {
+	socket_state state;
+	short type;			/* SOCK_STREAM, SOCK_DGRAM, ... */
+	struct sock *sk;
+} CORE;
+
+struct msghdr {
+	void *msg_name;			/* kernel copy of the address, or NULL */
+} CORE;
+
+/* sock:inet_sock_set_state (TCP state changes, since 4.16) */
+struct trace_event_raw_inet_sock_set_state {
+	struct trace_entry ent;
+	const void *skaddr;
+	int oldstate;
+	int newstate;
+	__u16 sport;			/* host order */
+	__u16 dport;
+	__u16 family;
+	__u16 protocol;
+	__u8 saddr[4];
+	__u8 daddr[4];
+	__u8 saddr_v6[16];
+	__u8 daddr_v6[16];
 } CORE;
 
 /* vfs_rename() takes its arguments in one struct since 5.12. */

@@ -161,6 +161,12 @@ static __always_inline void count(__u32 idx)
 		__sync_fetch_and_add(v, 1);
 }
 
+/* The agent itself: its own operations are not reported. */
+static __always_inline int is_self(void)
+{
+	return cfg_self_tgid && (bpf_get_current_pid_tgid() >> 32) == cfg_self_tgid;
+}
+
 #define E_NOENT 2
 #define E_EXIST 17
 

@@ -272,8 +272,9 @@ static __noinline __u32 path_of_karg(struct pathbuf *pb, struct walkbuf *wb, int
 	return path_of_str(pb, wb, dfd, kpath, flags, 1);
 }
 
-/* Looks "<path>/" up in the watch list. 1: watched, 0: not. */
-static __noinline int is_watched(struct pathbuf *pb, __u32 len)
+/* Looks "<path>/" (the path in pb->d[0..len)) up in an LPM trie of watched paths (the watch
+ * list, or the network's Unix socket paths). 1: watched, 0: not. */
+static __always_inline int lpm_watched(void *map, struct pathbuf *pb, __u32 len)
 {
 	struct vigil_watch_val *v;
 	__u32 keylen;
@@ -284,8 +285,14 @@ static __noinline int is_watched(struct pathbuf *pb, __u32 len)
 	if (keylen > VIGIL_WATCH_KEY_LEN)
 		keylen = VIGIL_WATCH_KEY_LEN;
 	pb->prefixlen = keylen * 8;
-	v = bpf_map_lookup_elem(&watched, pb);
+	v = bpf_map_lookup_elem(map, pb);
 	return v && (v->flags & VIGIL_WATCH_INCLUDE);
+}
+
+/* Looks "<path>/" up in the watch list. */
+static __noinline int is_watched(struct pathbuf *pb, __u32 len)
+{
+	return lpm_watched(&watched, pb, len);
 }
 
 #endif /* VIGIL_PATH_BPF_H */

@@ -98,11 +98,6 @@ struct capture {
 	__u32 oflags;
 };
 
-static __always_inline int is_self(void)
-{
-	return cfg_self_tgid && (bpf_get_current_pid_tgid() >> 32) == cfg_self_tgid;
-}
-
 /* Builds the event of a capture and parks it until the commit. 1 when parked. */
 static __noinline int capture(struct capture *c)
 {

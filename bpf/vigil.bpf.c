@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * Vigil's kernel side, one object: file changes in watched trees, execs and exits. Four backends
+ * Vigil's kernel side, one object: file changes in watched trees, execs and exits, network
+ * activity. Four backends
  * see the file changes (syscall tracepoints; lsm, fentry or kprobe hooks on the VFS) and share
  * one set of maps, one path walk, one watch list and one record format; user space loads the
  * programs of one backend (vigil/kernel/hooks.py), and always those of the processes.
@@ -24,6 +25,10 @@
  *   uring.bpf.h          io_uring's tracepoints, for the same backend
  *   vfs.bpf.h            the lsm, fentry and kprobe backends: capture and commit
  *   process.bpf.h        exec and exit, for every backend
+ *   net.bpf.h            network events: TCP state changes (every backend), the socket
+ *                        syscalls (the tracepoint backend, and the others' fallback)
+ *   net_vfs.bpf.h        network events through the socket layer's kernel functions, for
+ *                        the lsm, fentry and kprobe backends
  */
 #include <linux/bpf.h>
 #include "kernel_types.h"
@@ -48,12 +53,14 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* The LSM, fentry and kprobe backends: hooks on the VFS. */
 #include "vfs.bpf.h"
 #include "process.bpf.h"
-/* Network events (net.bpf.h) go here: a part of their own, after the last one. */
+#include "net.bpf.h"
+#include "net_vfs.bpf.h"
 
 /* Anchors: put every record type into the object's BTF, so user space can check its mirror of
  * the layout against what was compiled (tests/unit/test_layout.py). Never read. */
 struct vigil_file_event *const volatile anchor_file_event;
 struct vigil_exec_event *const volatile anchor_exec_event;
 struct vigil_exit_event *const volatile anchor_exit_event;
+struct vigil_net_event *const volatile anchor_net_event;
 struct vigil_watch_key *const volatile anchor_watch_key;
 struct vigil_watch_val *const volatile anchor_watch_val;

@@ -17,6 +17,19 @@ enum vigil_kind {
 	VIGIL_EV_FILE = 1,
 	VIGIL_EV_EXEC = 2,
 	VIGIL_EV_EXIT = 3,
+	VIGIL_EV_NET = 4,
+};
+
+/* Same values as vigil.events.model.NetOp. */
+enum vigil_net_op {
+	VIGIL_NET_CONNECT = 1,		/* outbound TCP connect, once its outcome is known */
+	VIGIL_NET_ACCEPT = 2,		/* inbound TCP connection accepted */
+	VIGIL_NET_LISTEN = 3,
+	VIGIL_NET_BIND = 4,
+	VIGIL_NET_UDP_SEND = 5,		/* first datagram of a UDP flow, sent ... */
+	VIGIL_NET_UDP_RECV = 6,		/* ... or received */
+	VIGIL_NET_UNIX_CONNECT = 7,	/* connect to a Unix socket path on the unix watch list */
+	VIGIL_NET_OP_MAX = 8,
 };
 
 /* Same values as vigil.events.model.FileOp. */
@@ -70,6 +83,10 @@ enum vigil_stat {
 	VIGIL_STAT_WFILES_DEL = 7,	/* ... and deleted by BPF (user space counts its own) */
 	VIGIL_STAT_URING_NEW = 8,	/* uring_reqs: the same */
 	VIGIL_STAT_URING_DEL = 9,
+	VIGIL_STAT_DROP_NET = 10,	/* network records the buffer had no room for */
+	VIGIL_STAT_NET_CONNS_FULL = 11,	/* connects in progress the kernel side could not follow */
+	VIGIL_STAT_NET_RATE = 12,	/* network events over a process's rate cap (lost) */
+	VIGIL_STAT_NET_FILTERED = 13,	/* network events the config excludes (not lost) */
 	VIGIL_STAT_MAX = 16,
 };
 
@@ -131,6 +148,31 @@ struct vigil_exit_event {
 	struct vigil_proc proc;
 	__s32 exit_code;	/* wait status */
 	__u32 _reserved;
+};
+
+struct vigil_net_event {
+	struct vigil_hdr hdr;
+	struct vigil_proc proc;	/* connect: the task that called connect(), not the one the
+				 * outcome arrived on */
+	__u32 op;		/* enum vigil_net_op */
+	__s32 ret;		/* 0, or -errno of a failed connect or bind */
+	__u16 family;		/* AF_INET, AF_INET6, AF_UNIX */
+	__u16 protocol;		/* IPPROTO_TCP, IPPROTO_UDP; 0 for Unix sockets */
+	__u16 lport;		/* host byte order */
+	__u16 rport;
+	__u8 laddr[16];		/* network byte order; IPv4 in the first 4 bytes */
+	__u8 raddr[16];
+	__u64 sock_id;		/* the socket's kernel address: the events of one socket */
+	__u32 path_len;		/* Unix sockets: the path, in data */
+	__u32 _reserved;
+	char data[];
+};
+
+/* Keys of the network filters. Excluded networks: an LPM trie over 16-byte addresses, IPv4
+ * as IPv4-mapped IPv6 (::ffff:a.b.c.d). */
+struct vigil_net_cidr_key {
+	__u32 prefixlen;	/* in bits */
+	__u8 addr[16];
 };
 
 /* The watch list: an LPM trie over path bytes. User space writes "/etc/" for a watched /etc;

@@ -56,7 +56,10 @@ log = logging.getLogger(__name__)
 # vigil.kernel.lru); with the perf event buffer also samples perf lost that the BPF side could not
 # count (4.x kernels: no kind).
 KERNEL_DROP_KINDS = ("drop_file", "drop_exec", "drop_exit", "inflight_full", "wfiles_full",
-                     "wfiles_evicted", "uring_reqs_evicted", "drop_unknown")
+                     "wfiles_evicted", "uring_reqs_evicted", "drop_net", "net_conns_full",
+                     "net_rate", "drop_unknown")
+# Losses of network events only: no rescan of the watched trees finds them.
+NET_DROP_KINDS = frozenset({"drop_net", "net_conns_full", "net_rate"})
 # User space: records the decoder could not read (short, or of an unknown kind or operation);
 # write-opens the pipeline stopped following beyond MAX_OPEN_FILES (a "modified" at the exit of
 # the process holding it is lost).
@@ -136,6 +139,7 @@ class Agent:
             failed_errnos=config.failed_errnos,
             btf_custom_path=btf_path,
             event_buffer=event_buffer,
+            network=config.network,
         )
         self._obj_path = obj_path
         self._backend_name = backend  # None or "auto": the best that runs here
@@ -173,6 +177,11 @@ class Agent:
             return False
         return self._policy.directory_for(path) is not None \
             or any(w.covers(path) for w in self._rule_paths)
+
+    def _unix_watched(self, path: bytes) -> bool:
+        """A Unix socket path on the network section's list (or below a directory on it)."""
+        return any(path == p or path.startswith(p.rstrip(b"/") + b"/")
+                   for p in self.config.network.unix_paths)
 
     def _reported(self, path: bytes) -> bool:
         """The policy's verdict on ``path``, asked once per batch: the pipeline asks first,
@@ -234,7 +243,8 @@ class Agent:
                                 watch_alias=self._new_link,
                                 closes_at_exit=backend.name == "tracepoint",
                                 truncated=TruncatedPaths(
-                                    d.path for d in self.config.directories if d.realtime))
+                                    d.path for d in self.config.directories if d.realtime),
+                                unix_watched=self._unix_watched)
             log.info("watching %d paths (%d kernel entries, %d of them symlink aliases) with "
                      "the %s backend; %d processes known", len(self.config.directories), n,
                      len(self.aliases), backend.name, len(procs))
@@ -346,7 +356,8 @@ class Agent:
                 where = "user space" if kind in USER_DROP_KINDS else "kernel side"
                 log.warning("%s lost %d %s events", where, new, _kind(kind))
                 lost.append(LostEvents(time.time_ns(), _kind(kind), new))
-        rescan = bool(lost)
+        rescan = any(e.kind not in {_kind(k) for k in NET_DROP_KINDS}
+                     for e in lost if isinstance(e, LostEvents))
         for kind in RESCAN_KINDS:
             new = counters.get(kind, 0) - self.summary.drops.get(kind, 0)
             if new > 0:

@@ -42,6 +42,8 @@ def _run(args: argparse.Namespace) -> int:
         config = config.with_watch_overrides(args.watch)
     if args.no_exec:
         config = replace(config, exec_events=False)
+    if args.no_network:
+        config = replace(config, network=replace(config.network, enabled=False))
     if args.db:
         config = replace(config, database=args.db)
     fmt = args.output or config.output
@@ -157,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--duration", type=float, metavar="SECONDS",
                      help="stop cleanly after this many seconds")
     run.add_argument("--no-exec", action="store_true", help="do not report execs and exits")
+    run.add_argument("--no-network", action="store_true",
+                     help="no network events (the configuration's network section off)")
     run.add_argument("--no-fim", action="store_true",
                      help="raw file events only: no baseline, hashes or diffs")
     run.add_argument("--db", type=Path, metavar="PATH",

@@ -71,6 +71,13 @@ def _records() -> dict[str, bytes]:
     body = proc + layout.EXIT_TAIL.pack(0, 0)
     exit_ = layout.HDR.pack(layout.Kind.EXIT, 0, 16 + len(body), 2) + body
 
+    def net(op: int, family: int, local: bytes, remote: bytes, path: bytes = b"") -> bytes:
+        tail = layout.NET_TAIL.pack(op, 0, family, 6 if family != 1 else 0, 40000, 443,
+                                    local.ljust(16, b"\0"), remote.ljust(16, b"\0"),
+                                    0xFFFF888000001000, len(path), 0)
+        body = proc + tail + path
+        return layout.HDR.pack(layout.Kind.NET, 0, 16 + len(body), 3) + body
+
     def framed(*recs: bytes) -> bytes:
         return b"".join(struct.pack("<H", len(r)) + r for r in recs)
 
@@ -79,6 +86,9 @@ def _records() -> dict[str, bytes]:
                               file(layout.OP_OPEN_WRITE, b"/etc/n", flags=32)),
         "exec-exit": framed(exec_, exit_),
         "mixed": framed(exec_, file(2, b"/usr/bin/\xffname"), exit_, file(8, b"/etc/d")),
+        "network": framed(net(1, 2, b"\x7f\0\0\1", b"\xc6\x33\x64\2"),
+                          net(2, 10, b"\0" * 15 + b"\1", b"\0" * 10 + b"\xff\xff\x7f\0\0\1"),
+                          net(7, 1, b"", b"", b"/run/docker.sock")),
     }
 
 
@@ -206,6 +216,16 @@ state_dir: /var/lib/vigil
 scan: {interval: 12h, max_files: 100000, hash_workers: 2, max_file_size: 1048576}
 diff: {quota_mb: 64, max_file_size: 1048576}
 ignore: ["/etc/mtab"]
+network:
+  enabled: true
+  kinds: [connect, accept, listen, bind, udp, unix]
+  exclude_cidrs: [10.0.0.0/8, "fd00::/8"]
+  exclude_ports: [53, 123]
+  rate_limit: 1000
+  rate_burst: 2000
+  udp_flow_ttl: 2m
+  udp_flows: 4096
+  unix_paths: [/run/docker.sock]
 """
 
 

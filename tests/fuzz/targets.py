@@ -14,6 +14,7 @@ record (an event, or a count in ``Decoder.malformed``).
 from __future__ import annotations
 
 import io
+import json
 import struct
 import tempfile
 from collections.abc import Callable
@@ -29,10 +30,11 @@ from vigil.btfhub.packages import read_package_file
 from vigil.btfhub.rawbtf import RawBtf, detect_arch, find_blobs
 from vigil.btfhub.rpm import cpio_newc
 from vigil.config import load_config
-from vigil.events.layout import Clock, Decoder
+from vigil.events.layout import Clock, Decoder, RawFile
 from vigil.kernel.btf import KIND_STRUCT, KIND_UNION
 from vigil.kernel.btf_archive import BtfArchive
 from vigil.kernel.errors import InputError
+from vigil.outputs.ecs import to_ecs
 
 ROOT = Path(__file__).resolve().parents[2]
 FUZZ = Path(__file__).resolve().parent
@@ -65,6 +67,9 @@ def ring(data: bytes) -> None:
     if len(events) + sum(d.malformed.values()) != len(records):
         raise AssertionError(f"{len(records)} records, {len(events)} events, "
                              f"{dict(d.malformed)} dropped: some are unaccounted for")
+    for ev in events:   # every decoded event renders (addresses, names of any bytes)
+        if not isinstance(ev, RawFile):
+            json.dumps(to_ecs(ev, {"name": "fuzz"}))
 
 
 def elf(data: bytes) -> None:

@@ -16,31 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static struct io_uring ring;
-static struct io_uring_probe *probe;
-
-static int run(const char *name, int opcode, struct io_uring_sqe *sqe)
-{
-	struct io_uring_cqe *cqe;
-	int res;
-
-	(void)sqe;
-	if (!io_uring_opcode_supported(probe, opcode)) {
-		printf("%s unsupported\n", name);
-		return -EOPNOTSUPP;
-	}
-	if (io_uring_submit(&ring) != 1 || io_uring_wait_cqe(&ring, &cqe) < 0) {
-		printf("%s error submit\n", name);
-		return -EIO;
-	}
-	res = cqe->res;
-	io_uring_cqe_seen(&ring, cqe);
-	if (res < 0)
-		printf("%s error %d\n", name, -res);
-	else
-		printf("%s ok\n", name);
-	return res;
-}
+#include "uring_step.h"
 
 int main(int argc, char **argv)
 {
@@ -66,17 +42,17 @@ int main(int argc, char **argv)
 	}
 
 	io_uring_prep_openat(io_uring_get_sqe(&ring), dirfd, p1, O_CREAT | O_WRONLY | O_TRUNC, 0644);
-	fd = run("openat", IORING_OP_OPENAT, NULL);
+	fd = run("openat", IORING_OP_OPENAT);
 	if (fd < 0)
 		return 1;
 	io_uring_prep_write(io_uring_get_sqe(&ring), fd, data, strlen(data), 0);
-	failed |= run("write", IORING_OP_WRITE, NULL) < 0;
+	failed |= run("write", IORING_OP_WRITE) < 0;
 	io_uring_prep_close(io_uring_get_sqe(&ring), fd);
-	failed |= run("close", IORING_OP_CLOSE, NULL) < 0;
+	failed |= run("close", IORING_OP_CLOSE) < 0;
 
 	if (io_uring_opcode_supported(probe, IORING_OP_RENAMEAT)) {
 		io_uring_prep_renameat(io_uring_get_sqe(&ring), dirfd, p1, dirfd, p2, 0);
-		failed |= run("renameat", IORING_OP_RENAMEAT, NULL) < 0;
+		failed |= run("renameat", IORING_OP_RENAMEAT) < 0;
 	} else {
 		printf("renameat unsupported\n");
 	}
@@ -84,7 +60,7 @@ int main(int argc, char **argv)
 		const char *victim = io_uring_opcode_supported(probe, IORING_OP_RENAMEAT) ? p2 : p1;
 
 		io_uring_prep_unlinkat(io_uring_get_sqe(&ring), dirfd, victim, 0);
-		failed |= run("unlinkat", IORING_OP_UNLINKAT, NULL) < 0;
+		failed |= run("unlinkat", IORING_OP_UNLINKAT) < 0;
 	} else {
 		printf("unlinkat unsupported\n");
 	}

@@ -43,7 +43,8 @@ def test_run_takes_the_option() -> None:
 
 def test_losses_of_unknown_kind_count_and_show_only_when_there_are_some() -> None:
     assert "drop_unknown" in DROP_KINDS
-    kernel = "(file 2, exec 0, exit 0, inflight 0, wfiles 0, wfiles_evicted 0, uring_reqs_evicted 0"
+    kernel = ("(file 2, exec 0, exit 0, inflight 0, wfiles 0, wfiles_evicted 0, "
+              "uring_reqs_evicted 0, net 0, net_conns 0, net_rate 0")
     s = RunSummary(drops={"drop_file": 2, "drop_unknown": 0})
     assert s.dropped == 2 and f"kernel side {kernel});" in s.line()
     s = RunSummary(drops={"drop_file": 2, "drop_unknown": 3})

@@ -82,6 +82,7 @@ def test_record_sizes(btf) -> None:  # type: ignore[no-untyped-def]
     assert btf.struct_layout("vigil_file_event").size == layout.FILE_EVENT_SIZE
     assert btf.struct_layout("vigil_exec_event").size == layout.EXEC_EVENT_SIZE
     assert btf.struct_layout("vigil_exit_event").size == layout.EXIT_EVENT_SIZE
+    assert btf.struct_layout("vigil_net_event").size == layout.NET_EVENT_SIZE
     key = btf.struct_layout("vigil_watch_key")
     assert key.size == 4 + layout.WATCH_KEY_LEN
 

@@ -9,6 +9,7 @@ vigil.fim.policy; rules: vigil.rules.ruleset; the agent reads the rest).
 from __future__ import annotations
 
 import errno as errno_mod
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -107,6 +108,31 @@ class RulesConfig:
     enabled: bool = True                # false: no rules at all (telemetry only)
 
 
+NET_KINDS = ("connect", "accept", "listen", "bind", "udp", "unix")
+DEFAULT_UNIX_PATHS = (b"/run/docker.sock", b"/run/containerd/containerd.sock",
+                      b"/run/podman/podman.sock")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """The ``network:`` section: which network events the kernel side reports and which it
+    leaves out (README: "Network events")."""
+
+    enabled: bool = True
+    kinds: tuple[str, ...] = NET_KINDS
+    exclude_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    exclude_ports: tuple[int, ...] = ()
+    rate_limit: int = 0                 # events per second per process; 0 = no cap
+    rate_burst: int | None = None       # events a process may send at once (default: rate)
+    udp_flow_ttl: int = 60              # seconds a UDP flow stays known after its last datagram
+    udp_flows: int = 65536              # flows the kernel remembers (an LRU map)
+    unix_paths: tuple[bytes, ...] = DEFAULT_UNIX_PATHS
+
+    @property
+    def on(self) -> bool:
+        return self.enabled and bool(self.kinds)
+
+
 @dataclass(frozen=True)
 class Config:
     directories: tuple[DirectoryConfig, ...] = ()
@@ -121,6 +147,7 @@ class Config:
     diff: DiffConfig = field(default_factory=DiffConfig)
     ignore: tuple[Pattern, ...] = ()
     rules: RulesConfig = field(default_factory=RulesConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
     source: str = EMBEDDED_NAME
 
     @property

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Final
 
-from vigil.events.model import ExecEvent, ExitEvent, FileEvent, FileOp, Process
+from vigil.events.model import ExecEvent, ExitEvent, FileEvent, FileOp, NetEvent, NetOp, Process
 
 COMM_LEN: Final = 16
 PATH_MAX: Final = 4096
@@ -31,6 +31,7 @@ class Kind(enum.IntEnum):
     FILE = 1
     EXEC = 2
     EXIT = 3
+    NET = 4
 
 
 # Decoder.malformed's keys: why a record was dropped.
@@ -67,6 +68,10 @@ class Stat(enum.IntEnum):
     WFILES_DEL = 7
     URING_NEW = 8
     URING_DEL = 9
+    DROP_NET = 10
+    NET_CONNS_FULL = 11  # TCP connects in progress not followed (their outcome is lost)
+    NET_RATE = 12  # network events over a process's rate cap (lost)
+    NET_FILTERED = 13  # network events the config excludes (not lost)
 
 
 STAT_SLOTS: Final = 16
@@ -82,6 +87,8 @@ PROC = struct.Struct("=QQQ10I16s")
 FILE_TAIL = struct.Struct("=IiIIIIQQIHH")
 EXEC_TAIL = struct.Struct("=IIII")  # exe_len, args_len, cwd_len, reserved
 EXIT_TAIL = struct.Struct("=iI")  # exit_code, reserved
+# op ret family protocol lport rport laddr raddr sock_id path_len reserved
+NET_TAIL = struct.Struct("=IiHHHH16s16sQII")
 
 HDR_SIZE: Final = HDR.size  # 16
 PROC_OFF: Final = HDR_SIZE
@@ -89,6 +96,7 @@ TAIL_OFF: Final = HDR_SIZE + PROC.size  # 96
 FILE_EVENT_SIZE: Final = TAIL_OFF + FILE_TAIL.size  # 144
 EXEC_EVENT_SIZE: Final = TAIL_OFF + EXEC_TAIL.size  # 112
 EXIT_EVENT_SIZE: Final = TAIL_OFF + EXIT_TAIL.size  # 104
+NET_EVENT_SIZE: Final = TAIL_OFF + NET_TAIL.size  # 160
 
 # Field names per C struct, in order, with the Struct that decodes them; the layout test uses
 # these to compare every offset with the BTF.
@@ -107,6 +115,9 @@ LAYOUTS: Final[dict[str, tuple[tuple[str, ...], tuple[struct.Struct, ...]]]] = {
     "vigil_exec_event": (("hdr", "proc", "exe_len", "args_len", "cwd_len", "_reserved", "data"),
                          (HDR, PROC, EXEC_TAIL)),
     "vigil_exit_event": (("hdr", "proc", "exit_code", "_reserved"), (HDR, PROC, EXIT_TAIL)),
+    "vigil_net_event": (("hdr", "proc", "op", "ret", "family", "protocol", "lport", "rport",
+                         "laddr", "raddr", "sock_id", "path_len", "_reserved", "data"),
+                        (HDR, PROC, NET_TAIL)),
 }
 
 NO_ID: Final = 0xFFFFFFFF
@@ -128,7 +139,7 @@ class RawFile:
         self.truncated = truncated
 
 
-Decoded = FileEvent | ExecEvent | ExitEvent | RawFile
+Decoded = FileEvent | ExecEvent | ExitEvent | NetEvent | RawFile
 
 
 class Clock:
@@ -212,6 +223,8 @@ class Decoder:
         if kind == Kind.EXIT and len(buf) >= EXIT_EVENT_SIZE:
             (code, _reserved) = EXIT_TAIL.unpack_from(buf, TAIL_OFF)
             return ExitEvent(ts, self._proc(buf), code, flags)
+        if kind == Kind.NET and len(buf) >= NET_EVENT_SIZE:
+            return self._net(buf, ts, flags)
         self.malformed["short" if kind in _KINDS else "unknown-kind"] += 1
         return None
 
@@ -244,6 +257,20 @@ class Decoder:
             inode=ino or None, device=dev or None, flags=flags, file_id=file_id,
         )
 
+    def _net(self, buf: memoryview | bytes, ts: int, flags: int) -> NetEvent | None:
+        (op, ret, family, protocol, lport, rport, laddr, raddr, sock_id, plen,
+         _reserved) = NET_TAIL.unpack_from(buf, TAIL_OFF)
+        if NET_EVENT_SIZE + plen > len(buf):
+            self.malformed["bad-length"] += 1
+            return None
+        nop = _NET_OPS.get(op)
+        if nop is None:
+            self.malformed["unknown-op"] += 1
+            return None
+        path = bytes(buf[NET_EVENT_SIZE:NET_EVENT_SIZE + plen]) if plen else None
+        return NetEvent(ts, nop, self._proc(buf), family, protocol, laddr, lport, raddr, rport,
+                        errno=-ret if ret < 0 else 0, path=path, flags=flags, sock_id=sock_id)
+
     def decode_batch(self, records: Iterable[memoryview | bytes]) -> Iterator[Decoded]:
         for rec in records:
             ev = self.decode(rec)
@@ -252,6 +279,7 @@ class Decoder:
 
 
 _FILE_OPS: Final = {int(op): op for op in FileOp}  # a dict lookup: FileOp(op) raises
+_NET_OPS: Final = {int(op): op for op in NetOp}
 _MODE_OPS = frozenset({FileOp.CHMOD, FileOp.CREATE, FileOp.MKDIR, FileOp.MKNOD, FileOp.OPEN})
 
 

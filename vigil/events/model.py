@@ -10,6 +10,8 @@ names an attacker is most likely to use (invalid UTF-8, newlines). Outputs decid
 from __future__ import annotations
 
 import enum
+import ipaddress
+import socket
 from dataclasses import dataclass, field
 
 SCHEMA_VERSION = 1
@@ -158,6 +160,86 @@ class ExitEvent:
         return self.exit_code & 0x7F
 
 
+class NetOp(enum.IntEnum):
+    """Network operations; values are shared with the BPF side (bpf/vigil_events.h)."""
+
+    CONNECT = 1  # outbound TCP connect, with its outcome
+    ACCEPT = 2
+    LISTEN = 3
+    BIND = 4
+    UDP_SEND = 5  # the first datagram of a UDP flow, sent ...
+    UDP_RECV = 6  # ... or received
+    UNIX_CONNECT = 7
+
+    @property
+    def action(self) -> str:
+        """The ECS ``event.action`` word."""
+        return self.name.lower().replace("_", "-").replace("recv", "receive")
+
+    @property
+    def egress(self) -> bool | None:
+        """True when this host's process initiated it, False when a peer did, None for
+        listen and bind (no peer)."""
+        return _EGRESS[self]
+
+
+_EGRESS = {NetOp.CONNECT: True, NetOp.ACCEPT: False, NetOp.LISTEN: None, NetOp.BIND: None,
+           NetOp.UDP_SEND: True, NetOp.UDP_RECV: False, NetOp.UNIX_CONNECT: True}
+_MAPPED = b"\0" * 10 + b"\xff\xff"
+
+
+def ip_text(family: int, raw: bytes) -> str | None:
+    """The address as text (an IPv4-mapped IPv6 address as the IPv4 address it carries)."""
+    if family == socket.AF_INET:
+        return str(ipaddress.IPv4Address(raw[:4]))
+    if family == socket.AF_INET6:
+        if raw[:12] == _MAPPED:
+            return str(ipaddress.IPv4Address(raw[12:16]))
+        return str(ipaddress.IPv6Address(raw[:16]))
+    return None
+
+
+@dataclass(slots=True)
+class NetEvent:
+    """Network activity of a process: ``local``/``remote`` are raw addresses as the kernel
+    holds them (16 bytes, IPv4 in the first 4), ports in host order. ``errno``: a failed connect
+    (refused, timed out, unreachable) or bind. ``path``: a Unix socket's path."""
+
+    timestamp_ns: int
+    op: NetOp
+    process: Process
+    family: int
+    protocol: int  # IPPROTO_TCP, IPPROTO_UDP, 0 (Unix)
+    local_addr: bytes
+    local_port: int
+    remote_addr: bytes
+    remote_port: int
+    errno: int = 0
+    path: bytes | None = None
+    flags: int = 0
+    sock_id: int = 0  # the kernel's socket: events of one socket share it (never output)
+
+    @property
+    def failed(self) -> bool:
+        return self.errno != 0
+
+    @property
+    def local_ip(self) -> str | None:
+        return ip_text(self.family, self.local_addr)
+
+    @property
+    def remote_ip(self) -> str | None:
+        return ip_text(self.family, self.remote_addr)
+
+    @property
+    def ip_version(self) -> str | None:
+        """'ipv4' or 'ipv6' (an IPv4-mapped address is IPv4); None for Unix sockets."""
+        ip = self.remote_ip if self.op.egress is not None else self.local_ip
+        if ip is None:
+            return None
+        return "ipv6" if ":" in ip else "ipv4"
+
+
 @dataclass(slots=True)
 class LostEvents:
     """The kernel side could not deliver ``count`` events of ``kind`` (ring buffer full)."""
@@ -168,4 +250,4 @@ class LostEvents:
     extra: dict[str, int] = field(default_factory=dict)
 
 
-Event = FileEvent | ExecEvent | ExitEvent | LostEvents
+Event = FileEvent | ExecEvent | ExitEvent | NetEvent | LostEvents

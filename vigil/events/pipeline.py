@@ -18,7 +18,7 @@ from typing import Final
 from vigil.enrich.process import ProcessTable
 from vigil.enrich.users import NameCache
 from vigil.events.layout import Flag, RawFile
-from vigil.events.model import Event, ExecEvent, ExitEvent, FileEvent, FileOp, Process
+from vigil.events.model import Event, ExecEvent, ExitEvent, FileEvent, FileOp, NetEvent, Process
 from vigil.events.truncated import TRUNCATED, TruncatedPaths
 
 MAX_OPEN_FILES: Final = 65536
@@ -85,6 +85,7 @@ class Pipeline:
         watch_alias: Callable[[bytes, bytes], None] | None = None,
         closes_at_exit: bool = True,
         truncated: TruncatedPaths | None = None,
+        unix_watched: Callable[[bytes], bool] | None = None,
     ) -> None:
         # True when the kernel side sees closes only as syscalls (the tracepoint backend): an
         # exit then ends the writes of every file the process still held. The VFS backends see
@@ -93,6 +94,9 @@ class Pipeline:
         self._report_processes = report_processes
         self._watch_alias = watch_alias
         self._is_watched = is_watched
+        # Unix socket paths whose connects are reported: the kernel matched the exact ones,
+        # the ones with . or .. components are decided here
+        self._unix_watched = unix_watched or (lambda _path: False)
         self._procs = procs
         self._names = names
         self._forget = forget_open_file
@@ -161,6 +165,8 @@ class Pipeline:
                     out.append(rec)
             elif isinstance(rec, ExitEvent):
                 self._exited(rec, out)
+            elif isinstance(rec, NetEvent):
+                self._net(rec, out)
         return out
 
     def counts(self) -> dict[str, int]:
@@ -218,6 +224,15 @@ class Pipeline:
                 and self._is_watched(ev.target_path))):
             self.filtered += 1
             return
+        self._enrich(ev.process)
+        out.append(ev)
+
+    def _net(self, ev: NetEvent, out: list[Event]) -> None:
+        if ev.path is not None and ev.flags & F_UNNORMALIZED:
+            ev.path = self.canonical(ev.path, ev.flags | F_FROM_ARG, ev.process)
+            if not self._unix_watched(ev.path):
+                self.filtered += 1
+                return
         self._enrich(ev.process)
         out.append(ev)
 

@@ -20,9 +20,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vigil.config.model import NetworkConfig
 from vigil.events import layout
 from vigil.kernel import arch as archmod
-from vigil.kernel import hooks, probes
+from vigil.kernel import hooks, net, probes
 from vigil.kernel.btf import Btf
 from vigil.kernel.errors import KernelError, VerifierError, VigilError
 from vigil.kernel.hooks import HookUnsupported, Plan
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 OBJECT_NAME = "vigil"
 # Tracepoint categories whose events differ between kernels: a program whose tracepoint is
 # absent here is not loaded (syscalls come and go; io_uring_submit_sqe became _submit_req).
-_OPTIONAL_TRACEPOINTS = ("syscalls", "io_uring")
+_OPTIONAL_TRACEPOINTS = ("syscalls", "io_uring", "sock")
 _WATCH_VAL = struct.Struct("=II")
 _U32 = struct.Struct("=I")
 _U64 = struct.Struct("=Q")
@@ -71,6 +72,7 @@ class BackendSettings:
     wakeup_bytes: int = 1 << 20
     btf_custom_path: str | None = None
     event_buffer: str = "auto"  # one of EVENT_BUFFERS
+    network: NetworkConfig | None = None  # None: no network events
 
 
 # How records reach user space: "ring" (BPF ring buffer, vigil.bpf.o) or "perf" (a perf event
@@ -152,7 +154,8 @@ class KernelBackend:
         path = perf_variant(self._path) if perf else self._path
         with BpfObjectSpec.open(path, btf_custom_path=s.btf_custom_path) as spec:
             for prog in spec.programs:
-                wanted = prog.name in self.plan.programs
+                wanted = prog.name in self.plan.programs and (
+                    net.ops_mask(s.network) != 0 or not net.is_net_program(prog.name))
                 optional = _optional_tracepoint(prog.section)
                 if wanted and optional and not tracepoint_exists(*optional):
                     wanted = False
@@ -162,21 +165,28 @@ class KernelBackend:
                 spec.set_autoload(prog.name, wanted)
             if not perf:  # a perf event array gets one entry per CPU from libbpf
                 spec.set_max_entries("events", s.ring_bytes)
+            if s.network is not None:
+                spec.set_max_entries("net_flows", s.network.udp_flows)
             for name, n in map_sizes_for_tests().items():
                 spec.set_max_entries(name, n)
             spec.set_rodata(
                 cfg_failed_errnos=errno_mask(s.failed_errnos),
                 cfg_wakeup_bytes=s.wakeup_bytes,
                 cfg_self_tgid=s.ignore_tgid,
+                **net.rodata(s.network),
                 **self.plan.rodata,
             )
             self._obj = spec.load()
         self.evictions = {name: self._eviction_counter(name, *slots)
                           for name, slots in LRU_MAPS.items()}
+        if any(sec.startswith("tracepoint/sock/") for sec in self.skipped_sections):
+            log.warning("no sock:inet_sock_set_state tracepoint on this kernel (before 4.16): "
+                        "TCP connects and listens are not reported")
         if self.skipped:
             log.info("syscalls absent on this kernel, not hooked: %s",
                      ", ".join(sorted({t.split("_", 2)[2] for t in self.skipped})))
         try:
+            net.fill_maps(self._obj, s.network, watch_key)
             # The reader first: a perf event array has no buffer until the reader opens one,
             # and every record sent before that would be a drop.
             fd = self._obj.map_fd("events")

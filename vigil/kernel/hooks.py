@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vigil.kernel import net_hooks
 from vigil.kernel.arch import canonical
 from vigil.kernel.btf import Btf
 
@@ -78,6 +79,28 @@ BLIND_SPOTS: dict[str, tuple[str, ...]] = {
 }
 
 
+# What the network part cannot see: through the socket syscalls' tracepoints (the tracepoint
+# backend, and the others' fallback), or through the socket layer's functions.
+_NET_COMMON = (
+    "network: raw and packet sockets (ping, DHCP clients, sniffers), SCTP and other protocols "
+    "than TCP and UDP; abstract Unix socket names; Unix datagram sockets",
+    "network: data on an existing connection (sendfile over it, ...): connections are events, "
+    "not their data; names are not tied to connections (no DNS view: Sigma's "
+    "DestinationHostname is not provided)",
+)
+NET_BLIND_SPOTS_SYSCALLS = (
+    "network: accepts and UDP datagrams through io_uring (IORING_OP_ACCEPT, SEND, RECV...); "
+    "io_uring's TCP connects and listens are seen (the socket's state change)",
+    "network: UDP datagrams written with write(), read with read(), or moved with splice or "
+    "sendfile (only sendto, sendmsg, sendmmsg, recvfrom, recvmsg and recvmmsg are hooked)",
+    "network: the socket syscalls of 32-bit processes on a 64-bit kernel (the syscall "
+    "tracepoints skip compat calls): their TCP connects and listens are seen, their accepts, "
+    "binds, UDP flows and Unix connects are not",
+    *_NET_COMMON,
+)
+NET_BLIND_SPOTS_FUNCS = _NET_COMMON
+
+
 class HookUnsupported(Exception):
     """This backend cannot run on this kernel; the message says exactly why."""
 
@@ -92,17 +115,20 @@ class Plan:
     notes: tuple[str, ...] = ()
     # program -> the programs that take over its job when this kernel refuses it
     fallbacks: dict[str, frozenset[str]] = field(default_factory=dict)
+    net_via_syscalls: bool = True   # the network from the socket syscalls' tracepoints
 
     @property
     def blind_spots(self) -> tuple[str, ...]:
-        return BLIND_SPOTS[self.backend]
+        return BLIND_SPOTS[self.backend] + (
+            NET_BLIND_SPOTS_SYSCALLS if self.net_via_syscalls else NET_BLIND_SPOTS_FUNCS)
 
     def without(self, program: str, why: str) -> Plan:
         """This plan with ``program`` replaced by its fallback programs."""
         return Plan(self.backend, (self.programs - {program}) | self.fallbacks[program],
                     self.rodata, (*self.notes, f"{program} refused here ({why}); its "
                                   "changes are seen through syscall tracepoints instead"),
-                    {k: v for k, v in self.fallbacks.items() if k != program})
+                    {k: v for k, v in self.fallbacks.items() if k != program},
+                    self.net_via_syscalls)
 
 
 @dataclass(frozen=True)
@@ -307,8 +333,11 @@ def plan(backend: str, programs: Iterable[Program], *, btf: Btf | None,
     """
     progs = list(programs)
     if backend == "tracepoint":
-        chosen = {p.name for p in progs if _common(p) or _tracepoint_prog(p)}
-        return Plan(backend, frozenset(chosen))
+        net = net_hooks.plan(backend, ((p.name, p.section) for p in progs), btf,
+                             lambda f: True, lambda fs: {}, 0)
+        chosen = {p.name for p in progs if (_common(p) or _tracepoint_prog(p))
+                  and not net_hooks.is_net(p.name)}
+        return Plan(backend, frozenset(chosen | net.programs))
     if backend not in VFS_BACKENDS:
         raise ValueError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
     if btf is None:
@@ -332,7 +361,8 @@ def plan(backend: str, programs: Iterable[Program], *, btf: Btf | None,
 
     clones = partial_clones(symbols(), {p.section.partition("/")[2] for p in progs
                                         if p.section.startswith(("fexit/", "kretprobe/",
-                                                                 "fentry/", "kprobe/"))})
+                                                                 "fentry/", "kprobe/"))
+                                        and not net_hooks.is_net(p.name)})
     # A split commit function is replaced by its caller's exit where Vigil knows one.
     moved = {f: _CALLER_COMMITS[f] for f in clones
              if f in _CALLER_COMMITS and _CALLER_COMMITS[f] not in clones
@@ -346,12 +376,13 @@ def plan(backend: str, programs: Iterable[Program], *, btf: Btf | None,
         notes.append(f"{func} is partly inlined here ({', '.join(sorted(clones[func]))}): "
                      f"its changes are committed at the exit of {caller}")
     skipped = set(moved) | (set(_CALLER_COMMITS.values()) - set(moved.values()))
-    chosen = {p.name for p in progs if _common(p) or _xattr_prog(p)}
+    chosen = {p.name for p in progs if (_common(p) or _xattr_prog(p))
+              and not net_hooks.is_net(p.name)}
     prefix = {"lsm": ("lsm/", "fexit/"), "fentry": ("fentry/", "fexit/"),
               "kprobe": ("kprobe/", "kretprobe/")}[backend]
     for p in progs:
         kind, _, target = p.section.partition("/")
-        if not p.section.startswith(prefix):
+        if not p.section.startswith(prefix) or net_hooks.is_net(p.name):
             continue
         if kind in ("fexit", "kprobe", "kretprobe") and target in skipped:
             continue
@@ -378,7 +409,12 @@ def plan(backend: str, programs: Iterable[Program], *, btf: Btf | None,
     fallbacks = {p.name: chown_tps for p in progs
                  if p.name in chosen and p.section in ("lsm/path_chown",
                                                        "fentry/security_path_chown")}
-    return Plan(backend, frozenset(chosen), rodata, tuple(notes), fallbacks)
+    net = net_hooks.plan(backend, ((p.name, p.section) for p in progs), btf, exists,
+                         lambda funcs: partial_clones(symbols(), funcs), max_index)
+    if net.note:
+        notes.append(net.note)
+    return Plan(backend, frozenset(chosen | net.programs), {**rodata, **net.rodata},
+                tuple(notes), fallbacks, net_via_syscalls=net.note is not None)
 
 
 def kernel_btf_path(custom: str | None) -> tuple[Path | None, bool]:

@@ -25,6 +25,8 @@ from vigil.events.model import (
     FileEvent,
     FileOp,
     LostEvents,
+    NetEvent,
+    NetOp,
     Process,
 )
 
@@ -210,8 +212,7 @@ def file_to_ecs(ev: FileEvent, host: dict[str, Any]) -> dict[str, Any]:
     doc["event"] = event
     doc["file"] = f
     if ev.failed:
-        doc["error"] = {"code": errno_mod.errorcode.get(ev.errno, str(ev.errno)),
-                        "message": os.strerror(ev.errno)}
+        doc["error"] = _error(ev.errno)
     vfile["source"] = ev.source
     if ev.flags:
         vfile["flags"] = ev.flags
@@ -250,6 +251,65 @@ def exit_to_ecs(ev: ExitEvent, host: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+_TRANSPORT: Final = {6: "tcp", 17: "udp"}
+_NET_TYPES: Final = {NetOp.CONNECT: ["connection", "start"], NetOp.ACCEPT: ["connection", "start"],
+                     NetOp.LISTEN: ["start"], NetOp.BIND: ["info"],
+                     NetOp.UDP_SEND: ["connection", "start"],
+                     NetOp.UDP_RECV: ["connection", "start"],
+                     NetOp.UNIX_CONNECT: ["connection", "start"]}
+
+
+def _endpoint(ip: str | None, port: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if ip is not None:
+        out["ip"] = out["address"] = ip
+    if port:
+        out["port"] = port
+    return out
+
+
+def _error(errno: int) -> dict[str, str]:
+    """ECS's error.code (the errno's name) and message. Errnos are below 4096; a record
+    damaged into another number still renders (as the number)."""
+    if not 0 < errno < 4096:
+        return {"code": str(errno), "message": f"error {errno}"}
+    return {"code": errno_mod.errorcode.get(errno, str(errno)), "message": os.strerror(errno)}
+
+
+def net_to_ecs(ev: NetEvent, host: dict[str, Any]) -> dict[str, Any]:
+    """ECS's source is who initiated: this host's end of a connect or of a datagram sent,
+    the peer of an accepted connection or of a datagram received; listen and bind have only
+    this host's end, as source."""
+    doc = _base(ev.timestamp_ns, host)
+    doc["event"] = {"kind": "event", "category": ["network"], "type": _NET_TYPES[ev.op],
+                    "action": ev.op.action, "outcome": "failure" if ev.failed else "success",
+                    "module": "vigil", "dataset": "vigil.network"}
+    egress = ev.op.egress
+    vnet: dict[str, Any] = {"operation": ev.op.name.lower()}
+    if ev.path is not None:       # a Unix socket
+        doc["network"] = {"transport": "unix", "direction": "egress"}
+        vnet.update(path_fields(ev.path))
+        doc["destination"] = {"address": vnet["path"]}
+    else:
+        net: dict[str, Any] = {"transport": _TRANSPORT.get(ev.protocol, str(ev.protocol))}
+        if ev.protocol in _TRANSPORT:
+            net["iana_number"] = str(ev.protocol)
+        version = ev.ip_version
+        if version:
+            net["type"] = version
+        local = _endpoint(ev.local_ip, ev.local_port)
+        remote = _endpoint(ev.remote_ip, ev.remote_port)
+        if egress is None:
+            doc["source"] = local
+        else:
+            net["direction"] = "egress" if egress else "ingress"
+            doc["source"], doc["destination"] = (local, remote) if egress else (remote, local)
+        doc["network"] = net
+    if ev.failed:
+        doc["error"] = _error(ev.errno)
+    return _with_who(doc, ev.process, {"network": vnet})
+
+
 def lost_to_ecs(ev: LostEvents, host: dict[str, Any]) -> dict[str, Any]:
     doc = _base(ev.timestamp_ns, host)
     doc["event"] = {"kind": "metric", "category": ["host"], "type": ["info"],
@@ -266,4 +326,6 @@ def to_ecs(ev: Event, host: dict[str, Any]) -> dict[str, Any]:
         return exec_to_ecs(ev, host)
     if isinstance(ev, ExitEvent):
         return exit_to_ecs(ev, host)
+    if isinstance(ev, NetEvent):
+        return net_to_ecs(ev, host)
     return lost_to_ecs(ev, host)

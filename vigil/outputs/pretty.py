@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Sequence
 
-from vigil.events.model import ExecEvent, ExitEvent, FileEvent, FileOp, Process
+from vigil.events.model import ExecEvent, ExitEvent, FileEvent, FileOp, NetEvent, Process
 from vigil.fim.model import SCAN_ACTIONS, FimEvent
 from vigil.outputs.base import Output, write_all
 from vigil.outputs.ecs import iso
@@ -77,6 +77,10 @@ class PrettySink:
             args = " ".join(shown(a) for a in ev.process.args or [])
             body = f"{self._c('blue', 'exec'):<20} {shown(ev.process.executable)} " \
                    f"[{args}] {self._who(ev.process)}"
+        elif isinstance(ev, NetEvent):
+            ts = ev.timestamp_ns
+            body = f"{self._c('red' if ev.failed else 'cyan', net_what(ev)):<20} " \
+                   f"{self._who(ev.process)}"
         elif isinstance(ev, ExitEvent):
             ts = ev.timestamp_ns
             how = f"signal {ev.signal}" if ev.signal else f"status {ev.status}"
@@ -106,6 +110,26 @@ class PrettySink:
         pass
 
 
+def _endpoint(ip: str | None, port: int) -> str:
+    if ip is None:
+        return "?"
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def net_what(ev: NetEvent) -> str:
+    """``connect tcp 10.0.0.1:41000 -> 198.51.100.2:443 ECONNREFUSED``."""
+    if ev.path is not None:
+        where = f"unix {shown(ev.path)}"
+    else:
+        proto = {6: "tcp", 17: "udp"}.get(ev.protocol, str(ev.protocol))
+        where = f"{proto} {_endpoint(ev.local_ip, ev.local_port)}"
+        if ev.op.egress is not None:
+            arrow = "->" if ev.op.egress else "<-"
+            where += f" {arrow} {_endpoint(ev.remote_ip, ev.remote_port)}"
+    failed = f" {errno_mod.errorcode.get(ev.errno, ev.errno)}" if ev.failed else ""
+    return f"{ev.op.action} {where}{failed}"
+
+
 def alert_what(a: Alert) -> str:
     """The one line of what an alert is about: the matched event's, or a correlation's group
     and count when a window closed with no event."""
@@ -125,6 +149,10 @@ def _what(doc: dict[str, object]) -> str:
     action = get("event", "action") or "?"
     if get("event", "dataset") == "vigil.process":
         target = get("process", "command_line") or get("process", "executable")
+    elif get("event", "dataset") == "vigil.network":
+        target = get("destination", "address") or get("source", "address")
+        if (port := get("destination", "port") or get("source", "port")) is not None:
+            target = f"{target} port {port}"
     else:
         target = get("file", "path")
         if (old := get("vigil", "file", "original_path")) is not None:

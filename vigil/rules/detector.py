@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from vigil.events.model import ExecEvent, ExitEvent, FileEvent
+from vigil.events.model import ExecEvent, ExitEvent, FileEvent, NetEvent
 from vigil.outputs.base import Output
 from vigil.outputs.batch import Batch
 from vigil.outputs.ecs import host_fields, to_ecs
@@ -33,6 +33,9 @@ MAX_WINDOWS: Final = 10_000   # open suppression windows; past that the oldest c
 # correlation state is expired this long after the wall clock: events reach the detector in
 # batches, a little after they happened
 LATENESS_NS: Final = 2_000_000_000
+
+# The events the rules see: what the kernel reported (FIM results and alerts pass by).
+_KERNEL = (FileEvent, ExecEvent, ExitEvent, NetEvent)
 
 
 def _record_fields(ruleset: RuleSet) -> Fields:
@@ -89,10 +92,10 @@ class Detector:
         if isinstance(events, Batch):   # the documents the sinks will write, rendered once
             return self.process_documents(
                 (ev.timestamp_ns, events.doc(i)) for i, ev in enumerate(events)
-                if isinstance(ev, FileEvent | ExecEvent | ExitEvent))
+                if isinstance(ev, _KERNEL))
         return self.process_documents(
             (ev.timestamp_ns, to_ecs(ev, self.host)) for ev in events
-            if isinstance(ev, FileEvent | ExecEvent | ExitEvent))
+            if isinstance(ev, _KERNEL))
 
     def process_documents(self, docs: Iterable[tuple[int, dict[str, Any]]]) -> list[Alert]:
         """The alerts of ECS documents with their times (ns): the live events, or recorded

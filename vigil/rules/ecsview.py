@@ -2,7 +2,7 @@
 
 Sigma's Linux taxonomy (Sysmon for Linux) has no file mode, owner, failed attempt, or FIM
 before/after. Rules that need them are written with ``logsource: {product: vigil, category:
-file | process}`` and name Vigil's ECS fields by their dotted path (``file.mode``,
+file | process | network}`` and name Vigil's ECS fields by their dotted path (``file.mode``,
 ``event.action``, ``process.executable``, ``event.outcome``, ``vigil.file.operation``...).
 Owns that view: which Vigil events feed which of these categories, and an ECS document
 flattened to ``{dotted.path: text}`` (lists joined by a space; absent and empty fields stay
@@ -17,9 +17,11 @@ from typing import Any, Final
 from vigil.rules.who import is_who_path
 
 PRODUCT: Final = "vigil"
-CATEGORIES: Final = {"vigil.file": "file", "vigil.process": "process"}
+CATEGORIES: Final = {"vigil.file": "file", "vigil.process": "process",
+                     "vigil.network": "network"}
 # the Engine keys rules by category alone: these names stay apart from Sysmon's categories
-ENGINE_KEY: Final = {"file": "vigil:file", "process": "vigil:process"}
+ENGINE_KEY: Final = {"file": "vigil:file", "process": "vigil:process",
+                     "network": "vigil:network"}
 
 
 def flatten(doc: Mapping[str, Any], prefix: str = "", out: dict[str, str] | None = None

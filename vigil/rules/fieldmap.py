@@ -84,11 +84,12 @@ _FILE: Final[tuple[Row, ...]] = (
 )
 
 _NETWORK: Final[tuple[Row, ...]] = (
-    # Vigil has no network events yet (a later issue); the rows name the ECS fields they
-    # will carry, so the rules load and are mapped already.
-    ("DestinationIp", "destination.ip", ""),
+    # ECS's source is who initiated (Initiated 'true': this host's process; 'false': the peer
+    # of an accepted connection or of a datagram received).
+    ("DestinationIp", "destination.ip", "an IPv4-mapped IPv6 address as its IPv4 address"),
     ("DestinationPort", "destination.port", ""),
-    ("DestinationHostname", "destination.domain", ""),
+    ("DestinationHostname", None, "Vigil does not tie connections to the names resolved "
+                                  "before them (no DNS or /etc/hosts view)"),
     ("SourceIp", "source.ip", ""),
     ("SourcePort", "source.port", ""),
     ("Initiated", "network.direction", "'true' when egress, 'false' when ingress"),
@@ -131,6 +132,10 @@ CATEGORIES: Final[dict[tuple[str, str], tuple[str, ...]]] = {
     ("vigil.file", "hardlink-created"): ("file_event",),
     ("vigil.file", "symlink-created"): ("file_event",),
     ("vigil.file", "deleted"): ("file_delete",),
+    ("vigil.network", "connect"): ("network_connection",),
+    ("vigil.network", "accept"): ("network_connection",),
+    ("vigil.network", "udp-send"): ("network_connection",),
+    ("vigil.network", "udp-receive"): ("network_connection",),
 }
 
 # Per engine key, the fields that take a handful of values, and how many: an atom there
@@ -142,7 +147,7 @@ FEW_VALUED: Final[dict[str, dict[str, int]]] = {
     AUDITD: {"type": len(TYPES), "SYSCALL": len(SYSCALLS), "success": 2, "nametype": 5,
              "items": 4, "item": 4, "argc": 4},
     **{k: {"event.kind": 2, "event.category": 3, "event.type": 6, "event.action": _ACTIONS,
-           "event.outcome": 2, "event.dataset": 3, "event.module": 1,
+           "event.outcome": 2, "event.dataset": 4, "event.module": 1,
            "vigil.file.operation": len(FileOp), "network.direction": 2,
            "network.transport": 3, "network.type": 2}
        for k in ENGINE_KEYS},
