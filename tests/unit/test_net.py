@@ -167,3 +167,23 @@ def test_net_ops_match_header() -> None:
     c = _c_enum("VIGIL_NET_")
     assert c.pop("OP_MAX") == max(NetOp) + 1
     assert c == {op.name: op.value for op in NetOp}
+
+
+def test_address_text_is_ipaddress_text() -> None:
+    """inet_ntop's text (the fast path) is ipaddress's, IPv4-mapped and -compatible included."""
+    import random
+
+    from vigil.events.model import ip_text
+    rng = random.Random(13)
+    for i in range(20_000):
+        raw = bytes(rng.getrandbits(8) for _ in range(16))
+        if i % 3 == 0:
+            raw = b"\0" * 12 + raw[12:]
+        elif i % 3 == 1:
+            raw = raw[:2] + b"\0" * 12 + raw[14:]
+        want = ipaddress.ip_address(raw)
+        if raw[:12] == b"\0" * 10 + b"\xff\xff":
+            want = ipaddress.ip_address(raw[12:])
+        assert ip_text(socket.AF_INET6, raw) == str(want)
+        assert ip_text(socket.AF_INET, raw) == str(ipaddress.ip_address(raw[:4]))
+    assert ip_text(socket.AF_UNIX, b"\0" * 16) is None

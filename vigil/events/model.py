@@ -186,16 +186,21 @@ class NetOp(enum.IntEnum):
 _EGRESS = {NetOp.CONNECT: True, NetOp.ACCEPT: False, NetOp.LISTEN: None, NetOp.BIND: None,
            NetOp.UDP_SEND: True, NetOp.UDP_RECV: False, NetOp.UNIX_CONNECT: True}
 _MAPPED = b"\0" * 10 + b"\xff\xff"
+_ZERO12 = b"\0" * 12
 
 
 def ip_text(family: int, raw: bytes) -> str | None:
-    """The address as text (an IPv4-mapped IPv6 address as the IPv4 address it carries)."""
+    """The address as text (an IPv4-mapped IPv6 address as the IPv4 address it carries).
+    inet_ntop: a quarter of ipaddress's cost, the same text (RFC 5952 for IPv6)."""
     if family == socket.AF_INET:
-        return str(ipaddress.IPv4Address(raw[:4]))
+        return socket.inet_ntop(socket.AF_INET, raw[:4])
     if family == socket.AF_INET6:
-        if raw[:12] == _MAPPED:
-            return str(ipaddress.IPv4Address(raw[12:16]))
-        return str(ipaddress.IPv6Address(raw[:16]))
+        head = raw[:12]
+        if head == _MAPPED:
+            return socket.inet_ntop(socket.AF_INET, raw[12:16])
+        if head == _ZERO12:   # ::, ::1 and the old IPv4-compatible ::a.b.c.d, which glibc
+            return str(ipaddress.IPv6Address(raw[:16]))   # spells otherwise
+        return socket.inet_ntop(socket.AF_INET6, raw[:16])
     return None
 
 
