@@ -45,6 +45,7 @@ struct inode {
 	unsigned short i_mode;
 	unsigned long i_ino;
 	struct super_block *i_sb;
+	unsigned int i_nlink;		/* in an anonymous union with __i_nlink */
 } CORE;
 
 struct dentry {

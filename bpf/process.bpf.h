@@ -28,8 +28,22 @@ int handle_exec(void *ctx)
 		return 0;
 	struct file *exe = KREAD(t, mm, exe_file);
 
-	if (exe)
+	if (exe) {
+		struct dentry *d = KREAD(exe, f_path.dentry);
+
 		len = path_of(pb, wb, KADDR(exe, f_path), &flags);
+		/* A file with no parent to walk to (a memfd, an anonymous file) walks to "/":
+		 * its own name follows, as the kernel's d_path gives it ("/memfd:NAME"). */
+		if (len == 1 && KREAD(d, d_parent) == d) {
+			long n = bpf_probe_read_kernel_str(&pb->d[1], NAME_MASK + 1,
+							   KREAD(d, d_name.name));
+
+			if (n > 1)
+				len = n;	/* "/" + the name, its NUL not counted */
+		}
+		if (!KREAD(exe, f_inode, i_nlink))
+			flags |= VIGIL_F_EXE_DELETED;
+	}
 	e = new_event(VIGIL_EV_EXEC);
 	if (!e)
 		return 0;

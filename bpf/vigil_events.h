@@ -66,6 +66,8 @@ enum vigil_ev_flags {
 					 * tell whether it leads into a watched tree */
 	VIGIL_F_CWD_TRUNC = 256,	/* exec: the working directory was cut like a path
 					 * (PATH_TRUNC says it of the executable) */
+	VIGIL_F_EXE_DELETED = 512,	/* exec: the executable has no name left (unlinked, or a
+					 * memfd): user space adds the kernel's " (deleted)" */
 };
 
 /* Index into the per-CPU `stats` array: every failed ring-buffer reserve is counted, and so is

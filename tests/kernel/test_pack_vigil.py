@@ -24,8 +24,7 @@ alert, so "no alert" cannot mean "not watched".
 
 The process rules are tested as shipped (``rules.builtin: true``, ``rule.ruleset: vigil``) on
 harmless copies of /usr/bin/true run from /dev/shm, /tmp and /var/tmp, a memfd, and a deleted
-file. Vigil's exec events do not mark a deleted executable yet (issue 14): that one test
-xfails with the reason until they do, instead of passing vacuously.
+file (named, as the kernel names them, ``/memfd:NAME (deleted)`` and ``PATH (deleted)``).
 """
 
 from __future__ import annotations
@@ -907,7 +906,7 @@ class TestShippedProcessRules:
                              and get(e, "process.pid") == child.pid, alerts=True,
                              timeout=WAIT)[0]
         assert get(a, "process.executable") == exe
-        assert exe == "/" or "memfd:vigil-pack" in exe, exe
+        assert exe == "/memfd:vigil-pack (deleted)", exe   # /proc/PID/exe's text
         assert get(a, "rule.ruleset") == "vigil"
         assert get(a, "vigil.rule.level") == "high"
         assert get(a, "process.parent.pid") == os.getpid()
@@ -919,11 +918,12 @@ class TestShippedProcessRules:
         child = act([CHILD_PY, "-c", exec_fd_code(str(prog), unlink=True)])
         exe = get(exec_event(s.agent, child), "process.executable")
         assert not prog.exists()
-        if not str(exe).endswith(" (deleted)"):
-            pytest.xfail(f"Vigil's exec event names the deleted executable {exe!r}, without "
-                         "the kernel's ' (deleted)' mark (issue 14)")
-        a = alert_for(s.agent, FILELESS, child)
-        assert get(a, "process.executable") == f"{prog} (deleted)"
+        assert exe == f"{prog} (deleted)"   # as the kernel's d_path says it
+        a = s.agent.wait_for(lambda e: get(e, "rule.id") == rid(FILELESS)
+                             and get(e, "process.pid") == child.pid, alerts=True,
+                             timeout=WAIT)[0]
+        assert get(a, "process.executable") == exe
+        assert get(a, "vigil.rule.level") == "high"
 
     def test_program_run_through_a_descriptor_of_a_real_file_does_not_alert(
             self, shipped: Shipped) -> None:

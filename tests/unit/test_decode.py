@@ -136,3 +136,13 @@ def test_who_data_is_shared_until_an_exec() -> None:
     c = d.decode(file_record(FileOp.CHMOD, b"/w/c"))
     assert isinstance(ex, ExecEvent) and isinstance(c, FileEvent)
     assert c.process is not a.process  # same pid/start/comm, but it exec'd: not the old object
+
+
+def test_deleted_executable_gets_the_kernels_mark() -> None:
+    ev = decode(exec_record(b"/run/x/gone", b"gone\0", flags=Flag.EXE_DELETED), CLOCK)
+    assert isinstance(ev, ExecEvent)
+    assert ev.process.executable == b"/run/x/gone (deleted)"
+    ev = decode(exec_record(b"/memfd:payload", b"p\0", flags=Flag.EXE_DELETED), CLOCK)
+    assert isinstance(ev, ExecEvent) and ev.process.executable == b"/memfd:payload (deleted)"
+    ev = decode(exec_record(b"/usr/bin/true", b"true\0"), CLOCK)
+    assert isinstance(ev, ExecEvent) and ev.process.executable == b"/usr/bin/true"

@@ -52,6 +52,7 @@ class Flag(enum.IntFlag):
     PENDING_WRITES = 64
     LINK_ANYWHERE = 128
     CWD_TRUNC = 256  # exec: the working directory was cut (PATH_TRUNC: the executable)
+    EXE_DELETED = 512  # exec: the executable is unlinked (or a memfd)
 
 
 class Stat(enum.IntEnum):
@@ -122,6 +123,7 @@ LAYOUTS: Final[dict[str, tuple[tuple[str, ...], tuple[struct.Struct, ...]]]] = {
 
 NO_ID: Final = 0xFFFFFFFF
 _F_CREATED: Final = int(Flag.CREATED)
+_F_EXE_DELETED: Final = int(Flag.EXE_DELETED)
 
 
 class RawFile:
@@ -217,6 +219,8 @@ class Decoder:
                 return None
             proc = self._proc(buf, fresh=True)
             proc.executable = bytes(buf[start:start + exe_len])
+            if flags & _F_EXE_DELETED:   # as the kernel's d_path (and /proc/PID/exe) say it
+                proc.executable += b" (deleted)"
             proc.args = split_args(bytes(buf[start + exe_len:end_args]))
             cwd = bytes(buf[end_args:end_args + cwd_len]) if cwd_len else None
             return ExecEvent(ts, proc, flags, cwd)
