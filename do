@@ -21,8 +21,9 @@ APT_PKGS=(clang llvm libbpf-dev libbpf1 bpftool make gcc libc6-dev python3 pytho
           sudo logrotate openssh-client systemd  # tests/kernel/test_pack_vigil.py: visudo,
                                    # logrotate, ssh-keygen, systemctl, the tools whose writes
                                    # the built-in rules leave out, run for real
-          wget)                    # tests/kernel/test_pack_sigmahq_file.py: a download into
+          wget                     # tests/kernel/test_pack_sigmahq_file.py: a download into
                                    # /tmp, from a server the test runs on 127.0.0.1
+          iproute2)                # tests/kernel/netns.py: test hosts in network namespaces
 
 die() { echo "do: $*" >&2; exit 2; }
 

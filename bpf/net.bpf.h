@@ -338,6 +338,10 @@ int net_state(struct trace_event_raw_inet_sock_set_state *ctx)
 
 	if (ctx->protocol != IPPROTO_TCP)
 		return 0;
+	/* most changes (the handshakes of accepted connections, closes) are none of these */
+	if (!(oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) && oldstate != TCP_SYN_SENT &&
+	    newstate != TCP_LISTEN)
+		return 0;
 	sk = (struct sock *)KREAD(ctx, skaddr);
 	key = (__u64)sk;
 	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {

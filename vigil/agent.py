@@ -60,6 +60,7 @@ KERNEL_DROP_KINDS = ("drop_file", "drop_exec", "drop_exit", "inflight_full", "wf
                      "net_rate", "drop_unknown")
 # Losses of network events only: no rescan of the watched trees finds them.
 NET_DROP_KINDS = frozenset({"drop_net", "net_conns_full", "net_rate"})
+_NET_LOST = frozenset(_k.removeprefix("drop_").removesuffix("_full") for _k in NET_DROP_KINDS)
 # User space: records the decoder could not read (short, or of an unknown kind or operation);
 # write-opens the pipeline stopped following beyond MAX_OPEN_FILES (a "modified" at the exit of
 # the process holding it is lost).
@@ -107,7 +108,11 @@ class RunSummary:
                 + ("; baseline (" + ", ".join(f"{k} {n}" for k, n in self.baseline.items()) + ")"
                    if self.baseline else "")
                 + ("; rules (" + ", ".join(f"{k} {n}" for k, n in self.rules.items()) + ")"
-                   if self.rules else ""))
+                   if self.rules else "")
+                # left out on purpose (the network section's excluded ports and networks):
+                # no loss, but said
+                + (f"; left out by the network filters {self.drops['net_filtered']}"
+                   if self.drops.get("net_filtered") else ""))
 
 
 def _decoder_counts(decoder: Decoder) -> dict[str, int]:
@@ -356,8 +361,7 @@ class Agent:
                 where = "user space" if kind in USER_DROP_KINDS else "kernel side"
                 log.warning("%s lost %d %s events", where, new, _kind(kind))
                 lost.append(LostEvents(time.time_ns(), _kind(kind), new))
-        rescan = any(e.kind not in {_kind(k) for k in NET_DROP_KINDS}
-                     for e in lost if isinstance(e, LostEvents))
+        rescan = any(e.kind not in _NET_LOST for e in lost if isinstance(e, LostEvents))
         for kind in RESCAN_KINDS:
             new = counters.get(kind, 0) - self.summary.drops.get(kind, 0)
             if new > 0:
