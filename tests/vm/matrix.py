@@ -16,8 +16,12 @@ hides /sys/kernel/btf/vmlinux from Vigil and checks the tailored BTF is the one 
 those cells are columns of their own, "auto (tailored BTF)". ``--btf kernel --btf tailored`` boots
 each kernel twice and puts both in one table.
 
+Before each kernel boots, the test kernel module is built for it (kmod_build.py) into
+build/kmod/<release>/, which the guest sees at the same path.
+
 Does not own getting the kernels (kernels.py), what runs inside a VM (guest.py), making the
-tailored BTF (tailored.py) nor what a cell means (cells.py).
+tailored BTF (tailored.py), building the test module (kmod_build.py) nor what a cell means
+(cells.py).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import kmod_build
 import tailored
 from cells import (
     AUTO,
@@ -307,6 +312,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         say(f"{s}: {k.release} ready in {time.monotonic() - t0:.1f}s")
         kernels.append((s, k.release))
+        # The test module (tests/kmod) for this kernel; without it the tests that need it see
+        # no module file (tests/kernel/kmod.py) and check what they can.
+        t0 = time.monotonic()
+        try:
+            say(f"{s}: test module {kmod_build.build(k)} ({time.monotonic() - t0:.1f}s)")
+        except kmod_build.KmodError as e:
+            say(f"{s}: {e}")
         for m in modes:
             btf = None
             if m == TAILORED_BTF:
