@@ -23,7 +23,9 @@ APT_PKGS=(clang llvm libbpf-dev libbpf1 bpftool make gcc libc6-dev python3 pytho
                                    # the built-in rules leave out, run for real
           wget                     # tests/kernel/test_pack_sigmahq_file.py: a download into
                                    # /tmp, from a server the test runs on 127.0.0.1
-          iproute2)                # tests/kernel/netns.py: test hosts in network namespaces
+          iproute2                 # tests/kernel/netns.py: test hosts in network namespaces
+          libreadline-dev binutils)  # tests/kernel/test_uprobes.py: programs linked against
+                                   # libreadline, stripped with a .gnu_debugdata (objcopy)
 
 die() { echo "do: $*" >&2; exit 2; }
 

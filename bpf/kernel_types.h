@@ -48,6 +48,26 @@ struct inode {
 	unsigned int i_nlink;		/* in an anonymous union with __i_nlink */
 } CORE;
 
+/* An inode's change time moved: i_ctime (a timespec64; a timespec before 4.18), __i_ctime
+ * (6.6), then i_ctime_sec and i_ctime_nsec (6.11). */
+struct timespec64 {
+	s64 tv_sec;
+	long tv_nsec;
+} CORE;
+
+struct inode___ctime_split {
+	s64 i_ctime_sec;
+	u32 i_ctime_nsec;
+} CORE;
+
+struct inode___ctime_hidden {
+	struct timespec64 __i_ctime;
+} CORE;
+
+struct inode___ctime_old {
+	struct timespec64 i_ctime;
+} CORE;
+
 struct dentry {
 	struct dentry *d_parent;
 	struct qstr d_name;
@@ -104,15 +124,59 @@ struct mm_struct {
 	struct file *exe_file;
 } CORE;
 
+/* A capability set: { u64 val } since 6.3, { u32 cap[2] } before (same size; read as 8 bytes,
+ * see kcap() in cred.bpf.h). */
+typedef struct { u64 val; } CORE kernel_cap_t;
+
+struct user_namespace;
+
 struct cred {
 	kuid_t uid;
 	kgid_t gid;
+	kuid_t suid;
+	kgid_t sgid;
 	kuid_t euid;
 	kgid_t egid;
+	kuid_t fsuid;
+	kgid_t fsgid;
+	kernel_cap_t cap_inheritable;
+	kernel_cap_t cap_permitted;
+	kernel_cap_t cap_effective;
+	struct user_namespace *user_ns;
+} CORE;
+
+struct linux_binprm {
+	struct cred *cred;
+	const char *filename;
+} CORE;
+
+/* The session leader is found through the session's struct pid: its number in the initial pid
+ * namespace is numbers[0]. */
+struct upid {
+	int nr;
+} CORE;
+
+struct pid {
+	struct upid numbers[1];
+} CORE;
+
+enum pid_type { PIDTYPE_PID, PIDTYPE_TGID, PIDTYPE_PGID, PIDTYPE_SID, PIDTYPE_MAX };
+
+struct tty_driver {
+	int major;
+	int minor_start;
+} CORE;
+
+struct tty_struct {
+	struct tty_driver *driver;
+	int index;
+	char name[64];
 } CORE;
 
 struct signal_struct {
 	atomic_t live;
+	struct tty_struct *tty;		/* the controlling terminal, NULL without one */
+	struct pid *pids[PIDTYPE_MAX];	/* since 4.19; before, in each task */
 } CORE;
 
 struct ns_common {
@@ -120,6 +184,10 @@ struct ns_common {
 } CORE;
 
 struct mnt_namespace {
+	struct ns_common ns;
+} CORE;
+
+struct user_namespace {
 	struct ns_common ns;
 } CORE;
 
@@ -385,6 +453,32 @@ struct trace_event_raw_io_uring_submit_sqe {
 struct trace_event_raw_io_uring_complete {
 	void *req;
 	int res;
+} CORE;
+
+/* Tracepoints of the privilege and tampering events (cred.bpf.h, sec.bpf.h). A __data_loc
+ * field holds a string's offset from the record's start (low 16 bits) and its length. */
+struct trace_event_raw_sched_process_exec {
+	struct trace_entry ent;
+	u32 __data_loc_filename;
+	int pid;
+	int old_pid;
+} CORE;
+
+struct trace_event_raw_module_load {
+	struct trace_entry ent;
+	unsigned int taints;
+	u32 __data_loc_name;
+} CORE;
+
+struct trace_event_raw_signal_generate {
+	struct trace_entry ent;
+	int sig;
+	int errno;
+	int code;
+	char comm[16];
+	int pid;
+	int group;
+	int result;
 } CORE;
 
 #endif /* VIGIL_KERNEL_TYPES_H */

@@ -12,6 +12,24 @@
 #include "send.bpf.h"
 #include "vfs.bpf.h"		/* an exit frees its thread's VFS capture slot (pending) */
 
+/* An inode's change time in ns, whichever way this kernel keeps it. */
+static __always_inline __u64 inode_ctime_ns(struct inode *i)
+{
+	struct inode___ctime_split *split = (void *)i;
+	struct inode___ctime_hidden *hidden = (void *)i;
+	struct inode___ctime_old *old = (void *)i;
+
+	/* since 6.13 the top bit of i_ctime_nsec says the time was queried (multigrain
+	 * timestamps), never part of the nanoseconds */
+	if (bpf_core_field_exists(split->i_ctime_sec))
+		return KREAD(split, i_ctime_sec) * 1000000000ULL +
+		       (KREAD(split, i_ctime_nsec) & 0x7fffffffU);
+	if (bpf_core_field_exists(hidden->__i_ctime))
+		return KREAD(hidden, __i_ctime.tv_sec) * 1000000000ULL +
+		       KREAD(hidden, __i_ctime.tv_nsec);
+	return KREAD(old, i_ctime.tv_sec) * 1000000000ULL + KREAD(old, i_ctime.tv_nsec);
+}
+
 SEC("tracepoint/sched/sched_process_exec")
 int handle_exec(void *ctx)
 {
@@ -21,7 +39,8 @@ int handle_exec(void *ctx)
 	struct pathbuf *pb = bpf_map_lookup_elem(&path_scratch, &zero);
 	struct vigil_exec_event *e;
 	__u16 flags = 0, cwd_flags = 0;
-	__u32 len = 0, alen, clen = 0, at;
+	__u32 len = 0, alen, clen = 0, at, dev = 0;
+	__u64 ino = 0, ctime = 0;
 	unsigned long astart, aend;
 
 	if (!wb || !pb)
@@ -41,8 +60,14 @@ int handle_exec(void *ctx)
 			if (n > 1)
 				len = n;	/* "/" + the name, its NUL not counted */
 		}
-		if (!KREAD(exe, f_inode, i_nlink))
+		struct inode *inode = KREAD(exe, f_inode);
+
+		if (!KREAD(inode, i_nlink))
 			flags |= VIGIL_F_EXE_DELETED;
+		/* which file ran: user space hashes it and checks it is still that one */
+		ino = KREAD(inode, i_ino);
+		dev = KREAD(inode, i_sb, s_dev);
+		ctime = inode_ctime_ns(inode);
 	}
 	e = new_event(VIGIL_EV_EXEC);
 	if (!e)
@@ -77,7 +102,9 @@ int handle_exec(void *ctx)
 	clen = clamp_len(clen);
 	bpf_probe_read_kernel(&e->data[at], clen, pb->d);
 	e->cwd_len = clen;
-	e->_reserved = 0;
+	e->exe_dev = dev;
+	e->exe_ino = ino;
+	e->exe_ctime_ns = ctime;
 	e->hdr.flags = flags;
 	e->hdr.size = sizeof(struct vigil_exec_event) + len + alen + clen;
 	submit_max(e, e->hdr.size, RECBUF_SIZE, VIGIL_STAT_DROP_EXEC);

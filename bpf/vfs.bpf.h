@@ -519,6 +519,7 @@ static __always_inline __u64 ctx_arg(__u64 *ctx, __u32 i)
 	CTX_CASE(4);
 	CTX_CASE(5);
 	CTX_CASE(6);
+	CTX_CASE(7);
 	}
 	return v;
 }

@@ -29,6 +29,12 @@
  *                        syscalls (the tracepoint backend, and the others' fallback)
  *   net_vfs.bpf.h        network events through the socket layer's kernel functions, for
  *                        the lsm, fentry and kprobe backends
+ *   cred.bpf.h          privilege changes: set*id, capset, setuid exec (before and after), and
+ *                        escalations that no such call explains (commit_creds)
+ *   sec.bpf.h           kernel and security tampering: module loads, bpf() by others, ptrace,
+ *                        process_vm_writev, mounts, pivot_root, signals to the agent
+ *   shell.bpf.h          interactive shell commands: a uretprobe on readline, attached by user
+ *                        space per binary
  */
 #include <linux/bpf.h>
 #include "kernel_types.h"
@@ -55,6 +61,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #include "process.bpf.h"
 #include "net.bpf.h"
 #include "net_vfs.bpf.h"
+#include "cred.bpf.h"
+#include "sec.bpf.h"
+#include "shell.bpf.h"
 
 /* Anchors: put every record type into the object's BTF, so user space can check its mirror of
  * the layout against what was compiled (tests/unit/test_layout.py). Never read. */
@@ -62,5 +71,8 @@ struct vigil_file_event *const volatile anchor_file_event;
 struct vigil_exec_event *const volatile anchor_exec_event;
 struct vigil_exit_event *const volatile anchor_exit_event;
 struct vigil_net_event *const volatile anchor_net_event;
+struct vigil_cred_event *const volatile anchor_cred_event;
+struct vigil_sec_event *const volatile anchor_sec_event;
+struct vigil_shell_event *const volatile anchor_shell_event;
 struct vigil_watch_key *const volatile anchor_watch_key;
 struct vigil_watch_val *const volatile anchor_watch_val;

@@ -18,6 +18,9 @@ enum vigil_kind {
 	VIGIL_EV_EXEC = 2,
 	VIGIL_EV_EXIT = 3,
 	VIGIL_EV_NET = 4,
+	VIGIL_EV_CRED = 5,	/* a change of a process's credentials (struct vigil_cred_event) */
+	VIGIL_EV_SEC = 6,	/* kernel and security tampering (struct vigil_sec_event) */
+	VIGIL_EV_SHELL = 7,	/* a command line typed in an interactive shell (uprobe) */
 };
 
 /* Same values as vigil.events.model.NetOp. */
@@ -30,6 +33,39 @@ enum vigil_net_op {
 	VIGIL_NET_UDP_RECV = 6,		/* ... or received */
 	VIGIL_NET_UNIX_CONNECT = 7,	/* connect to a Unix socket path on the unix watch list */
 	VIGIL_NET_OP_MAX = 8,
+};
+
+/* Same values as vigil.events.model.CredOp: what changed a process's credentials. */
+enum vigil_cred_op {
+	VIGIL_CRED_SETUID = 1,		/* setuid(2) */
+	VIGIL_CRED_SETREUID = 2,
+	VIGIL_CRED_SETRESUID = 3,
+	VIGIL_CRED_SETFSUID = 4,
+	VIGIL_CRED_SETGID = 5,
+	VIGIL_CRED_SETREGID = 6,
+	VIGIL_CRED_SETRESGID = 7,
+	VIGIL_CRED_SETFSGID = 8,
+	VIGIL_CRED_CAPSET = 9,
+	VIGIL_CRED_EXEC = 10,		/* exec of a setuid/setgid or file-capability program */
+	VIGIL_CRED_ESCALATION = 11,	/* more privilege that no set*id call or exec explains */
+	VIGIL_CRED_OP_MAX = 12,
+};
+
+/* Same values as vigil.events.model.SecOp: kernel and security tampering. */
+enum vigil_sec_op {
+	VIGIL_SEC_MODULE_LOAD = 1,	/* a kernel module loaded (name), or a load that failed */
+	VIGIL_SEC_BPF_PROG_LOAD = 2,	/* bpf(BPF_PROG_LOAD) by another process */
+	VIGIL_SEC_BPF_ATTACH = 3,	/* bpf() attach: LINK_CREATE, PROG_ATTACH, RAW_TRACEPOINT_OPEN */
+	VIGIL_SEC_PTRACE = 4,		/* ptrace attach or seize of another process */
+	VIGIL_SEC_VM_WRITE = 5,		/* process_vm_writev into another process */
+	VIGIL_SEC_MOUNT = 6,
+	VIGIL_SEC_UMOUNT = 7,
+	VIGIL_SEC_PIVOT_ROOT = 8,
+	VIGIL_SEC_SIGNAL = 9,		/* a signal sent to the agent */
+	VIGIL_SEC_BPF_OWN = 10,		/* another process took a handle on one of Vigil's own BPF
+					 * programs, maps or links (by id: the way to detach, replace
+					 * or rewrite them) */
+	VIGIL_SEC_OP_MAX = 11,
 };
 
 /* Same values as vigil.events.model.FileOp. */
@@ -89,7 +125,10 @@ enum vigil_stat {
 	VIGIL_STAT_NET_CONNS_FULL = 11,	/* connects in progress the kernel side could not follow */
 	VIGIL_STAT_NET_RATE = 12,	/* network events over a process's rate cap (lost) */
 	VIGIL_STAT_NET_FILTERED = 13,	/* network events the config excludes (not lost) */
-	VIGIL_STAT_MAX = 16,
+	VIGIL_STAT_DROP_SHELL = 14,	/* shell command lines the buffer had no room for */
+	VIGIL_STAT_DROP_CRED = 15,	/* credential changes the buffer had no room for */
+	VIGIL_STAT_DROP_SEC = 16,	/* tampering records the buffer had no room for */
+	VIGIL_STAT_MAX = 24,
 };
 
 struct vigil_hdr {
@@ -140,7 +179,9 @@ struct vigil_exec_event {
 	__u32 exe_len;
 	__u32 args_len;
 	__u32 cwd_len;		/* 0: no working directory known (a task without an fs_struct) */
-	__u32 _reserved;
+	__u32 exe_dev;		/* the executed file: its device (the kernel's dev_t), ... */
+	__u64 exe_ino;		/* ... inode number (0: no file) ... */
+	__u64 exe_ctime_ns;	/* ... and change time, as the exec found them */
 	char data[];		/* executable path, then argv (NUL-separated), then the working
 				 * directory (no NULs) */
 };
@@ -168,6 +209,90 @@ struct vigil_net_event {
 	__u32 path_len;		/* Unix sockets: the path, in data */
 	__u32 _reserved;
 	char data[];
+};
+
+/* A command line an interactive shell read (a uretprobe on its readline). The who-data is the
+ * shell's; VIGIL_F_ARGS_TRUNC says the line was longer than VIGIL_SHELL_MAX and was cut. */
+#define VIGIL_SHELL_MAX 4096		/* bytes of a command line kept (its NUL not counted) */
+#define VIGIL_TTY_NAME_LEN 32
+
+struct vigil_shell_event {
+	struct vigil_hdr hdr;
+	struct vigil_proc proc;
+	__u32 tty_major;	/* the controlling terminal; 0/0 and an empty name: none */
+	__u32 tty_minor;
+	__u32 session_leader;	/* pid of the session's leader (initial pid namespace); 0: unknown */
+	__u32 len;		/* bytes of the command line in data (no NUL) */
+	char tty_name[VIGIL_TTY_NAME_LEN];	/* the kernel's name: "pts3", "tty1" */
+	char data[];
+};
+
+/* A process's identity, as struct cred holds it (ids in the initial user namespace). */
+struct vigil_creds {
+	__u32 uid;
+	__u32 gid;
+	__u32 suid;
+	__u32 sgid;
+	__u32 euid;
+	__u32 egid;
+	__u32 fsuid;
+	__u32 fsgid;
+	__u64 cap_effective;
+	__u64 cap_permitted;
+	__u64 cap_inheritable;
+	__u64 user_ns;		/* the user namespace's inode number: capabilities count there */
+};
+
+/* A change of credentials: before and after. proc is the task's who-data before the change
+ * (an exec's: the program that called exec). */
+struct vigil_cred_event {
+	struct vigil_hdr hdr;
+	struct vigil_proc proc;
+	__u32 op;		/* enum vigil_cred_op */
+	__u32 path_len;		/* exec: the program's name as exec was given it, in data */
+	struct vigil_creds old;
+	struct vigil_creds new;
+	char data[];
+};
+
+/* Kernel and security tampering. Which fields mean something depends on op:
+ *   module_load   name: the module's; ret: a failed load's error
+ *   bpf_*         arg1: the command; arg2: program type; arg3: expected attach type /
+ *                 attach type; name: the program's name; target_pid: 0
+ *   ptrace        arg1: the request (PTRACE_ATTACH 16, PTRACE_SEIZE 0x4206); target_*
+ *   vm_write      target_*; ret: bytes written or -errno
+ *   mount         name: the filesystem type; path: the mount point; path2: the source;
+ *                 arg2: the flags
+ *   umount        path: the mount point; arg2: the flags
+ *   pivot_root    path: the new root; path2: where the old one goes
+ *   signal        arg1: the signal; target_pid: the agent
+ *   bpf_own       arg1: the command (BPF_*_GET_FD_BY_ID); arg2: the object's id
+ */
+#define VIGIL_SEC_NAME_LEN 64
+
+struct vigil_sec_event {
+	struct vigil_hdr hdr;
+	struct vigil_proc proc;
+	__u32 op;		/* enum vigil_sec_op */
+	__s32 ret;		/* 0, or -errno; ptrace and mounts: the call's result */
+	__u32 target_pid;	/* the process acted on (thread-group id) */
+	__u32 arg1;
+	__u64 arg2;
+	__u64 arg3;
+	__u64 target_start_time;	/* with target_pid, the target's identity */
+	char target_comm[VIGIL_COMM_LEN];
+	char name[VIGIL_SEC_NAME_LEN];
+	__u16 path_len;
+	__u16 path2_len;
+	__u32 _reserved;
+	char data[];		/* path, then path2 (no NULs) */
+};
+
+/* Vigil's own BPF objects (the own_ids map): kind << 32 | the kernel's id of the object. */
+enum vigil_own_kind {
+	VIGIL_OWN_PROG = 1,
+	VIGIL_OWN_MAP = 2,
+	VIGIL_OWN_LINK = 3,
 };
 
 /* Keys of the network filters. Excluded networks: an LPM trie over 16-byte addresses, IPv4

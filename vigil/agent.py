@@ -14,28 +14,40 @@ import os
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from vigil.config import Config
+from vigil.enrich.exehash import ExeHasher
 from vigil.enrich.process import ProcessTable
 from vigil.enrich.users import NameCache
 from vigil.events.layout import Clock, Decoder
+from vigil.events.marks import mark
 from vigil.events.model import Event, FileEvent, LostEvents
 from vigil.events.pipeline import TRUNCATED, TWO_PATHS, Pipeline
 from vigil.events.truncated import TruncatedPaths
 from vigil.fim.policy import Policy
 from vigil.fim.service import FimService
-from vigil.kernel.backend import BackendSettings, KernelBackend, start_backend
+from vigil.kernel.backend import BackendSettings, KernelBackend
+from vigil.kernel.choose import start_backend
 from vigil.kernel.errors import VigilError
+from vigil.losses import (
+    DROP_KINDS,
+    NO_RESCAN,
+    RESCAN_KINDS,
+    USER_DROP_KINDS,
+    RunSummary,
+    decoder_counts,
+    kind_of,
+)
 from vigil.outputs.base import Output, Sink
 from vigil.outputs.batch import Batch
 from vigil.outputs.ecs import host_fields
+from vigil.ownfiles import OwnFiles, configured_sources
 from vigil.rules.detector import Detector
 from vigil.rules.ruleset import RuleSet
 from vigil.rules.watchpaths import WatchPath, watch_paths
+from vigil.sysctl import SysctlWatch
 from vigil.watchlist import (
     Alias,
     AliasSet,
@@ -46,79 +58,6 @@ from vigil.watchlist import (
 )
 
 log = logging.getLogger(__name__)
-
-# Counters that mean "an event may be missing". Each new loss becomes an events-lost event (its
-# kind: the counter's name less drop_ and _full), a warning, and a rescan of the watched trees.
-# The kernel side: failed ring reserves by kind; file syscalls, VFS captures or io_uring requests
-# not followed because their map (inflight, pending, uring_*) was full; write-opens not tracked
-# (wfiles_full: their "modified" never comes); entries its LRU maps evicted (wfiles: a write-open
-# whose "modified" is lost; uring_reqs: an io_uring request whose event is lost; counted exactly,
-# vigil.kernel.lru); with the perf event buffer also samples perf lost that the BPF side could not
-# count (4.x kernels: no kind).
-KERNEL_DROP_KINDS = ("drop_file", "drop_exec", "drop_exit", "inflight_full", "wfiles_full",
-                     "wfiles_evicted", "uring_reqs_evicted", "drop_net", "net_conns_full",
-                     "net_rate", "drop_unknown")
-# Losses of network events only: no rescan of the watched trees finds them.
-NET_DROP_KINDS = frozenset({"drop_net", "net_conns_full", "net_rate"})
-_NET_LOST = frozenset(_k.removeprefix("drop_").removesuffix("_full") for _k in NET_DROP_KINDS)
-# User space: records the decoder could not read (short, or of an unknown kind or operation);
-# write-opens the pipeline stopped following beyond MAX_OPEN_FILES (a "modified" at the exit of
-# the process holding it is lost).
-USER_DROP_KINDS = ("malformed", "open_files_evicted")
-DROP_KINDS = KERNEL_DROP_KINDS + USER_DROP_KINDS
-# Work done in part, no event missing: events whose path the kernel cut (reported with
-# vigil.file.path_truncated; the rescan they start lets the baseline learn the real path), and
-# /proc reads that failed (who-data without executable or command line). In the summary.
-PARTIAL_KINDS = ("path_truncated", "proc_read_failed")
-RESCAN_KINDS = ("path_truncated",)
-
-
-def _kind(counter: str) -> str:
-    return counter.removeprefix("drop_").removesuffix("_full")
-
-
-@dataclass
-class RunSummary:
-    delivered: Counter[str] = field(default_factory=Counter)
-    drops: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-    baseline: dict[str, int] = field(default_factory=dict)  # FimService.counters(), when on
-    rules: dict[str, int] = field(default_factory=dict)     # Detector.counters(), when on
-
-    @property
-    def dropped(self) -> int:
-        """Lost by the kernel side."""
-        return sum(self.drops.get(k, 0) for k in KERNEL_DROP_KINDS)
-
-    @property
-    def lost_in_user_space(self) -> int:
-        return sum(self.drops.get(k, 0) for k in USER_DROP_KINDS)
-
-    def _counts(self, kinds: Sequence[str]) -> str:
-        return ", ".join(f"{_kind(k)} {self.drops.get(k, 0)}" for k in kinds
-                         if k != "drop_unknown" or self.drops.get(k))
-
-    def line(self) -> str:
-        kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.delivered.items())) or "none"
-        return (f"vigil: {sum(self.delivered.values())} events delivered ({kinds}) in "
-                f"{self.seconds:.1f}s; {self.dropped} dropped by the kernel side "
-                f"({self._counts(KERNEL_DROP_KINDS)}); {self.lost_in_user_space} lost in user "
-                f"space ({self._counts(USER_DROP_KINDS)}); incomplete "
-                f"({self._counts(PARTIAL_KINDS)})"
-                + ("; baseline (" + ", ".join(f"{k} {n}" for k, n in self.baseline.items()) + ")"
-                   if self.baseline else "")
-                + ("; rules (" + ", ".join(f"{k} {n}" for k, n in self.rules.items()) + ")"
-                   if self.rules else "")
-                # left out on purpose (the network section's excluded ports and networks):
-                # no loss, but said
-                + (f"; left out by the network filters {self.drops['net_filtered']}"
-                   if self.drops.get("net_filtered") else ""))
-
-
-def _decoder_counts(decoder: Decoder) -> dict[str, int]:
-    """Records the decoder could not read, all reasons together."""
-    return {"malformed": sum(decoder.malformed.values())}
-
 
 class Agent:
     def __init__(self, config: Config, sinks: Sequence[Sink], *, btf_path: str | None = None,
@@ -145,12 +84,18 @@ class Agent:
             btf_custom_path=btf_path,
             event_buffer=event_buffer,
             network=config.network,
+            shell=config.shell.enabled,
         )
         self._obj_path = obj_path
         self._backend_name = backend  # None or "auto": the best that runs here
         self._backend: KernelBackend | None = None
         self.summary = RunSummary()
         self.aliases = AliasSet(config)
+        # always watched, whatever the configuration says: Vigil's own files (for the rules)
+        # and the kernel's security knobs (reported)
+        self._own = OwnFiles()
+        self._own_entries: set[bytes] = set()
+        self.sysctl: SysctlWatch | None = None
 
     def _add_alias(self, alias: Alias) -> None:
         if not self.aliases.add(alias):
@@ -178,10 +123,12 @@ class Agent:
         which must not become a place to hide from the rules (``*.swp`` in /usr/bin)."""
         if self._reported(path):
             return True
+        if self.sysctl is not None and path in self.sysctl:
+            return True
         if self.detector is None:
             return False
         return self._policy.directory_for(path) is not None \
-            or any(w.covers(path) for w in self._rule_paths)
+            or any(w.covers(path) for w in self._rule_paths) or self._own.covers(path)
 
     def _unix_watched(self, path: bytes) -> bool:
         """A Unix socket path on the network section's list (or below a directory on it)."""
@@ -198,8 +145,10 @@ class Agent:
 
     def _configured(self, ev: Event) -> bool:
         """A file event the configuration reports (telemetry, FIM), not one kept for the
-        rules only (a rule's watch-only path, an ignored name)."""
-        if not isinstance(ev, FileEvent) or ev.flags & TRUNCATED or self._reported(ev.path):
+        rules only (a rule's watch-only path, an ignored name, one of Vigil's own files);
+        a security knob's write is reported."""
+        if not isinstance(ev, FileEvent) or ev.flags & TRUNCATED or self._reported(ev.path) \
+                or ev.sysctl is not None:
             return True   # a cut path is kept by the pipeline for the configured trees
         return ev.op in TWO_PATHS and ev.target_path is not None \
             and self._reported(ev.target_path)
@@ -219,6 +168,22 @@ class Agent:
                 log.info("watching %s for rule(s): %s", os.fsdecode(w.prefix),
                          "; ".join(w.rules))
 
+    def _watch_own_files(self, backend: KernelBackend | None) -> None:
+        """Vigil's own files (vigil.ownfiles) as watch-only kernel entries, for the rules;
+        again at each reload (the rule paths may change). Added, never removed."""
+        if self.detector is None:
+            return
+        obj = self._obj_path
+        self._own = OwnFiles(configured_sources(
+            self.config, self.detector.ruleset.paths, btf_path=self._settings.btf_custom_path,
+            obj_dir=(obj.parent if obj is not None and obj.is_file() else obj)))
+        for p in self._own.kernel_entries(kernel_watch_paths(self.config)):
+            if p not in self._own_entries:
+                self._own_entries.add(p)
+                if backend is not None:
+                    backend.add_watch(p)
+                log.info("watching Vigil's own %s", os.fsdecode(p))
+
     def run(self, duration: float | None = None,
             on_stop: Callable[[RunSummary], None] | None = None) -> RunSummary:
         """Runs until ``duration`` passes or ``stop()``. ``on_stop`` gets the summary as soon as
@@ -235,21 +200,28 @@ class Agent:
               + (f" (skipped {skipped})" if skipped else ""), file=sys.stderr, flush=True)
         for note in self._backend.plan.notes:
             log.info("%s", note)
+        self._report_uprobes(self._backend)
         with self._backend as backend:
             for alias in static_aliases(self.config):
                 self.aliases.add(alias)
             self._watch_for_rules(None)
+            self._watch_own_files(None)
+            self.sysctl = SysctlWatch()
             n = backend.set_watches(kernel_watch_paths(self.config) + [
-                a.link for a in self.aliases.aliases()] + [w.directory for w in self._rule_paths])
+                a.link for a in self.aliases.aliases()] + [w.directory for w in self._rule_paths]
+                + sorted(self._own_entries) + self.sysctl.paths())
             procs = ProcessTable()
             procs.load_from_proc()
+            eh = self.config.exec_hash
+            hasher = ExeHasher(eh.max_bytes_per_second, eh.max_file_size) \
+                if eh.enabled and self.config.exec_events else None
             pipeline = Pipeline(self._is_watched, procs, NameCache(), backend.forget_open_file,
                                 report_processes=self.config.exec_events,
                                 watch_alias=self._new_link,
                                 closes_at_exit=backend.name == "tracepoint",
                                 truncated=TruncatedPaths(
                                     d.path for d in self.config.directories if d.realtime),
-                                unix_watched=self._unix_watched)
+                                unix_watched=self._unix_watched, exe_hasher=hasher)
             log.info("watching %d paths (%d kernel entries, %d of them symlink aliases) with "
                      "the %s backend; %d processes known", len(self.config.directories), n,
                      len(self.aliases), backend.name, len(procs))
@@ -263,6 +235,10 @@ class Agent:
                     self._fim.close()
             log.info("%d records from the kernel, %d dropped by the exact user-space check",
                      backend.reader.records if backend.reader else 0, pipeline.filtered)
+            if hasher is not None:
+                log.info("exec hashes: %d files read (%d bytes), %d cache hits, skipped: %s",
+                         hasher.hashed, hasher.bytes_hashed, hasher.cache_hits,
+                         dict(hasher.skipped) or "none")
             self.summary.seconds = time.monotonic() - t0
             if on_stop is not None:
                 on_stop(self.summary)
@@ -282,7 +258,8 @@ class Agent:
             while True:  # drain in bounded batches until the ring is empty
                 before = reader.records
                 self._verdicts.clear()
-                events = pipeline.process(decoder.decode_batch(reader.drain(8 << 20)))
+                events = mark(pipeline.process(decoder.decode_batch(reader.drain(8 << 20))),
+                              self._own, self.sysctl)
                 if self.detector is not None and events:
                     shown = [self._configured(e) for e in events]
                     if not all(shown):
@@ -310,7 +287,7 @@ class Agent:
                 self.summary.rules = self.detector.counters()
             now = time.monotonic()
             if stopping or now >= next_stats:
-                self._check_drops(backend, {**pipeline.counts(), **_decoder_counts(decoder)})
+                self._check_drops(backend, {**pipeline.counts(), **decoder_counts(decoder)})
                 next_stats = now + 1.0
             if stopping:
                 return
@@ -335,7 +312,22 @@ class Agent:
             return
         self._emit(detector.swap(ruleset))
         self._watch_for_rules(self._backend)
+        self._watch_own_files(self._backend)
         print(f"vigil: rules reloaded: {ruleset.describe()}", file=sys.stderr, flush=True)
+
+    @staticmethod
+    def _report_uprobes(backend: KernelBackend) -> None:
+        """One stderr line for the shell commands; a line per binary at info level, and per
+        binary that could not be hooked as a warning."""
+        if backend.uprobes_off:
+            log.warning("shell commands are not reported: %s", backend.uprobes_off)
+        if not backend.settings.shell or backend.uprobes_off:
+            return
+        hooked = [t for t in backend.uprobes if t.status == "attached"]
+        print(f"vigil: shell commands from {len(hooked)} of {len(backend.uprobes)} bash "
+              f"binaries", file=sys.stderr, flush=True)
+        for t in backend.uprobes:
+            (log.info if t.status == "attached" else log.warning)("%s", t.line())
 
     def _emit(self, events: Sequence[Output]) -> None:
         if not events:
@@ -359,9 +351,9 @@ class Agent:
             new = counters.get(kind, 0) - self.summary.drops.get(kind, 0)
             if new > 0:
                 where = "user space" if kind in USER_DROP_KINDS else "kernel side"
-                log.warning("%s lost %d %s events", where, new, _kind(kind))
-                lost.append(LostEvents(time.time_ns(), _kind(kind), new))
-        rescan = any(e.kind not in _NET_LOST for e in lost if isinstance(e, LostEvents))
+                log.warning("%s lost %d %s events", where, new, kind_of(kind))
+                lost.append(LostEvents(time.time_ns(), kind_of(kind), new))
+        rescan = any(e.kind not in NO_RESCAN for e in lost if isinstance(e, LostEvents))
         for kind in RESCAN_KINDS:
             new = counters.get(kind, 0) - self.summary.drops.get(kind, 0)
             if new > 0:

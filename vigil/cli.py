@@ -30,9 +30,10 @@ log = logging.getLogger("vigil")
 
 
 def _run(args: argparse.Namespace) -> int:
-    from vigil.agent import Agent, RunSummary
+    from vigil.agent import Agent
     from vigil.config import load_config
     from vigil.kernel.btf_source import resolve_btf
+    from vigil.losses import RunSummary
     from vigil.outputs.base import Sink
     from vigil.outputs.jsonl import JsonLinesSink
     from vigil.outputs.pretty import PrettySink
@@ -44,6 +45,8 @@ def _run(args: argparse.Namespace) -> int:
         config = replace(config, exec_events=False)
     if args.no_network:
         config = replace(config, network=replace(config.network, enabled=False))
+    if args.no_shell:
+        config = replace(config, shell=replace(config.shell, enabled=False))
     if args.db:
         config = replace(config, database=args.db)
     fmt = args.output or config.output
@@ -161,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-exec", action="store_true", help="do not report execs and exits")
     run.add_argument("--no-network", action="store_true",
                      help="no network events (the configuration's network section off)")
+    run.add_argument("--no-shell", action="store_true",
+                     help="no shell commands (the configuration's shell section off)")
     run.add_argument("--no-fim", action="store_true",
                      help="raw file events only: no baseline, hashes or diffs")
     run.add_argument("--db", type=Path, metavar="PATH",

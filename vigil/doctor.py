@@ -11,12 +11,13 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from vigil import watchlist
+from vigil import ownfiles, sysctl, watchlist
 from vigil.config import Config, load_config
 from vigil.fim import mounts as fim_mounts
-from vigil.kernel import libbpf, mounts, probes
-from vigil.kernel.backend import BackendSettings, choose_event_buffer, plan_backends
+from vigil.kernel import libbpf, mounts, probes, sec_hooks, uprobes
+from vigil.kernel.backend import BackendSettings, choose_event_buffer
 from vigil.kernel.btf_source import BtfSource, resolve_btf
+from vigil.kernel.choose import plan_backends
 from vigil.kernel.errors import VigilError
 
 
@@ -58,6 +59,17 @@ class DoctorReport:
     # Filesystems mounted below watched directories that the baseline walk does not enter
     # (vigil.fim.mounts: `mounts: skip`, and pseudo filesystems always)
     fim_mounts_skipped: list[str] = field(default_factory=list)
+    # Shell commands (vigil.kernel.uprobes): whether the config asks for them, why the kernel
+    # cannot take uprobes ("" when it can), and per binary found: where its readline is, or
+    # why it cannot be hooked
+    shell_enabled: bool = True
+    shell_unavailable: str = ""
+    shell_binaries: list[dict[str, str]] = field(default_factory=list)
+    # Always watched, whatever the configuration says: Vigil's own files (vigil.ownfiles; the
+    # rules `vigil run --rules` adds are not known here) and the kernel's security knobs
+    # (vigil.sysctl) this kernel has, with their values now
+    own_files: list[dict[str, str]] = field(default_factory=list)
+    sysctl_knobs: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def can_run(self) -> bool:
@@ -71,7 +83,7 @@ class DoctorReport:
 
 def _choose(btf: BtfSource | None, btf_error: str) -> BackendChoice:
     """The backend `vigil run` would start: the best whose probes passed and whose hooked
-    functions' prototypes are known in the BTF it would use (vigil.kernel.backend.plan_backends;
+    functions' prototypes are known in the BTF it would use (vigil.kernel.choose.plan_backends;
     a BTF that is not the kernel's own rules out the LSM and fentry backends)."""
     if btf is None:
         return BackendChoice(None, f"no BTF to relocate the programs against: {btf_error}")
@@ -85,7 +97,8 @@ def _choose(btf: BtfSource | None, btf_error: str) -> BackendChoice:
                              cands.rejected)
     best = cands.plans[0]
     return BackendChoice(best.backend, "its probes passed and its hook prototypes are known",
-                         cands.rejected, best.blind_spots, available, list(best.notes))
+                         cands.rejected, best.blind_spots + sec_hooks.module_gap(), available,
+                         list(best.notes))
 
 
 def _watch_list(config: Config) -> tuple[list[str], list[dict[str, str]]]:
@@ -93,6 +106,16 @@ def _watch_list(config: Config) -> tuple[list[str], list[dict[str, str]]]:
     aliases = [{"link": os.fsdecode(a.link), "target": os.fsdecode(a.target),
                 "found_by": a.found_by} for a in watchlist.static_aliases(config)]
     return roots, aliases
+
+
+def _own_files(config: Config) -> list[dict[str, str]]:
+    from vigil.rules.ruleset import rule_paths
+
+    if not config.rules.enabled:
+        return []
+    return [{"path": os.fsdecode(f.path), "what": f.what,
+             "kind": "directory" if f.is_dir else "file"}
+            for f in ownfiles.configured_sources(config, rule_paths(config.rules))]
 
 
 def collect(config: Config | None = None) -> DoctorReport:
@@ -125,7 +148,11 @@ def collect(config: Config | None = None) -> DoctorReport:
     event_buffer, why = choose_event_buffer()
     btf = probes.KERNEL_BTF
     uname = os.uname()
-    roots, aliases = _watch_list(config if config is not None else load_config(None))
+    cfg = config if config is not None else load_config(None)
+    roots, aliases = _watch_list(cfg)
+    shell = [{"hook": t.hook.name, "binary": t.binary, "status": t.status,
+              "probe_on": t.attach_path or "", "found_in": t.found_in, "detail": t.detail}
+             for t in uprobes.plan()] if cfg.shell.enabled else []
     return DoctorReport(
         kernel_release=uname.release,
         architecture=uname.machine,
@@ -146,13 +173,54 @@ def collect(config: Config | None = None) -> DoctorReport:
         btf_in_use_kind=in_use.kind if in_use else None,
         watch_roots=roots,
         aliases=aliases,
-        fim_mounts_skipped=fim_mounts.describe_skipped(
-            config if config is not None else load_config(None)),
+        fim_mounts_skipped=fim_mounts.describe_skipped(cfg),
+        shell_enabled=cfg.shell.enabled,
+        shell_unavailable=uprobes.unavailable(),
+        shell_binaries=shell,
+        own_files=_own_files(cfg),
+        sysctl_knobs=sysctl.SysctlWatch().described(),
     )
 
 
 def _yn(value: bool | None) -> str:
     return "unknown" if value is None else ("yes" if value else "no")
+
+
+def _shell_lines(r: DoctorReport) -> list[str]:
+    if not r.shell_enabled:
+        return ["shell         off (the configuration's shell section)"]
+    if r.shell_unavailable:
+        return [f"shell         not reported: {r.shell_unavailable}"]
+    ok = [b for b in r.shell_binaries if b["status"] == "ready"]
+    out = [f"shell         commands typed into {len(ok)} of {len(r.shell_binaries)} bash "
+           "binaries found (a uretprobe on readline)"]
+    for b in r.shell_binaries:
+        on = f" -> {b['probe_on']}" if b["probe_on"] not in ("", b["binary"]) else ""
+        if b["status"] == "ready":
+            out.append(f"  ok  {b['binary']}{on}: readline in {b['found_in']}")
+        else:
+            out.append(f"  no  {b['binary']}: {b['status']} ({b['detail']})")
+    return out
+
+
+_WEAKENS = {"lower": "lower", "higher": "higher", "zero": "0", "bits": "a function is allowed",
+            "any": "changed"}
+
+
+def _always_watched(r: DoctorReport) -> list[str]:
+    """Vigil's own files and the security knobs: watched whatever the configuration says."""
+    if r.own_files:
+        out = [f"own files     {len(r.own_files)} paths always watched for the rules "
+               "(vigil.protected: self; a change by another process is an alert)"]
+        out += [f"  {f['what']:<12}{f['path']}{'/' if f['kind'] == 'directory' else ''}"
+                for f in r.own_files]
+    else:
+        out = ["own files     not watched: detection rules are off"]
+    out.append(f"sysctl        {len(r.sysctl_knobs)} security knobs always watched, every "
+               "backend (a write is reported old -> new: vigil.sysctl)")
+    out += [f"  {k['name']:<34}{k['value']:<12}weaker when {_WEAKENS[k['weakens']]}"
+            for k in r.sysctl_knobs]
+    return out
 
 
 def render(report: DoctorReport) -> str:
@@ -197,5 +265,7 @@ def render(report: DoctorReport) -> str:
                  "watched directories left out of the baseline (`mounts: skip`, pseudo "
                  "filesystems)")
     lines.extend(f"  skipped {m}" for m in r.fim_mounts_skipped)
+    lines.extend(_shell_lines(r))
+    lines.extend(_always_watched(r))
     lines.extend(f"problem       {p}" for p in r.problems)
     return "\n".join(lines)

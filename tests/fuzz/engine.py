@@ -28,6 +28,7 @@ INSTRUMENT = {
     "cpio": _PACKAGES, "config": ("vigil.config", "vigil.yamlfile", "yaml"),
     "archive": ("vigil.kernel.btf_archive", "tarfile"),
     "rules": ("vigil.rules", "yaml"),
+    "uprobe": ("vigil.kernel.uprobes", "vigil.btfhub.elf", "vigil.btfhub.limits"),
 }
 # Modules a target imports only when it first runs: imported here, under instrumentation.
 PRELOAD = {"rules": ("vigil.rules.loader", "vigil.rules.matcher")}

@@ -38,7 +38,7 @@ from vigil.kernel.btf_archive import SHIPPED, ArchiveIndex, BtfArchive, write_ar
 RELEASE = "6.1.0-fuzz-amd64"
 # The targets whose seeds this script makes (the rules target's are its owner's: SigmaHQ rules).
 SEEDED = ("ring", "elf", "btf", "btfcheck", "bpfobj", "image", "package", "tar", "cpio",
-          "config", "archive")
+          "config", "archive", "uprobe")
 MiB = 1 << 20
 
 
@@ -66,7 +66,8 @@ def _records() -> dict[str, bytes]:
         return layout.HDR.pack(layout.Kind.FILE, flags, 16 + len(body), 5) + body
 
     exe, args, cwd = b"/usr/bin/touch", b"touch\0/etc/x\0", b"/root"
-    body = proc + layout.EXEC_TAIL.pack(len(exe), len(args), len(cwd), 0) + exe + args + cwd
+    body = proc + layout.EXEC_TAIL.pack(len(exe), len(args), len(cwd), 0x800001, 1234,
+                                            1_700_000_000 * 10**9) + exe + args + cwd
     exec_ = layout.HDR.pack(layout.Kind.EXEC, 0, 16 + len(body), 1) + body
     body = proc + layout.EXIT_TAIL.pack(0, 0)
     exit_ = layout.HDR.pack(layout.Kind.EXIT, 0, 16 + len(body), 2) + body
@@ -77,6 +78,24 @@ def _records() -> dict[str, bytes]:
                                     0xFFFF888000001000, len(path), 0)
         body = proc + tail + path
         return layout.HDR.pack(layout.Kind.NET, 0, 16 + len(body), 3) + body
+
+    def cred(op: int, path: bytes = b"") -> bytes:
+        old = (1000,) * 8 + (0, 0, 0, 4026531837)
+        new = (1000, 1000, 0, 1000, 0, 1000, 0, 1000, (1 << 41) - 1, (1 << 41) - 1, 0,
+               4026531837)
+        body = proc + layout.CRED_HEAD.pack(op, len(path)) + layout.CREDS.pack(*old) \
+            + layout.CREDS.pack(*new) + path
+        return layout.HDR.pack(layout.Kind.CRED, 0, 16 + len(body), 6) + body
+
+    def sec(op: int, name: bytes, path: bytes = b"", path2: bytes = b"") -> bytes:
+        tail = layout.SEC_TAIL.pack(op, -1, 4242, 16, 1, 2, 55 * 10**7, b"sleep", name,
+                                    len(path), len(path2), 0)
+        body = proc + tail + path + path2
+        return layout.HDR.pack(layout.Kind.SEC, 0, 16 + len(body), 7) + body
+
+    def shell(cmd: bytes, tty: bytes = b"pts0", flags: int = 0) -> bytes:
+        body = proc + layout.SHELL_TAIL.pack(136, 0, 42, len(cmd), tty) + cmd
+        return layout.HDR.pack(layout.Kind.SHELL, flags, 16 + len(body), 8) + body
 
     def framed(*recs: bytes) -> bytes:
         return b"".join(struct.pack("<H", len(r)) + r for r in recs)
@@ -89,6 +108,11 @@ def _records() -> dict[str, bytes]:
         "network": framed(net(1, 2, b"\x7f\0\0\1", b"\xc6\x33\x64\2"),
                           net(2, 10, b"\0" * 15 + b"\1", b"\0" * 10 + b"\xff\xff\x7f\0\0\1"),
                           net(7, 1, b"", b"", b"/run/docker.sock")),
+        "privilege": framed(cred(10, b"/usr/bin/su"), cred(3), cred(11),
+                            sec(4, b""), sec(6, b"tmpfs", b"/mnt", b"none"),
+                            sec(8, b"", b"/new", b"/new/old"), sec(2, b"prog"), sec(9, b"")),
+        "shell": framed(shell(b"echo binary >> /dev/null"), shell(b"\xff\xfe", b""),
+                        shell(b"x" * 64, flags=4)),
     }
 
 
@@ -191,6 +215,48 @@ cp %{{_sourcedir}}/vmlinuz %{{_sourcedir}}/config %{{buildroot}}/lib/modules/{RE
     return next((top / "RPMS").rglob("*.rpm")).read_bytes()
 
 
+_READLINE_LOOP = r"""
+#include <stdio.h>
+#include <stdlib.h>
+%s
+int main(void) { char *l; while ((l = readline("")) != NULL) free(l); return 0; }
+"""
+_OWN_READLINE = r"""__attribute__((noinline)) char *readline(const char *p) {
+    char *l = NULL; size_t n = 0; (void)p;
+    if (getline(&l, &n, stdin) < 0) { free(l); return NULL; } return l; }"""
+
+
+def _readline_binaries() -> dict[str, bytes]:
+    """Small binaries with readline each way vigil.kernel.uprobes looks for it: exported in
+    .dynsym, only in .gnu_debugdata (MiniDebugInfo), imported from libreadline."""
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="vigil-seeds-") as t:
+        d = Path(t)
+
+        def cc(name: str, src: str, *flags: str) -> Path:
+            (d / f"{name}.c").write_text(src)
+            subprocess.run(["cc", "-Os", "-o", str(d / name), str(d / f"{name}.c"), *flags],
+                           check=True)
+            return d / name
+
+        exported = cc("dynsym", _READLINE_LOOP % _OWN_READLINE, "-rdynamic")
+        subprocess.run(["strip", "-s", str(exported)], check=True)
+        out["dynsym"] = exported.read_bytes()
+        mini = cc("debugdata", _READLINE_LOOP % _OWN_READLINE)
+        subprocess.run(["objcopy", "--only-keep-debug", str(mini), str(d / "mini")], check=True)
+        subprocess.run(["objcopy", "-S", "--keep-symbol=readline", str(d / "mini")], check=True)
+        subprocess.run(["strip", "-s", str(mini)], check=True)
+        subprocess.run(["xz", "-f", str(d / "mini")], check=True)
+        subprocess.run(["objcopy", "--add-section", f".gnu_debugdata={d / 'mini.xz'}",
+                        str(mini)], check=True)
+        out["gnu-debugdata"] = mini.read_bytes()
+        lib = cc("libreadline", _READLINE_LOOP % "#include <readline/readline.h>",
+                 "-lreadline")
+        subprocess.run(["strip", "-s", str(lib)], check=True)
+        out["libreadline"] = lib.read_bytes()
+    return out
+
+
 def _full_config() -> bytes:
     return b"""# every key (README's configuration table)
 directories:
@@ -226,6 +292,7 @@ network:
   udp_flow_ttl: 2m
   udp_flows: 4096
   unix_paths: [/run/docker.sock]
+shell: {enabled: false}
 """
 
 
@@ -279,6 +346,7 @@ def build(kernel_deb: Path | None) -> dict[str, dict[str, bytes]]:
             ["rpm2cpio", str(rpm_path)], check=True, capture_output=True).stdout
     seeds["config"]["default.yaml"] = (ROOT / "vigil" / "data" / "default.yaml").read_bytes()
     seeds["config"]["every-key.yaml"] = _full_config()
+    seeds["uprobe"] = _readline_binaries()
     return seeds
 
 
@@ -287,7 +355,7 @@ def main() -> int:
     p.add_argument("--kernel-deb", type=Path, help="a Debian linux-image .deb: its bzImage's "
                    "real setup code heads the bzImage seed")
     args = p.parse_args()
-    for tool in ("dpkg-deb", "rpmbuild", "rpm2cpio", "zstd", "lz4"):
+    for tool in ("dpkg-deb", "rpmbuild", "rpm2cpio", "zstd", "lz4", "cc", "objcopy", "xz"):
         if shutil.which(tool) is None:
             print(f"seeds: {tool} is needed (./do installs it)", file=sys.stderr)
             return 2

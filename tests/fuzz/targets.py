@@ -34,6 +34,7 @@ from vigil.events.layout import Clock, Decoder, RawFile
 from vigil.kernel.btf import KIND_STRUCT, KIND_UNION
 from vigil.kernel.btf_archive import BtfArchive
 from vigil.kernel.errors import InputError
+from vigil.kernel.uprobes import HOOKS, resolve
 from vigil.outputs.ecs import to_ecs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -164,6 +165,22 @@ def config(data: bytes) -> None:
     load_config(path)
 
 
+_SEEN = frozenset({"ready", "symbol-not-found", "not-elf", "unreadable"})
+
+
+def uprobe(data: bytes) -> None:
+    """vigil.kernel.uprobes: a bash of a container image (anyone's) searched for readline:
+    its symbol tables, its .gnu_debugdata (xz), the libraries it needs. resolve() never
+    raises: it says what it found."""
+    root = _scratch() / "rootfs"
+    (root / "usr" / "bin").mkdir(parents=True, exist_ok=True)
+    path = root / "usr" / "bin" / "bash"
+    path.write_bytes(data)
+    t = resolve(HOOKS[0], str(path), str(root))
+    if t.status not in _SEEN or (t.status == "ready" and t.attach_path is None):
+        raise AssertionError(f"resolve() said {t.status!r}: {t.line()}")
+
+
 def archive(data: bytes) -> None:
     a = BtfArchive.from_bytes(data, "fuzz.tar.xz")
     for key in a.index.kernels:
@@ -190,6 +207,7 @@ TARGETS = {t.name: t for t in [
     Target("cpio", cpio, "fuzz.cpio", 1 << 15),
     Target("config", config, "fuzz.yaml", 1 << 13),
     Target("archive", archive, "fuzz.tar.xz", 1 << 15),
+    Target("uprobe", uprobe, "", 1 << 16),
     Target("rules", target_rules.rules, target_rules.SOURCE, target_rules.MAX_LEN),
 ]}
 

@@ -114,8 +114,34 @@ TESTS = {
 }
 
 
+# rules on what the agent always watches (vigil.ownfiles, vigil.sysctl), fired in their own
+# module with their look-alikes (the agent's own writes; a write that tightens a knob)
+ELSEWHERE = {
+    "vigil_file_own_files_changed":
+        ("test_self_protection", "test_another_process_changing_vigils_own_files_is_an_alert"),
+    "vigil_file_sysctl_weakened":
+        ("test_self_protection",
+         "test_sysctl_write_is_reported_old_to_new_and_weakening_is_an_alert"),
+    # privilege and tampering rules, with the events (test_privilege_events)
+    "vigil_tampering_ptrace_other_user":
+        ("test_privilege_events", "test_ptrace_attach_and_process_vm_write"),
+    "vigil_privilege_escalation_to_root":
+        ("test_privilege_events", "test_module_loads_and_an_escalation_no_call_explains"),
+    "vigil_tampering_kernel_module_loaded":
+        ("test_privilege_events", "test_module_loads_and_an_escalation_no_call_explains"),
+    "vigil_shell_download_piped_to_shell":
+        ("test_shell_commands", "test_download_piped_to_a_shell_is_an_alert"),
+    "vigil_tampering_own_bpf_objects":
+        ("test_privilege_events", "test_another_process_opening_the_agents_bpf_programs"),
+}
+
+
 def test_every_rule_of_the_pack_has_a_trigger_and_a_look_alike_test() -> None:
-    assert sorted(TESTS) == sorted(p.stem for p in PACK.glob("*.yml"))
+    import importlib
+
+    assert sorted([*TESTS, *ELSEWHERE]) == sorted(p.stem for p in PACK.glob("*.yml"))
+    for module, name in ELSEWHERE.values():
+        assert callable(getattr(importlib.import_module(module), name, None)), name
     for stem, names in TESTS.items():
         cls = TestShippedProcessRules if stem in PROCESS_RULES else TestFileRulesOnAScratchRoot
         for name in names:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from vigil import doctor
-from vigil.kernel import hooks, mounts, probes
+from vigil.kernel import hooks, mounts, probes, sec_hooks
 
 pytestmark = [
     pytest.mark.root,
@@ -119,9 +119,11 @@ def test_doctor_reports_a_backend() -> None:
     # the product says what the chosen backend cannot see
     # the file hooks' blind spots, then the network's: through the socket syscalls (the
     # tracepoint backend, or a VFS backend's fallback) or the socket layer's functions
+    # and the privilege and tampering part's (with the kernel's lack of modules, if it has none)
+    sec = hooks.SEC_BLIND_SPOTS[chosen] + sec_hooks.module_gap()
     assert report.backend.blind_spots in (
-        hooks.BLIND_SPOTS[chosen] + hooks.NET_BLIND_SPOTS_SYSCALLS,
-        *([hooks.BLIND_SPOTS[chosen] + hooks.NET_BLIND_SPOTS_FUNCS]
+        hooks.BLIND_SPOTS[chosen] + hooks.NET_BLIND_SPOTS_SYSCALLS + sec,
+        *([hooks.BLIND_SPOTS[chosen] + hooks.NET_BLIND_SPOTS_FUNCS + sec]
           if chosen != "tracepoint" else []))
     for gap in report.backend.blind_spots:
         assert f"  cannot see: {gap}" in text

@@ -231,7 +231,9 @@ def test_no_warning_for_what_the_view_gives() -> None:
 def test_rules_on_a_service_are_keyed_by_it() -> None:
     assert logsource_key(LogSource("linux", None, "auditd")) == "auditd"
     assert logsource_key(LogSource("linux", "process_creation", None)) == "process_creation"
-    assert logsource_key(LogSource("linux")) is None
+    # a Linux rule with neither: the typed shell commands (vigil.rules.shellview)
+    assert logsource_key(LogSource("linux")) == "linux:shell"
+    assert logsource_key(LogSource("windows")) is None
     res = load_text(AUDITD_RULE.format(n=1, body="    s:\n        type: EXECVE\n    k:\n"
                                        "        - 'pass'\n    condition: s and k"), "r.yml")
     eng = Engine.build(res.rules)

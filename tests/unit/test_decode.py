@@ -30,7 +30,7 @@ def file_record(op: int, path: bytes, path2: bytes = b"", ret: int = 0, flags: i
 def exec_record(exe: bytes, args: bytes, cwd: bytes = b"", flags: int = 0,
                 cwd_len: int | None = None) -> bytes:
     tail = layout.EXEC_TAIL.pack(len(exe), len(args), len(cwd) if cwd_len is None else cwd_len,
-                                 0)
+                                 (8 << 20) | 1, 4242, 1_700_000_000_123_456_789)
     body = proc_bytes() + tail + exe + args + cwd
     return layout.HDR.pack(layout.Kind.EXEC, flags, layout.HDR_SIZE + len(body), 1) + body
 
@@ -76,6 +76,9 @@ def test_exec_and_exit() -> None:
     assert isinstance(ev, ExecEvent)
     assert ev.process.executable == exe and ev.process.args == [b"true", b"--x", b"y z"]
     assert ev.cwd == b"/srv/www" and ev.flags == 0
+    # the executed file's identity, for the exec hash (vigil.enrich.exehash)
+    assert (ev.exe_dev, ev.exe_ino, ev.exe_ctime_ns) == ((8 << 20) | 1, 4242,
+                                                         1_700_000_000_123_456_789)
     body = proc_bytes() + layout.EXIT_TAIL.pack(3 << 8, 0)
     ex = decode(layout.HDR.pack(layout.Kind.EXIT, 0, 16 + len(body), 1) + body, CLOCK)
     assert isinstance(ex, ExitEvent) and ex.status == 3 and ex.signal == 0
@@ -114,9 +117,9 @@ def test_dropped_records_are_counted_by_reason() -> None:
     layout.FILE_TAIL.pack_into(over, layout.TAIL_OFF, FileOp.CHMOD, 0, 0, 0, 0, 0, 0, 0, 0,
                                4000, 0)  # path_len past the record's end
     exe = b"/usr/bin/true"
-    body = proc_bytes() + layout.EXEC_TAIL.pack(len(exe), 1 << 30, 0, 0) + exe
+    body = proc_bytes() + layout.EXEC_TAIL.pack(len(exe), 1 << 30, 0, 0, 0, 0) + exe
     cwd_past_end = exec_record(exe, b"true\0", b"/w", cwd_len=3)  # one byte more than sent
-    exec_short = exec_record(exe, b"")[:layout.EXEC_EVENT_SIZE - 1]  # the old 104-byte header
+    exec_short = exec_record(exe, b"")[:layout.EXEC_EVENT_SIZE - 1]  # one byte short of the header
     records = [good, b"\x01\x00", good[:100], layout.HDR.pack(9, 0, 16, 0),
                file_record(200, b"/x"), bytes(over), layout.HDR.pack(2, 0, 0, 0) + body,
                cwd_past_end, exec_short, good]

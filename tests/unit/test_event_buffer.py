@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from vigil.agent import DROP_KINDS, RunSummary
 from vigil.cli import build_parser
 from vigil.kernel.backend import choose_event_buffer, perf_variant
 from vigil.kernel.perfbuf import MIN_BUFFER_BYTES, per_cpu_pages
+from vigil.losses import DROP_KINDS, RunSummary
 
 
 def test_per_cpu_buffers_share_the_ring_size_in_powers_of_two() -> None:
@@ -44,7 +44,7 @@ def test_run_takes_the_option() -> None:
 def test_losses_of_unknown_kind_count_and_show_only_when_there_are_some() -> None:
     assert "drop_unknown" in DROP_KINDS
     kernel = ("(file 2, exec 0, exit 0, inflight 0, wfiles 0, wfiles_evicted 0, "
-              "uring_reqs_evicted 0, net 0, net_conns 0, net_rate 0")
+              "uring_reqs_evicted 0, net 0, net_conns 0, net_rate 0, shell 0, cred 0, sec 0")
     s = RunSummary(drops={"drop_file": 2, "drop_unknown": 0})
     assert s.dropped == 2 and f"kernel side {kernel});" in s.line()
     s = RunSummary(drops={"drop_file": 2, "drop_unknown": 3})

@@ -269,7 +269,7 @@ def test_partly_inlined_commit_function_without_a_caller_is_unsupported() -> Non
 
 
 def test_a_32bit_kernel_with_its_jit_on_is_refused_with_the_fix() -> None:
-    from vigil.kernel.backend import jit_problem
+    from vigil.kernel.choose import jit_problem
 
     for machine in ("armv7l", "i686", "i386"):
         problem = jit_problem(machine, jit_on=True)

@@ -43,7 +43,7 @@ def _python_fields(name: str) -> list[tuple[str, int, int]]:
     off = 0
     items: list[tuple[int, int]] = []
     for s in structs:
-        if s in (layout.HDR, layout.PROC) and len(structs) > 1:
+        if s in (layout.HDR, layout.PROC, layout.CREDS) and len(structs) > 1:
             items.append((off, s.size))  # nested struct: one field
         else:
             items.extend((off + o, sz) for o, sz in _items(s))
@@ -105,3 +105,21 @@ def test_flags_and_stats_match_header() -> None:
     assert stats == {s.name: s.value for s in layout.Stat}
     kinds = _c_enum("VIGIL_EV_")
     assert kinds == {k.name: k.value for k in layout.Kind}
+
+
+def test_cred_and_sec_ops_match_header() -> None:
+    from vigil.events.security import CredOp, SecOp
+
+    cred = _c_enum("VIGIL_CRED_")
+    assert cred.pop("OP_MAX") == max(CredOp) + 1
+    assert cred == {op.name: op.value for op in CredOp}
+    sec = {k: v for k, v in _c_enum("VIGIL_SEC_").items() if k != "NAME_LEN"}
+    assert sec.pop("OP_MAX") == max(SecOp) + 1
+    assert sec == {op.name: op.value for op in SecOp}
+
+
+def test_own_object_kinds_match_header() -> None:
+    from vigil.kernel.backend import _OWN_KINDS
+
+    assert {k.lower(): v for k, v in _c_enum("VIGIL_OWN_").items()} == {
+        {"prog": "prog", "map": "map", "link": "link"}[k]: v for k, v in _OWN_KINDS.items()}

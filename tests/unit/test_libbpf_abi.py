@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vigil.kernel.libbpf import BpfObjectOpenOpts
+from vigil.kernel.libbpf import BpfObjectOpenOpts, BpfUprobeOpts
 
 HEADER = Path("/usr/include/bpf/libbpf.h")
 FIELDS = ["sz", "object_name", "relaxed_maps", "pin_root_path", "kconfig", "btf_custom_path",
@@ -60,3 +60,24 @@ def test_known_x86_64_layout() -> None:
     assert BpfObjectOpenOpts._removed_attach_prog_fd.offset == 32
     assert BpfObjectOpenOpts.btf_custom_path.offset == 48
     assert BpfObjectOpenOpts.kernel_log_level.offset == 72
+
+
+UPROBE_FIELDS = ["sz", "ref_ctr_offset", "bpf_cookie", "retprobe", "func_name"]
+
+
+def test_uprobe_opts_match_header(tmp_path: Path) -> None:
+    """struct bpf_uprobe_opts (vigil.kernel.uprobes attaches with it): size and offsets."""
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None or not HEADER.exists():
+        pytest.skip("needs a C compiler and libbpf-dev headers")
+    src = tmp_path / "uprobe.c"
+    src.write_text(C_SOURCE.replace("bpf_object_open_opts", "bpf_uprobe_opts")
+                   .replace("%FIELDS%", " ".join(f"F({f})" for f in UPROBE_FIELDS)))
+    subprocess.run([cc, "-o", str(tmp_path / "uprobe"), str(src)], check=True,
+                   capture_output=True)
+    out = subprocess.run([str(tmp_path / "uprobe")], check=True, capture_output=True,
+                         text=True).stdout
+    c = {k: int(v) for k, v in (line.split() for line in out.splitlines())}
+    assert ctypes.sizeof(BpfUprobeOpts) == c["sizeof"] == BpfUprobeOpts().sz
+    for f in UPROBE_FIELDS:
+        assert getattr(BpfUprobeOpts, f).offset == c[f], f

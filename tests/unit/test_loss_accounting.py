@@ -11,8 +11,8 @@ from typing import Any, cast
 
 import pytest
 
-from vigil import agent as agent_mod
-from vigil.agent import DROP_KINDS, Agent, RunSummary
+from vigil import losses
+from vigil.agent import Agent
 from vigil.config import load_config
 from vigil.enrich.process import ProcessTable
 from vigil.enrich.users import NameCache
@@ -21,6 +21,7 @@ from vigil.events.layout import Clock, Decoder, Flag, RawFile
 from vigil.events.model import ExitEvent, FileEvent, FileOp, LostEvents, Process
 from vigil.events.pipeline import Pipeline
 from vigil.events.truncated import TruncatedPaths, kernel_dev, parse_mountinfo, watched_devices
+from vigil.losses import DROP_KINDS, RunSummary
 from vigil.outputs.ecs import file_to_ecs
 from vigil.outputs.pretty import PrettySink
 
@@ -103,22 +104,23 @@ def test_cut_paths_rescan_without_events_lost(agent: tuple[Agent, FakeBackend, F
     assert sink.events == [] and fim.rescans == 1
     a._check_drops(cast(Any, backend), {"path_truncated": 2, "proc_read_failed": 9})
     assert fim.rescans == 1  # failed /proc reads: said in the summary, no rescan
-    assert a.summary.line().endswith("; incomplete (path_truncated 2, proc_read_failed 9); "
+    assert a.summary.line().endswith("; incomplete (path_truncated 2, proc_read_failed 9, "
+                                     "exe_hash_skipped 0); "
                                      "baseline (scans_failed 1, diffs_unavailable_quota 2)")
 
 
 def test_summary_names_every_counter() -> None:
     line = RunSummary(drops={"wfiles_full": 1, "malformed": 2}).line()
-    for kind in DROP_KINDS + agent_mod.PARTIAL_KINDS:
+    for kind in DROP_KINDS + losses.PARTIAL_KINDS:
         if kind != "drop_unknown":
-            assert f"{agent_mod._kind(kind)} " in line, kind
+            assert f"{losses.kind_of(kind)} " in line, kind
     assert "1 dropped by the kernel side" in line and "2 lost in user space" in line
 
 
 def test_decoder_malformed_counter_is_read() -> None:
     d = Decoder(Clock(0, 100))
     assert d.decode(b"\x01\x00") is None and d.decode(bytes(16)) is None
-    assert agent_mod._decoder_counts(d) == {"malformed": 2}
+    assert losses.decoder_counts(d) == {"malformed": 2}
 
 
 # ---- the pipeline ------------------------------------------------------------------------------

@@ -64,3 +64,40 @@ def test_watch_paths_skip_configured_trees_and_name_the_unserved() -> None:
     assert rootlog.covers(b"/tmp/rootlog") and rootlog.covers(b"/tmp/rootlog.1")
     assert not rootlog.covers(b"/tmp/other")
     assert lock.covers(b"/dev/shm/x.lock") and not lock.covers(b"/dev/shm/x.lock2")
+
+
+def vigil_rule(detection: str):  # type: ignore[no-untyped-def]
+    res = load_text("title: t\nlogsource: {product: vigil, category: file}\n"
+                    f"detection:\n{detection}", "r.yml")
+    assert not res.refused, res.refused
+    return res.rules[0]
+
+
+@pytest.mark.parametrize("detection, expected", [
+    # fields only the always-watched paths carry (vigil.ownfiles, vigil.sysctl): served by
+    # those paths, no entry of their own
+    ("  sel: {vigil.protected: self, event.outcome: success}\n  condition: sel\n", set()),
+    ("  sel: {vigil.sysctl.weakened: 'true'}\n  condition: sel\n", set()),
+    ("  a: {vigil.protected: self}\n  b: {file.path|startswith: /srv/}\n"
+     "  condition: a or b\n", {"/srv/"}),
+    ("  sel: {vigil.protected: null}\n  condition: sel\n", None),
+    ("  sel: {vigil.protected|exists: true}\n  condition: sel\n", None),
+    ("  a: {vigil.protected: self}\n  condition: not a\n", None),
+])
+def test_always_watched_fields_bound_a_rule(detection: str, expected: set[str] | None) -> None:
+    got = rule_prefixes(vigil_rule(detection))
+    assert got == (None if expected is None else frozenset(expected))
+    if expected is not None:
+        paths, unserved = watch_paths([vigil_rule(detection)])
+        assert not unserved and [p.prefix.decode() for p in paths] == sorted(expected)
+
+
+def test_the_packs_always_watched_rules_are_served() -> None:
+    from vigil.rules.loader import builtin_rules_dir, load_paths
+
+    rules = [r for r in load_paths([builtin_rules_dir() / "vigil"]).rules
+             if r.id in {"3a61ac80-4943-459d-8514-8d8fcbbeadbd",
+                         "272ecb2d-75d1-4f52-aa02-a848f3a9efa2"}]
+    assert len(rules) == 2
+    paths, unserved = watch_paths(rules)
+    assert paths == [] and unserved == []

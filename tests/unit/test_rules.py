@@ -141,7 +141,7 @@ def test_the_builtin_pack_loads_completely() -> None:
         cats[key] = cats.get(key, 0) + 1
     assert not res.refused
     assert cats == {"process_creation": 122, "file_event": 8, "network_connection": 5,
-                    "auditd": 48}
+                    "auditd": 48, "linux:shell": 9}
     unmapped = {Path(r.source).name for r in res.with_warnings}
     # auditd rules with a part Vigil cannot serve (test_auditd_view.py), and the network rules
     # on DestinationHostname (Vigil ties no names to connections)

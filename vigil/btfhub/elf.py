@@ -16,6 +16,7 @@ from vigil.kernel.errors import InputError
 ELF_MAGIC = b"\x7fELF"
 EM_BPF = 247
 SHT_PROGBITS, SHT_SYMTAB, SHT_NOBITS, SHT_REL = 1, 2, 8, 9
+SHT_DYNAMIC, SHT_DYNSYM = 6, 11
 SHF_EXECINSTR = 0x4
 STT_FUNC = 2
 
@@ -69,7 +70,7 @@ class Elf:
         self.bits = 32 if cls == 1 else 64
         self.order = "<" if enc == 1 else ">"
         self.big_endian = enc == 2
-        self._symbols: list[Symbol] | None = None
+        self._symbols: dict[int, list[Symbol]] = {}
         hdr, hdr_size, shentsize_at, shsize = _HEADER[self.bits]
         if len(data) < 16 + hdr_size:
             raise ElfError(f"truncated ELF header ({len(data)} bytes)", source=source,
@@ -115,13 +116,15 @@ class Elf:
                            source=self.source, offset=sec.offset)
         return self.data[sec.offset: sec.offset + sec.size]
 
-    def symbols(self) -> list[Symbol]:
-        if self._symbols is None:
-            self._symbols = self._read_symbols()
-        return self._symbols
+    def symbols(self, table: int = SHT_SYMTAB) -> list[Symbol]:
+        """The symbols of the first section of type ``table`` (SHT_SYMTAB, or SHT_DYNSYM:
+        what a stripped executable or library still exports and imports)."""
+        if table not in self._symbols:
+            self._symbols[table] = self._read_symbols(table)
+        return self._symbols[table]
 
-    def _read_symbols(self) -> list[Symbol]:
-        symtab = next((s for s in self.sections if s.type == SHT_SYMTAB), None)
+    def _read_symbols(self, table: int) -> list[Symbol]:
+        symtab = next((s for s in self.sections if s.type == table), None)
         if symtab is None:
             return []
         if symtab.link >= len(self.sections):

@@ -32,8 +32,10 @@ from vigil.config.model import (
     ConfigError,
     DiffConfig,
     DirectoryConfig,
+    ExecHashConfig,
     RulesConfig,
     ScanConfig,
+    ShellConfig,
 )
 from vigil.config.network import parse_network
 from vigil.config.nodes import (
@@ -46,7 +48,8 @@ from vigil.config.nodes import (
 )
 
 _TOP = ("directories", "exec_events", "failed_errnos", "ring_buffer_mb", "output", "json_file",
-        "database", "state_dir", "scan", "diff", "ignore", "rules", "network")
+        "database", "state_dir", "scan", "diff", "ignore", "rules", "network",
+        "exec_hash", "shell")
 _DIR = ("path", "recursive", "depth", "realtime", "check", "hashes", "report_changes", "ignore",
         "restrict", "nodiff", "follow_symlinks", "tags", "mounts")
 def _directory(ctx: Ctx, node: yaml.Node) -> DirectoryConfig | None:
@@ -118,6 +121,17 @@ def _rules(ctx: Ctx, node: yaml.Node) -> RulesConfig:
     return RulesConfig(**kw)
 
 
+def _exec_hash(ctx: Ctx, node: yaml.Node) -> ExecHashConfig:
+    m = ctx.mapping(node, "exec_hash", ("enabled", "max_bytes_per_second", "max_file_size"))
+    kw: dict[str, Any] = {}
+    if "enabled" in m:
+        kw["enabled"] = ctx.typed(m["enabled"], "enabled", bool)
+    for key in ("max_bytes_per_second", "max_file_size"):
+        if key in m:
+            kw[key] = non_negative(ctx, m[key], key, 1)
+    return ExecHashConfig(**kw)
+
+
 def _dedupe_embedded(dirs: list[DirectoryConfig]) -> list[DirectoryConfig]:
     """Drop default entries that are symlinks to another entry (merged /usr: /bin -> usr/bin)."""
     real = {os.path.realpath(d.path): d.path for d in dirs if not os.path.islink(d.path)}
@@ -173,6 +187,11 @@ def _parse(ctx: Ctx, root: yaml.Node | None) -> Config:
         kw["rules"] = _rules(ctx, m["rules"])
     if "network" in m:
         kw["network"] = parse_network(ctx, m["network"])
+    if "shell" in m:
+        sm = ctx.mapping(m["shell"], "shell", ("enabled",))
+        kw["shell"] = ShellConfig(**{k: ctx.typed(v, k, bool) for k, v in sm.items()})
+    if "exec_hash" in m:
+        kw["exec_hash"] = _exec_hash(ctx, m["exec_hash"])
     if "directories" in m:
         node = m["directories"]
         if not isinstance(node, yaml.SequenceNode):

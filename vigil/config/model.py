@@ -108,6 +108,24 @@ class RulesConfig:
     enabled: bool = True                # false: no rules at all (telemetry only)
 
 
+@dataclass(frozen=True)
+class ExecHashConfig:
+    """The ``exec_hash:`` section: the sha256 of every executed image (vigil.enrich.exehash),
+    within a budget of bytes read per second; larger files are not read."""
+
+    enabled: bool = True
+    max_bytes_per_second: int = 64 << 20
+    max_file_size: int = 64 << 20
+
+
+@dataclass(frozen=True)
+class ShellConfig:
+    """The ``shell:`` section: the command lines typed into interactive shells (a uprobe on
+    bash's readline in every bash found: vigil.kernel.uprobes)."""
+
+    enabled: bool = True
+
+
 NET_KINDS = ("connect", "accept", "listen", "bind", "udp", "unix")
 DEFAULT_UNIX_PATHS = (b"/run/docker.sock", b"/run/containerd/containerd.sock",
                       b"/run/podman/podman.sock")
@@ -148,6 +166,8 @@ class Config:
     ignore: tuple[Pattern, ...] = ()
     rules: RulesConfig = field(default_factory=RulesConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    shell: ShellConfig = field(default_factory=ShellConfig)
+    exec_hash: ExecHashConfig = field(default_factory=ExecHashConfig)
     source: str = EMBEDDED_NAME
 
     @property

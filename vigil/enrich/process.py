@@ -77,6 +77,14 @@ class ProcessTable:
             p.parent_executable = parent.executable
             p.parent_args = parent.args
 
+    def executable_of(self, pid: int, start: int | None) -> bytes | None:
+        """The program of a process an event acts on (a ptrace target): the table's, or /proc's
+        (any process with that pid when ``start`` is None); None when it is gone."""
+        info = self._table.get((pid, start)) if start is not None else None
+        if info is None:
+            info = self._read_proc(pid, start)
+        return info.executable if info is not None else None
+
     def _lookup(self, pid: int, start: int, ppid: int | None,
                 pstart: int | None) -> ProcInfo | None:
         info = self._table.get((pid, start))

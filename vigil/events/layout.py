@@ -20,7 +20,17 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Final
 
-from vigil.events.model import ExecEvent, ExitEvent, FileEvent, FileOp, NetEvent, NetOp, Process
+from vigil.events.model import (
+    ExecEvent,
+    ExitEvent,
+    FileEvent,
+    FileOp,
+    NetEvent,
+    NetOp,
+    Process,
+    ShellEvent,
+)
+from vigil.events.security import CredEvent, CredOp, Creds, SecEvent, SecOp, Target
 
 COMM_LEN: Final = 16
 PATH_MAX: Final = 4096
@@ -32,6 +42,9 @@ class Kind(enum.IntEnum):
     EXEC = 2
     EXIT = 3
     NET = 4
+    CRED = 5
+    SEC = 6
+    SHELL = 7
 
 
 # Decoder.malformed's keys: why a record was dropped.
@@ -73,9 +86,12 @@ class Stat(enum.IntEnum):
     NET_CONNS_FULL = 11  # TCP connects in progress not followed (their outcome is lost)
     NET_RATE = 12  # network events over a process's rate cap (lost)
     NET_FILTERED = 13  # network events the config excludes (not lost)
+    DROP_SHELL = 14  # shell command lines the buffer had no room for
+    DROP_CRED = 15  # credential changes the buffer had no room for
+    DROP_SEC = 16  # tampering records the buffer had no room for
 
 
-STAT_SLOTS: Final = 16
+STAT_SLOTS: Final = 24
 
 WATCH_INCLUDE: Final = 1
 WATCH_EXCLUDE: Final = 2
@@ -86,18 +102,29 @@ HDR = struct.Struct("=HHIQ")  # kind, flags, size, ktime_ns
 PROC = struct.Struct("=QQQ10I16s")
 # op ret mode owner_uid owner_gid oflags ino file_id dev path_len path2_len
 FILE_TAIL = struct.Struct("=IiIIIIQQIHH")
-EXEC_TAIL = struct.Struct("=IIII")  # exe_len, args_len, cwd_len, reserved
+EXEC_TAIL = struct.Struct("=IIIIQQ")  # exe_len args_len cwd_len exe_dev exe_ino exe_ctime_ns
 EXIT_TAIL = struct.Struct("=iI")  # exit_code, reserved
 # op ret family protocol lport rport laddr raddr sock_id path_len reserved
 NET_TAIL = struct.Struct("=IiHHHH16s16sQII")
+TTY_NAME_LEN: Final = 32
+SHELL_TAIL = struct.Struct(f"=IIII{TTY_NAME_LEN}s")  # tty major/minor, session leader, len, name
+
+# the struct vigil_creds of a credential change: 8 ids, 3 capability sets, the user namespace
+CREDS = struct.Struct("=8I4Q")
+CRED_HEAD = struct.Struct("=II")  # op, path_len; then the old and the new vigil_creds
+# op ret target_pid arg1 arg2 arg3 target_start_time target_comm name path_len path2_len reserved
+SEC_TAIL = struct.Struct("=IiIIQQQ16s64sHHI")
 
 HDR_SIZE: Final = HDR.size  # 16
 PROC_OFF: Final = HDR_SIZE
 TAIL_OFF: Final = HDR_SIZE + PROC.size  # 96
 FILE_EVENT_SIZE: Final = TAIL_OFF + FILE_TAIL.size  # 144
-EXEC_EVENT_SIZE: Final = TAIL_OFF + EXEC_TAIL.size  # 112
+EXEC_EVENT_SIZE: Final = TAIL_OFF + EXEC_TAIL.size  # 128
 EXIT_EVENT_SIZE: Final = TAIL_OFF + EXIT_TAIL.size  # 104
 NET_EVENT_SIZE: Final = TAIL_OFF + NET_TAIL.size  # 160
+SHELL_EVENT_SIZE: Final = TAIL_OFF + SHELL_TAIL.size  # 144
+CRED_EVENT_SIZE: Final = TAIL_OFF + CRED_HEAD.size + 2 * CREDS.size  # 232
+SEC_EVENT_SIZE: Final = TAIL_OFF + SEC_TAIL.size  # 224
 
 # Field names per C struct, in order, with the Struct that decodes them; the layout test uses
 # these to compare every offset with the BTF.
@@ -113,17 +140,27 @@ LAYOUTS: Final[dict[str, tuple[tuple[str, ...], tuple[struct.Struct, ...]]]] = {
          "file_id", "dev", "path_len", "path2_len", "data"),
         (HDR, PROC, FILE_TAIL),
     ),
-    "vigil_exec_event": (("hdr", "proc", "exe_len", "args_len", "cwd_len", "_reserved", "data"),
-                         (HDR, PROC, EXEC_TAIL)),
+    "vigil_exec_event": (("hdr", "proc", "exe_len", "args_len", "cwd_len", "exe_dev",
+                          "exe_ino", "exe_ctime_ns", "data"), (HDR, PROC, EXEC_TAIL)),
     "vigil_exit_event": (("hdr", "proc", "exit_code", "_reserved"), (HDR, PROC, EXIT_TAIL)),
+    "vigil_creds": (("uid", "gid", "suid", "sgid", "euid", "egid", "fsuid", "fsgid",
+                     "cap_effective", "cap_permitted", "cap_inheritable", "user_ns"), (CREDS,)),
+    "vigil_cred_event": (("hdr", "proc", "op", "path_len", "old", "new", "data"),
+                         (HDR, PROC, CRED_HEAD, CREDS, CREDS)),
+    "vigil_sec_event": (("hdr", "proc", "op", "ret", "target_pid", "arg1", "arg2", "arg3",
+                         "target_start_time", "target_comm", "name", "path_len", "path2_len",
+                         "_reserved", "data"), (HDR, PROC, SEC_TAIL)),
     "vigil_net_event": (("hdr", "proc", "op", "ret", "family", "protocol", "lport", "rport",
                          "laddr", "raddr", "sock_id", "path_len", "_reserved", "data"),
                         (HDR, PROC, NET_TAIL)),
+    "vigil_shell_event": (("hdr", "proc", "tty_major", "tty_minor", "session_leader", "len",
+                           "tty_name", "data"), (HDR, PROC, SHELL_TAIL)),
 }
 
 NO_ID: Final = 0xFFFFFFFF
 _F_CREATED: Final = int(Flag.CREATED)
 _F_EXE_DELETED: Final = int(Flag.EXE_DELETED)
+_F_ARGS_TRUNC: Final = int(Flag.ARGS_TRUNC)  # shell: the command line was cut
 
 
 class RawFile:
@@ -141,7 +178,8 @@ class RawFile:
         self.truncated = truncated
 
 
-Decoded = FileEvent | ExecEvent | ExitEvent | NetEvent | RawFile
+Decoded = (FileEvent | ExecEvent | ExitEvent | NetEvent | CredEvent | SecEvent | ShellEvent
+           | RawFile)
 
 
 class Clock:
@@ -211,7 +249,7 @@ class Decoder:
         if kind == Kind.FILE and len(buf) >= FILE_EVENT_SIZE:
             return self._file(buf, ts, flags)
         if kind == Kind.EXEC and len(buf) >= EXEC_EVENT_SIZE:
-            exe_len, args_len, cwd_len, _reserved = EXEC_TAIL.unpack_from(buf, TAIL_OFF)
+            exe_len, args_len, cwd_len, dev, ino, ctime = EXEC_TAIL.unpack_from(buf, TAIL_OFF)
             start = EXEC_EVENT_SIZE
             end_args = start + exe_len + args_len
             if end_args + cwd_len > len(buf):
@@ -223,12 +261,20 @@ class Decoder:
                 proc.executable += b" (deleted)"
             proc.args = split_args(bytes(buf[start + exe_len:end_args]))
             cwd = bytes(buf[end_args:end_args + cwd_len]) if cwd_len else None
-            return ExecEvent(ts, proc, flags, cwd)
+            if not ino:   # no file behind the process (a kernel thread's exec)
+                return ExecEvent(ts, proc, flags, cwd)
+            return ExecEvent(ts, proc, flags, cwd, exe_dev=dev, exe_ino=ino, exe_ctime_ns=ctime)
         if kind == Kind.EXIT and len(buf) >= EXIT_EVENT_SIZE:
             (code, _reserved) = EXIT_TAIL.unpack_from(buf, TAIL_OFF)
             return ExitEvent(ts, self._proc(buf), code, flags)
         if kind == Kind.NET and len(buf) >= NET_EVENT_SIZE:
             return self._net(buf, ts, flags)
+        if kind == Kind.CRED and len(buf) >= CRED_EVENT_SIZE:
+            return self._cred(buf, ts, flags)
+        if kind == Kind.SEC and len(buf) >= SEC_EVENT_SIZE:
+            return self._sec(buf, ts, flags)
+        if kind == Kind.SHELL and len(buf) >= SHELL_EVENT_SIZE:
+            return self._shell(buf, ts, flags)
         self.malformed["short" if kind in _KINDS else "unknown-kind"] += 1
         return None
 
@@ -275,6 +321,53 @@ class Decoder:
         return NetEvent(ts, nop, self._proc(buf), family, protocol, laddr, lport, raddr, rport,
                         errno=-ret if ret < 0 else 0, path=path, flags=flags, sock_id=sock_id)
 
+    def _cred(self, buf: memoryview | bytes, ts: int, flags: int) -> CredEvent | None:
+        op, plen = CRED_HEAD.unpack_from(buf, TAIL_OFF)
+        if CRED_EVENT_SIZE + plen > len(buf):
+            self.malformed["bad-length"] += 1
+            return None
+        cop = _CRED_OPS.get(op)
+        if cop is None:
+            self.malformed["unknown-op"] += 1
+            return None
+        at = TAIL_OFF + CRED_HEAD.size
+        old = Creds(*CREDS.unpack_from(buf, at))
+        new = Creds(*CREDS.unpack_from(buf, at + CREDS.size))
+        path = bytes(buf[CRED_EVENT_SIZE:CRED_EVENT_SIZE + plen]) if plen else None
+        # the who-data is the process's before the change: never the shared cached object
+        return CredEvent(ts, cop, self._proc(buf), old, new, path, flags)
+
+    def _sec(self, buf: memoryview | bytes, ts: int, flags: int) -> SecEvent | None:
+        (op, ret, tpid, arg1, arg2, arg3, tstart, tcomm, name, plen, p2len,
+         _reserved) = SEC_TAIL.unpack_from(buf, TAIL_OFF)
+        start = SEC_EVENT_SIZE
+        if start + plen + p2len > len(buf):
+            self.malformed["bad-length"] += 1
+            return None
+        sop = _SEC_OPS.get(op)
+        if sop is None:
+            self.malformed["unknown-op"] += 1
+            return None
+        target = None
+        if tpid:
+            comm = tcomm.split(b"\0", 1)[0]
+            target = Target(tpid, tstart // self.clock.ns_per_tick if tstart else None,
+                            comm or None)
+        return SecEvent(ts, sop, self._proc(buf), errno=-ret if ret < 0 else 0, target=target,
+                        arg1=arg1, arg2=arg2, arg3=arg3, name=name.split(b"\0", 1)[0],
+                        path=bytes(buf[start:start + plen]) if plen else None,
+                        path2=bytes(buf[start + plen:start + plen + p2len]) if p2len else None,
+                        flags=flags)
+
+    def _shell(self, buf: memoryview | bytes, ts: int, flags: int) -> ShellEvent | None:
+        major, minor, leader, n, tty = SHELL_TAIL.unpack_from(buf, TAIL_OFF)
+        if SHELL_EVENT_SIZE + n > len(buf):
+            self.malformed["bad-length"] += 1
+            return None
+        return ShellEvent(ts, self._proc(buf), bytes(buf[SHELL_EVENT_SIZE:SHELL_EVENT_SIZE + n]),
+                          major, minor, tty.split(b"\0", 1)[0].decode("utf-8", "replace"),
+                          leader, bool(flags & _F_ARGS_TRUNC))
+
     def decode_batch(self, records: Iterable[memoryview | bytes]) -> Iterator[Decoded]:
         for rec in records:
             ev = self.decode(rec)
@@ -284,6 +377,8 @@ class Decoder:
 
 _FILE_OPS: Final = {int(op): op for op in FileOp}  # a dict lookup: FileOp(op) raises
 _NET_OPS: Final = {int(op): op for op in NetOp}
+_CRED_OPS: Final = {int(op): op for op in CredOp}
+_SEC_OPS: Final = {int(op): op for op in SecOp}
 _MODE_OPS = frozenset({FileOp.CHMOD, FileOp.CREATE, FileOp.MKDIR, FileOp.MKNOD, FileOp.OPEN})
 
 

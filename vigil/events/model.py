@@ -121,6 +121,10 @@ class FileEvent:
     flags: int = 0  # vigil.events.layout.Flag bits (truncated paths, ...)
     source: str = "kernel"  # "kernel", "rescan", "startup-scan"
     file_id: int = 0  # modify: identity of the open file the kernel saw closed
+    # set by the agent, not the kernel: "self" for one of Vigil's own files (vigil.ownfiles);
+    # a security knob's write (vigil.sysctl): name, old, new, weakened
+    protected: str | None = None
+    sysctl: dict[str, object] | None = None
 
     @property
     def failed(self) -> bool:
@@ -136,12 +140,23 @@ class ExecEvent:
     components of one deeper than the kernel walks (``flags`` has CWD_TRUNC then); None when
     the kernel knew none. Not a Process field: the process may change directory later, and
     its other events share that object.
+
+    ``sha256`` is the executed image's hash (vigil.enrich.exehash), or ``hash_skipped`` says
+    why there is none; both None when exec hashing is off.
     """
 
     timestamp_ns: int
     process: Process
     flags: int = 0
     cwd: bytes | None = None
+    # keyword-only: set after decoding, never part of a record's positional fields
+    sha256: str | None = field(default=None, kw_only=True)
+    hash_skipped: str | None = field(default=None, kw_only=True)
+    # the executed file as the kernel found it at the exec: device (the kernel's dev_t),
+    # inode and change time; None when the record names no file
+    exe_dev: int | None = field(default=None, kw_only=True)
+    exe_ino: int | None = field(default=None, kw_only=True)
+    exe_ctime_ns: int | None = field(default=None, kw_only=True)
 
 
 @dataclass(slots=True)
@@ -246,6 +261,29 @@ class NetEvent:
 
 
 @dataclass(slots=True)
+class ShellEvent:
+    """A command line an interactive shell read (its line editor returned it), with the
+    shell's who-data. ``tty_major``/``tty_minor``/``tty_name``: its controlling terminal (0, 0
+    and "" without one); ``session_leader``: the pid of its session's leader (0: unknown);
+    ``truncated``: the line was longer than the kernel side keeps."""
+
+    timestamp_ns: int
+    process: Process
+    command: bytes
+    tty_major: int = 0
+    tty_minor: int = 0
+    tty_name: str = ""
+    session_leader: int = 0
+    truncated: bool = False
+
+    @property
+    def tty(self) -> str:
+        """The terminal as ps and /dev name it: the kernel's "pts3" is /dev/pts/3."""
+        n = self.tty_name
+        return f"pts/{n[3:]}" if n.startswith("pts") and n[3:].isdigit() else n
+
+
+@dataclass(slots=True)
 class LostEvents:
     """The kernel side could not deliver ``count`` events of ``kind`` (ring buffer full)."""
 
@@ -255,4 +293,8 @@ class LostEvents:
     extra: dict[str, int] = field(default_factory=dict)
 
 
-Event = FileEvent | ExecEvent | ExitEvent | NetEvent | LostEvents
+# Privilege and tampering events live in their own module, which builds on Process above.
+from vigil.events.security import CredEvent, SecEvent  # noqa: E402
+
+Event = (FileEvent | ExecEvent | ExitEvent | NetEvent | CredEvent | SecEvent | ShellEvent
+         | LostEvents)

@@ -15,10 +15,22 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Final
 
+from vigil.enrich.exehash import ExeHasher
 from vigil.enrich.process import ProcessTable
 from vigil.enrich.users import NameCache
+from vigil.events.creds import PrivilegeTracker
 from vigil.events.layout import Flag, RawFile
-from vigil.events.model import Event, ExecEvent, ExitEvent, FileEvent, FileOp, NetEvent, Process
+from vigil.events.model import (
+    Event,
+    ExecEvent,
+    ExitEvent,
+    FileEvent,
+    FileOp,
+    NetEvent,
+    Process,
+    ShellEvent,
+)
+from vigil.events.security import CredEvent, SecEvent
 from vigil.events.truncated import TRUNCATED, TruncatedPaths
 
 MAX_OPEN_FILES: Final = 65536
@@ -86,6 +98,7 @@ class Pipeline:
         closes_at_exit: bool = True,
         truncated: TruncatedPaths | None = None,
         unix_watched: Callable[[bytes], bool] | None = None,
+        exe_hasher: ExeHasher | None = None,
     ) -> None:
         # True when the kernel side sees closes only as syscalls (the tracepoint backend): an
         # exit then ends the writes of every file the process still held. The VFS backends see
@@ -98,7 +111,11 @@ class Pipeline:
         # the ones with . or .. components are decided here
         self._unix_watched = unix_watched or (lambda _path: False)
         self._procs = procs
+        self.privileges = PrivilegeTracker(procs)
         self._names = names
+        # here, not in a later stage: the sooner, the likelier a process with no file name
+        # left (a memfd) still runs, and its image can be read
+        self._hasher = exe_hasher
         self._forget = forget_open_file
         self._open: OrderedDict[int, _OpenFile] = OrderedDict()
         self._by_tgid: dict[int, set[int]] = {}
@@ -162,19 +179,30 @@ class Pipeline:
                 self._procs.on_exec(rec.process)
                 self._enrich(rec.process)
                 if self._report_processes:
+                    if self._hasher is not None:
+                        self._hasher.apply(rec)
                     out.append(rec)
             elif isinstance(rec, ExitEvent):
                 self._exited(rec, out)
             elif isinstance(rec, NetEvent):
                 self._net(rec, out)
-        return out
+            elif isinstance(rec, ShellEvent):   # a typed command: the shell's who-data
+                self._enrich(rec.process)
+                out.append(rec)
+            elif isinstance(rec, (CredEvent, SecEvent)):
+                self._enrich(rec.process)
+                self.privileges.complete(rec)
+                out.append(rec)
+        return self.privileges.inspect(out)
 
     def counts(self) -> dict[str, int]:
         """What the pipeline could not do fully: events whose path the kernel cut (reported,
-        marked), write-opens it stopped following, failed /proc reads of the process table."""
+        marked), write-opens it stopped following, failed /proc reads of the process table,
+        exec events without a hash."""
         return {"path_truncated": self.truncated.reported,
                 "open_files_evicted": self.open_files_evicted,
-                "proc_read_failed": self._procs.failed_reads}
+                "proc_read_failed": self._procs.failed_reads,
+                **(self._hasher.counts() if self._hasher is not None else {})}
 
     def baseline_events(self, events: list[Event]) -> list[Event]:
         """``events`` less those with a path the kernel cut, which is no real path: the

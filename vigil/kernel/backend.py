@@ -3,10 +3,8 @@
 Owns the phases between open and load (STYLE.md, "named loading phases"): which programs load
 (the backend's Plan from vigil.kernel.hooks, less the syscall and io_uring tracepoints this
 kernel lacks), the ring size, the settings written to .rodata; then the watch list (an LPM
-trie) and the counters;
-and choosing a backend: the best whose probes pass, whose plan fits this kernel's prototypes
-and which loads and attaches, falling back in order. Does not own decoding (``vigil.events``)
-nor what is done with events (``vigil.agent``).
+trie) and the counters. Does not own choosing the backend (``vigil.kernel.choose``), decoding
+(``vigil.events``) nor what is done with events (``vigil.agent``).
 """
 
 from __future__ import annotations
@@ -22,11 +20,13 @@ from pathlib import Path
 
 from vigil.config.model import NetworkConfig
 from vigil.events import layout
-from vigil.kernel import arch as archmod
-from vigil.kernel import hooks, net, probes
-from vigil.kernel.btf import Btf
-from vigil.kernel.errors import KernelError, VerifierError, VigilError
-from vigil.kernel.hooks import HookUnsupported, Plan
+from vigil.kernel import net, probes, uprobes
+from vigil.kernel.errors import (
+    LibbpfError,
+    NotSupportedError,
+    VigilError,
+)
+from vigil.kernel.hooks import Plan
 from vigil.kernel.libbpf import bpf_map_count_entries, libbpf_num_possible_cpus
 from vigil.kernel.loader import BpfObjectSpec, Link, LoadedObject, bundled_object
 from vigil.kernel.lru import EvictionCounter
@@ -39,10 +39,11 @@ log = logging.getLogger(__name__)
 OBJECT_NAME = "vigil"
 # Tracepoint categories whose events differ between kernels: a program whose tracepoint is
 # absent here is not loaded (syscalls come and go; io_uring_submit_sqe became _submit_req).
-_OPTIONAL_TRACEPOINTS = ("syscalls", "io_uring", "sock")
+_OPTIONAL_TRACEPOINTS = ("syscalls", "io_uring", "sock", "module")
 _WATCH_VAL = struct.Struct("=II")
 _U32 = struct.Struct("=I")
 _U64 = struct.Struct("=Q")
+_OWN_KINDS = {"prog": 1, "map": 2, "link": 3}   # enum vigil_own_kind
 # Test-only: smaller kernel maps, so that tests can fill them ("wfiles=512,uring_reqs=64").
 MAP_ENTRIES_ENV = "VIGIL_TEST_MAP_ENTRIES"
 _SIZABLE_MAPS = ("wfiles", "uring_reqs", "pending", "inflight", "uring_parked")
@@ -73,6 +74,7 @@ class BackendSettings:
     btf_custom_path: str | None = None
     event_buffer: str = "auto"  # one of EVENT_BUFFERS
     network: NetworkConfig | None = None  # None: no network events
+    shell: bool = False  # the user-space hooks (vigil.kernel.uprobes): shell commands
 
 
 # How records reach user space: "ring" (BPF ring buffer, vigil.bpf.o) or "perf" (a perf event
@@ -131,10 +133,13 @@ class KernelBackend:
         self._obj: LoadedObject | None = None
         self._links: list[Link] = []
         self.skipped: list[str] = []  # syscalls this kernel does not have
+        self.unattached: dict[str, str] = {}  # optional programs the kernel would not attach
         self.skipped_sections: set[str] = set()  # programs whose tracepoint is absent
         self.reader: EventReader | None = None
         self.event_buffer = "ring"  # decided by start()
         self.evictions: dict[str, EvictionCounter] = {}
+        self.uprobes: list[uprobes.Target] = []  # one per hooked binary, with its outcome
+        self.uprobes_off = ""  # why the user-space hooks are off although asked for
 
     @property
     def name(self) -> str:
@@ -152,10 +157,14 @@ class KernelBackend:
         log.info("event buffer: %s (%s)", self.event_buffer, why)
         perf = self.event_buffer == "perf"
         path = perf_variant(self._path) if perf else self._path
+        user_hooks = uprobes.programs() if s.shell else frozenset()
+        if user_hooks and (why := uprobes.unavailable()):
+            user_hooks, self.uprobes_off = frozenset(), why
         with BpfObjectSpec.open(path, btf_custom_path=s.btf_custom_path) as spec:
             for prog in spec.programs:
                 wanted = prog.name in self.plan.programs and (
                     net.ops_mask(s.network) != 0 or not net.is_net_program(prog.name))
+                wanted = wanted or prog.name in user_hooks
                 optional = _optional_tracepoint(prog.section)
                 if wanted and optional and not tracepoint_exists(*optional):
                     wanted = False
@@ -197,11 +206,35 @@ class KernelBackend:
             for p in self._obj.programs:
                 if p.name in self.plan.programs and p.section != "tracepoint" \
                         and p.section not in self.skipped_sections:
-                    self._links.append(self._obj.attach(p.name))
+                    self._attach(p.name)
+            if user_hooks:   # per binary, by path and symbol; their links go with the object
+                self.uprobes = uprobes.attach_hooks(self._obj)
+            self._own_ids()
         except BaseException:
             self.close()
             raise
         return self
+
+    def _attach(self, name: str) -> None:
+        """Attach one program. One the plan holds optional (a fallback of nothing: a
+        trampoline of seven arguments, which kernels before 6.6 load but do not attach) may
+        fail alone: what it reports goes unseen, and the log says so."""
+        try:
+            self._links.append(self.obj.attach(name))
+        except (LibbpfError, NotSupportedError) as e:
+            if self.plan.fallbacks.get(name, None) != frozenset():
+                raise
+            self.unattached[name] = str(e)
+            log.warning("%s cannot attach on this kernel (%s): its events are not seen",
+                        name, e)
+
+    def _own_ids(self) -> None:
+        """Tell the kernel side the ids of this object's programs, maps and links: another
+        process asking for a handle on one of them is reported (bpf/sec.bpf.h)."""
+        own = self.obj.map("own_ids")
+        for kind, ids in self.obj.object_ids().items():
+            for i in ids:
+                own.update(_U64.pack(_OWN_KINDS[kind] << 32 | i), b"\1")
 
     @property
     def obj(self) -> LoadedObject:
@@ -293,115 +326,3 @@ def _optional_tracepoint(section: str) -> tuple[str, str] | None:
     if kind == "tracepoint" and category in _OPTIONAL_TRACEPOINTS and name:
         return category, name
     return None
-
-
-# --- choosing a backend ------------------------------------------------------------------------
-
-
-class NoBackendError(VigilError):
-    """No backend can run here (or the one asked for cannot); says why for each."""
-
-    def __init__(self, rejected: dict[str, str], forced: str | None = None) -> None:
-        self.rejected = rejected
-        why = "\n".join(f"  {name}: {reason}" for name, reason in rejected.items())
-        head = (f"the {forced} backend cannot run here" if forced
-                else "no backend can run on this kernel")
-        super().__init__(f"{head}:\n{why}")
-
-
-@dataclass
-class Candidates:
-    """Backends that may run here, best first, and why each other one may not."""
-
-    plans: list[Plan]
-    rejected: dict[str, str]
-
-
-def jit_problem(machine: str | None = None, jit_on: bool | None = None) -> str | None:
-    """Why Vigil's programs cannot load on a 32-bit kernel whose BPF JIT is on, or None.
-
-    The 32-bit JITs (arm, x86) cannot compile BPF-to-BPF calls, so a program with such calls
-    runs in the interpreter while one without is compiled; and a tail-call map refuses to mix
-    compiled and interpreted programs (the kernel's bpf_prog_map_compatible). With the JIT off
-    every program is interpreted, which is Debian's default on those kernels."""
-    if archmod.bits(machine or platform.machine()) != 32:
-        return None
-    if not (probes.bpf_jit_enabled() if jit_on is None else jit_on):
-        return None
-    return (f"the BPF JIT is on ({probes.BPF_JIT_SYSCTL} != 0), and a 32-bit kernel's JIT "
-            "cannot compile the BPF-to-BPF calls of the programs its tail calls reach; set "
-            "net.core.bpf_jit_enable=0 (the kernel then interprets them all)")
-
-
-def plan_backends(settings: BackendSettings, forced: str | None = None,
-                  obj_path: Path | None = None) -> Candidates:
-    """Probes and prototypes decide; nothing is loaded but the probe programs.
-
-    tracefs and bpffs are mounted first (a fresh boot has neither), so that the tracepoint
-    probe answers for the kernel and not for the boot's mount table."""
-    ensure_mounted(securityfs=False)
-    names = list(hooks.BACKENDS) if forced in (None, "auto") else [str(forced)]
-    path = obj_path or bundled_object(OBJECT_NAME)
-    with BpfObjectSpec.open(path) as spec:
-        programs = [hooks.Program(p.name, p.section) for p in spec.programs]
-    btf_path, own = hooks.kernel_btf_path(settings.btf_custom_path)
-    btf: Btf | None = None
-    btf_error = ""
-    if btf_path is not None:
-        try:
-            btf = Btf.parse(btf_path)
-        except KernelError as e:
-            btf_error = f"cannot read BTF {btf_path}: {e}"
-    out = Candidates([], {})
-    probes.use_btf(settings.btf_custom_path)
-    jit = jit_problem()
-    for name in names:
-        if jit:
-            out.rejected[name] = jit
-            continue
-        failed = [probes.probe(n) for n in hooks.NEEDED_PROBES[name]]
-        bad = [p for p in failed if p.available is not True]
-        if bad:
-            out.rejected[name] = "; ".join(f"{p.name} probe: {p.detail}" for p in bad)
-            continue
-        try:
-            if btf is None and name != "tracepoint" and btf_error:
-                raise HookUnsupported(btf_error)
-            out.plans.append(hooks.plan(name, programs, btf=btf, kernel_btf=own))
-        except HookUnsupported as e:
-            out.rejected[name] = str(e)
-    if btf is not None:
-        btf.close()
-    return out
-
-
-def start_backend(settings: BackendSettings, forced: str | None = None,
-                  obj_path: Path | None = None) -> tuple[KernelBackend, dict[str, str]]:
-    """The best backend that loads and attaches, started; and why better ones were skipped.
-
-    A backend whose probes passed but whose programs fail to load or attach is skipped with
-    the kernel's reason; with ``forced`` that failure is the error."""
-    cands = plan_backends(settings, forced, obj_path)
-    rejected = dict(cands.rejected)
-    if forced not in (None, "auto") and not cands.plans:
-        raise NoBackendError(rejected, forced)
-    for plan in cands.plans:
-        while True:
-            backend = KernelBackend(settings, plan, obj_path)
-            try:
-                return backend.start(), rejected
-            except VerifierError as e:
-                if e.program not in plan.fallbacks:
-                    err: KernelError = e
-                    break
-                plan = plan.without(e.program, e.summary.strip().splitlines()[-1]
-                                    if e.summary.strip() else "verifier")
-                log.info("%s", plan.notes[-1])
-            except KernelError as e:
-                err = e
-                break
-        if forced not in (None, "auto"):
-            raise err
-        rejected[plan.backend] = f"probes passed but loading failed: {err}"
-        log.warning("the %s backend failed to start, falling back: %s", plan.backend, err)
-    raise NoBackendError(rejected)

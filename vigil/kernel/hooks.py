@@ -19,8 +19,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vigil.kernel import net_hooks
+from vigil.kernel import net_hooks, sec_hooks
 from vigil.kernel.arch import canonical
+from vigil.kernel.blind_spots import (
+    BLIND_SPOTS,
+    NET_BLIND_SPOTS_FUNCS,
+    NET_BLIND_SPOTS_SYSCALLS,
+    SEC_BLIND_SPOTS,
+)
 from vigil.kernel.btf import Btf
 
 # Best first. `probes` are the feature probes (vigil.kernel.probes) a backend needs.
@@ -43,62 +49,11 @@ CHOWN_SYSCALLS = frozenset({"chown", "lchown", "fchown", "fchownat"})
 
 KP_MAX_ARGS = 5  # kp_arg() in bpf/vfs.bpf.h reads the first five register arguments
 REGPARM3 = frozenset({"i686"})  # kernels with three register arguments: no kprobe backend
-FEXIT_MAX_SLOTS = 7  # ctx_arg() reads ctx[0..6]
+FEXIT_MAX_SLOTS = 8  # ctx_arg() reads ctx[0..7]
 
-COMMON_BLIND_SPOTS = (
-    "failed opens (EACCES/EPERM at open) are not reported; other failed changes are",
-    "a change another LSM denies before Vigil's hook runs is not reported (it did not happen)",
-    "mknod(2) of a regular file (created empty); xattr changes submitted through io_uring",
-    "who-data of io_uring operations run by io-wq workers is the worker's on kernels where "
-    "those are kernel threads (before 5.12)",
-)
-
-BLIND_SPOTS: dict[str, tuple[str, ...]] = {
-    "tracepoint": (
-        "io_uring operations other than openat/openat2 (for writing), close, unlinkat, "
-        "renameat, mkdirat, symlinkat and linkat, which are seen through the io_uring "
-        "tracepoints: write, writev, fallocate, ftruncate, splice into a file show only as "
-        "\"modified\" at the close of a file whose open Vigil saw; xattr operations, "
-        "IORING_OP_URING_CMD and opens/closes of fixed-file slots are not seen; a close "
-        "while another io_uring request still holds the file leaves its \"modified\" unsent",
-        "io_uring requests submitted with IOSQE_CQE_SKIP_SUCCESS: their successes have no "
-        "completion and are not reported",
-        "io_uring on kernels whose io_uring_complete tracepoint does not name the request "
-        "(5.10): nothing of io_uring is seen there",
-        "operations through a bind mount of a watched tree, or through a symlink into one "
-        "that Vigil does not know of: outside the watched trees and their ancestor "
-        "directories, made before Vigil started (and not in a scanned tree) or used before "
-        "Vigil saw it created (path arguments are matched by their text; the known symlinks "
-        "are listed under 'watch list')",
-        "close_range(), writes through mmap after close, files inherited by a child that "
-        "outlives the opener (scheduled scans and rescans after drops catch the result)",
-    ),
-    "lsm": COMMON_BLIND_SPOTS,
-    "fentry": COMMON_BLIND_SPOTS,
-    "kprobe": COMMON_BLIND_SPOTS,
-}
-
-
-# What the network part cannot see: through the socket syscalls' tracepoints (the tracepoint
-# backend, and the others' fallback), or through the socket layer's functions.
-_NET_COMMON = (
-    "network: raw and packet sockets (ping, DHCP clients, sniffers), SCTP and other protocols "
-    "than TCP and UDP; abstract Unix socket names; Unix datagram sockets",
-    "network: data on an existing connection (sendfile over it, ...): connections are events, "
-    "not their data; names are not tied to connections (no DNS view: Sigma's "
-    "DestinationHostname is not provided)",
-)
-NET_BLIND_SPOTS_SYSCALLS = (
-    "network: accepts and UDP datagrams through io_uring (IORING_OP_ACCEPT, SEND, RECV...); "
-    "io_uring's TCP connects and listens are seen (the socket's state change)",
-    "network: UDP datagrams written with write(), read with read(), or moved with splice or "
-    "sendfile (only sendto, sendmsg, sendmmsg, recvfrom, recvmsg and recvmmsg are hooked)",
-    "network: the socket syscalls of 32-bit processes on a 64-bit kernel (the syscall "
-    "tracepoints skip compat calls): their TCP connects and listens are seen, their accepts, "
-    "binds, UDP flows and Unix connects are not",
-    *_NET_COMMON,
-)
-NET_BLIND_SPOTS_FUNCS = _NET_COMMON
+def _other_part(name: str) -> bool:
+    """A program of the network or of the privilege/tampering part: planned by its module."""
+    return net_hooks.is_net(name) or sec_hooks.is_sec(name)
 
 
 class HookUnsupported(Exception):
@@ -116,19 +71,24 @@ class Plan:
     # program -> the programs that take over its job when this kernel refuses it
     fallbacks: dict[str, frozenset[str]] = field(default_factory=dict)
     net_via_syscalls: bool = True   # the network from the socket syscalls' tracepoints
+    sec_unseen: tuple[str, ...] = ()  # privilege and tampering events not hooked here
 
     @property
     def blind_spots(self) -> tuple[str, ...]:
         return BLIND_SPOTS[self.backend] + (
-            NET_BLIND_SPOTS_SYSCALLS if self.net_via_syscalls else NET_BLIND_SPOTS_FUNCS)
+            NET_BLIND_SPOTS_SYSCALLS if self.net_via_syscalls else NET_BLIND_SPOTS_FUNCS) + (
+            SEC_BLIND_SPOTS[self.backend]) + tuple(
+            f"{what}: not hooked on this kernel" for what in self.sec_unseen)
 
     def without(self, program: str, why: str) -> Plan:
-        """This plan with ``program`` replaced by its fallback programs."""
-        return Plan(self.backend, (self.programs - {program}) | self.fallbacks[program],
-                    self.rodata, (*self.notes, f"{program} refused here ({why}); its "
-                                  "changes are seen through syscall tracepoints instead"),
+        """This plan with ``program`` replaced by its fallback programs (none: dropped)."""
+        instead = self.fallbacks[program]
+        return Plan(self.backend, (self.programs - {program}) | instead,
+                    self.rodata, (*self.notes, f"{program} refused here ({why}); " + (
+                        "its changes are seen through syscall tracepoints instead" if instead
+                        else "what it reports is not seen")),
                     {k: v for k, v in self.fallbacks.items() if k != program},
-                    self.net_via_syscalls)
+                    self.net_via_syscalls, self.sec_unseen)
 
 
 @dataclass(frozen=True)
@@ -335,9 +295,11 @@ def plan(backend: str, programs: Iterable[Program], *, btf: Btf | None,
     if backend == "tracepoint":
         net = net_hooks.plan(backend, ((p.name, p.section) for p in progs), btf,
                              lambda f: True, lambda fs: {}, 0)
+        sec = sec_hooks.plan(backend, ((p.name, p.section) for p in progs), btf,
+                             lambda f: True, lambda fs: {}, 0)
         chosen = {p.name for p in progs if (_common(p) or _tracepoint_prog(p))
-                  and not net_hooks.is_net(p.name)}
-        return Plan(backend, frozenset(chosen | net.programs))
+                  and not _other_part(p.name)}
+        return Plan(backend, frozenset(chosen | net.programs | sec.programs))
     if backend not in VFS_BACKENDS:
         raise ValueError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
     if btf is None:
@@ -362,7 +324,7 @@ def plan(backend: str, programs: Iterable[Program], *, btf: Btf | None,
     clones = partial_clones(symbols(), {p.section.partition("/")[2] for p in progs
                                         if p.section.startswith(("fexit/", "kretprobe/",
                                                                  "fentry/", "kprobe/"))
-                                        and not net_hooks.is_net(p.name)})
+                                        and not _other_part(p.name)})
     # A split commit function is replaced by its caller's exit where Vigil knows one.
     moved = {f: _CALLER_COMMITS[f] for f in clones
              if f in _CALLER_COMMITS and _CALLER_COMMITS[f] not in clones
@@ -377,12 +339,12 @@ def plan(backend: str, programs: Iterable[Program], *, btf: Btf | None,
                      f"its changes are committed at the exit of {caller}")
     skipped = set(moved) | (set(_CALLER_COMMITS.values()) - set(moved.values()))
     chosen = {p.name for p in progs if (_common(p) or _xattr_prog(p))
-              and not net_hooks.is_net(p.name)}
+              and not _other_part(p.name)}
     prefix = {"lsm": ("lsm/", "fexit/"), "fentry": ("fentry/", "fexit/"),
               "kprobe": ("kprobe/", "kretprobe/")}[backend]
     for p in progs:
         kind, _, target = p.section.partition("/")
-        if not p.section.startswith(prefix) or net_hooks.is_net(p.name):
+        if not p.section.startswith(prefix) or _other_part(p.name):
             continue
         if kind in ("fexit", "kprobe", "kretprobe") and target in skipped:
             continue
@@ -413,8 +375,13 @@ def plan(backend: str, programs: Iterable[Program], *, btf: Btf | None,
                          lambda funcs: partial_clones(symbols(), funcs), max_index)
     if net.note:
         notes.append(net.note)
-    return Plan(backend, frozenset(chosen | net.programs), {**rodata, **net.rodata},
-                tuple(notes), fallbacks, net_via_syscalls=net.note is not None)
+    sec = sec_hooks.plan(backend, ((p.name, p.section) for p in progs), btf, exists,
+                         lambda funcs: partial_clones(symbols(), funcs), max_index)
+    notes.extend(sec.notes)
+    fallbacks.update({name: frozenset() for name in sec.optional})
+    return Plan(backend, frozenset(chosen | net.programs | sec.programs),
+                {**rodata, **net.rodata, **sec.rodata}, tuple(notes), fallbacks,
+                net_via_syscalls=net.note is not None, sec_unseen=sec.unseen)
 
 
 def kernel_btf_path(custom: str | None) -> tuple[Path | None, bool]:

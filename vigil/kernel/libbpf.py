@@ -76,6 +76,22 @@ class BpfObjectOpenOpts(ctypes.Structure):
         super().__init__(sz=ctypes.sizeof(BpfObjectOpenOpts), **kwargs)
 
 
+class BpfUprobeOpts(ctypes.Structure):
+    """Mirror of libbpf 1.1's `struct bpf_uprobe_opts` (40 bytes on x86_64): later libbpf
+    versions append fields and accept this size. tests/unit/test_libbpf_abi.py compares it."""
+
+    _fields_ = [
+        ("sz", c_size_t),  # 0
+        ("ref_ctr_offset", c_size_t),  # 8
+        ("bpf_cookie", c_uint64),  # 16
+        ("retprobe", c_bool),  # 24
+        ("func_name", c_char_p),  # 32; `size_t :0` ends it
+    ]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(sz=ctypes.sizeof(BpfUprobeOpts), **kwargs)
+
+
 _PRINT_FN = CFUNCTYPE(c_int, c_int, _ptr, _ptr)
 # perf_buffer__new's callbacks (sample: ctx, cpu, data, size; lost: ctx, cpu, count). The data
 # arrives as a char pointer: slicing it (data[:size]) is the cheapest copy ctypes offers.
@@ -104,7 +120,14 @@ _LIBBPF_PROTOS: dict[str, tuple[Any, list[Any]]] = {
     "bpf_program__set_autoload": (c_int, [_ptr, c_bool]),
     "bpf_program__autoload": (c_bool, [_ptr]),
     "bpf_program__attach": (_ptr, [_ptr]),
+    # prog, pid (-1: every process), binary path, offset in the file, opts
+    "bpf_program__attach_uprobe_opts": (_ptr, [_ptr, c_int, c_char_p, c_size_t,
+                                                POINTER(BpfUprobeOpts)]),
     "bpf_link__destroy": (c_int, [_ptr]),
+    "bpf_link__fd": (c_int, [_ptr]),
+    "bpf_program__fd": (c_int, [_ptr]),
+    # fd, info (struct bpf_prog_info / bpf_map_info / bpf_link_info), its length in and out
+    "bpf_obj_get_info_by_fd": (c_int, [c_int, _ptr, POINTER(c_uint32)]),
     "bpf_map__name": (c_char_p, [_ptr]),
     "bpf_map__fd": (c_int, [_ptr]),
     "bpf_map__set_max_entries": (c_int, [_ptr, c_uint32]),
@@ -382,8 +405,38 @@ def bpf_program__attach(prog: int) -> int:
     return check_ptr(lib().bpf_program__attach(prog), f"attaching {bpf_program__name(prog)}")
 
 
+def bpf_program__attach_uprobe_opts(prog: int, binary: str, offset: int, *, retprobe: bool,
+                                    func_name: str | None = None, pid: int = -1) -> int:
+    """A uprobe on ``binary`` at ``offset`` (a file offset), or at ``func_name`` (+ offset)
+    found by libbpf in the binary's symbol tables; every process when ``pid`` is -1."""
+    opts = BpfUprobeOpts(retprobe=retprobe,
+                         func_name=func_name.encode() if func_name else None)
+    return check_ptr(
+        lib().bpf_program__attach_uprobe_opts(prog, pid, binary.encode(), offset,
+                                              ctypes.byref(opts)),
+        f"attaching {bpf_program__name(prog)} to {binary}:{func_name or hex(offset)}")
+
+
 def bpf_link__destroy(link: int) -> None:
     check_int(lib().bpf_link__destroy(link), "bpf_link__destroy")
+
+
+def object_id(fd: int) -> int:
+    """The kernel's id of the program, map or link behind ``fd``: each info struct starts with
+    its type and its id (two u32), and the kernel fills no more than the length asked for."""
+    info = (c_uint32 * 2)()
+    size = c_uint32(ctypes.sizeof(info))
+    check_int(lib().bpf_obj_get_info_by_fd(fd, ctypes.addressof(info), ctypes.byref(size)),
+              "bpf_obj_get_info_by_fd")
+    return int(info[1])
+
+
+def bpf_program__fd(prog: int) -> int:
+    return check_int(lib().bpf_program__fd(prog), "bpf_program__fd")
+
+
+def bpf_link__fd(link: int) -> int:
+    return check_int(lib().bpf_link__fd(link), "bpf_link__fd")
 
 
 def bpf_map__name(m: int) -> str:

@@ -228,6 +228,16 @@ class Link(_Closable):
     def attached(self) -> bool:
         return self._ptr is not None
 
+    def object_id(self) -> int | None:
+        """The kernel's id of this BPF link; None for an attachment that is no BPF link (a
+        kprobe or tracepoint attached through a perf event before 5.15, a detached link)."""
+        if self._ptr is None:
+            return None
+        try:
+            return libbpf.object_id(libbpf.bpf_link__fd(self._ptr))
+        except LibbpfError:
+            return None
+
     def destroy(self) -> None:
         ptr, self._ptr = self._ptr, None
         if ptr:
@@ -281,6 +291,23 @@ class LoadedObject(_Closable):
         self._links.append(link)
         return link
 
+    def attach_uprobe(self, prog_name: str, binary: str, *, offset: int = 0,
+                      func_name: str | None = None, retprobe: bool = False) -> Link:
+        """A uprobe (or uretprobe) of every process on ``binary``: at ``func_name``, found by
+        libbpf in its symbol tables, or at the file ``offset``. Detached with the object."""
+        prog = libbpf.bpf_object__find_program_by_name(self.ptr, prog_name)
+        if prog is None:
+            raise ValueError(f"{self.path.name} has no program {prog_name!r}")
+        with libbpf.capture_log() as cap:
+            try:
+                ptr = libbpf.bpf_program__attach_uprobe_opts(
+                    prog, binary, offset, retprobe=retprobe, func_name=func_name)
+            except LibbpfError as e:
+                raise LibbpfError(e.operation, e.errno, cap.cause()) from None
+        link = Link(ptr, prog_name)
+        self._links.append(link)
+        return link
+
     def attach_all(self, names: Iterable[str] | None = None) -> list[Link]:
         """Attach the named programs (default: every loaded one); all or nothing."""
         wanted = list(names) if names is not None else [p.name for p in self.programs]
@@ -293,6 +320,18 @@ class LoadedObject(_Closable):
                 link.destroy()
             raise
         return links
+
+    def object_ids(self) -> dict[str, list[int]]:
+        """The kernel's ids of this object's loaded programs, its maps and its live links
+        (``prog``, ``map``, ``link``): what another process would name to take a handle on
+        them (BPF_*_GET_FD_BY_ID)."""
+        return {
+            "prog": [libbpf.object_id(libbpf.bpf_program__fd(p)) for p in _programs(self.ptr)
+                     if libbpf.bpf_program__autoload(p)],
+            "map": [libbpf.object_id(fd) for m in _maps(self.ptr)
+                    if (fd := libbpf.lib().bpf_map__fd(m)) >= 0],   # maps never created: -1
+            "link": [i for link in self._links if (i := link.object_id()) is not None],
+        }
 
     def map_fd(self, name: str) -> int:
         m = libbpf.bpf_object__find_map_by_name(self.ptr, name)

@@ -28,7 +28,9 @@ from vigil.events.model import (
     NetEvent,
     NetOp,
     Process,
+    ShellEvent,
 )
+from vigil.events.security import CredEvent, SecEvent
 
 ECS_VERSION: Final = "8.11.0"
 _TRUNCATED: Final = 1 | 2  # vigil.events.layout.Flag.PATH_TRUNC | PATH2_TRUNC
@@ -220,7 +222,12 @@ def file_to_ecs(ev: FileEvent, host: dict[str, Any]) -> dict[str, Any]:
             # the kernel could not walk the path to its end: the path is the part it knows
             # (the last components of a deep path), not a real path; a rescan follows
             vfile["path_truncated"] = True
-    return _with_who(doc, ev.process, {"file": vfile})
+    extra: dict[str, Any] = {"file": vfile}
+    if ev.protected is not None:
+        extra["protected"] = ev.protected   # vigil.ownfiles
+    if ev.sysctl is not None:
+        extra["sysctl"] = ev.sysctl   # vigil.sysctl
+    return _with_who(doc, ev.process, extra)
 
 
 def exec_to_ecs(ev: ExecEvent, host: dict[str, Any]) -> dict[str, Any]:
@@ -238,6 +245,10 @@ def exec_to_ecs(ev: ExecEvent, host: dict[str, Any]) -> dict[str, Any]:
             # whole path
             doc["vigil"]["process"] = {**doc["vigil"]["process"],
                                        "working_directory_truncated": True}
+    if ev.sha256 is not None:   # the exec's own too (the image may change at the next exec)
+        doc["process"] = {**doc["process"], "hash": {"sha256": ev.sha256}}
+    elif ev.hash_skipped is not None:
+        doc["vigil"]["process"] = {**doc["vigil"]["process"], "hash_skipped": ev.hash_skipped}
     return doc
 
 
@@ -328,4 +339,12 @@ def to_ecs(ev: Event, host: dict[str, Any]) -> dict[str, Any]:
         return exit_to_ecs(ev, host)
     if isinstance(ev, NetEvent):
         return net_to_ecs(ev, host)
+    if isinstance(ev, (CredEvent, SecEvent)):
+        from vigil.outputs.ecs_sec import security_to_ecs  # it builds on this module
+
+        return security_to_ecs(ev, host)
+    if isinstance(ev, ShellEvent):
+        from vigil.outputs.ecs_shell import shell_to_ecs  # it builds on this module
+
+        return shell_to_ecs(ev, host)
     return lost_to_ecs(ev, host)

@@ -11,10 +11,20 @@ import os
 import time
 from collections.abc import Sequence
 
-from vigil.events.model import ExecEvent, ExitEvent, FileEvent, FileOp, NetEvent, Process
+from vigil.events.model import (
+    ExecEvent,
+    ExitEvent,
+    FileEvent,
+    FileOp,
+    NetEvent,
+    Process,
+    ShellEvent,
+)
+from vigil.events.security import CredEvent, CredOp, Creds, SecEvent, SecOp
 from vigil.fim.model import SCAN_ACTIONS, FimEvent
 from vigil.outputs.base import Output, write_all
 from vigil.outputs.ecs import iso
+from vigil.outputs.ecs_sec import cap_names
 from vigil.rules.alert import Alert
 
 _RESET = "\033[0m"
@@ -70,6 +80,8 @@ class PrettySink:
             target = f" -> {shown(ev.target_path)}" if ev.target_path is not None else ""
             if ev.flags & 3:  # PATH_TRUNC | PATH2_TRUNC: the kernel knew only part of it
                 target += " [path truncated by the kernel]"
+            if ev.sysctl is not None and "new" in ev.sysctl:   # a security knob (vigil.sysctl)
+                target += f" [{ev.sysctl.get('old', '?')} -> {ev.sysctl['new']}]"
             body = f"{self._c(colour, what.upper() if ev.failed else what):<20} " \
                    f"{shown(ev.path)}{target} {self._who(ev.process)}"
         elif isinstance(ev, ExecEvent):
@@ -81,6 +93,17 @@ class PrettySink:
             ts = ev.timestamp_ns
             body = f"{self._c('red' if ev.failed else 'cyan', net_what(ev)):<20} " \
                    f"{self._who(ev.process)}"
+        elif isinstance(ev, ShellEvent):
+            ts = ev.timestamp_ns
+            cut = " [cut]" if ev.truncated else ""
+            tty = f" on {ev.tty}" if ev.tty_name else ""
+            body = f"{self._c('yellow', 'shell-command'):<20} {shown(ev.command)}{cut}{tty} " \
+                   f"{self._who(ev.process)}"
+        elif isinstance(ev, (CredEvent, SecEvent)):
+            ts = ev.timestamp_ns
+            alarming = isinstance(ev, SecEvent) or ev.op is CredOp.ESCALATION
+            body = f"{self._c('red' if alarming else 'magenta', ev.op.action):<20} " \
+                   f"{security_what(ev)} {self._who(ev.process)}"
         elif isinstance(ev, ExitEvent):
             ts = ev.timestamp_ns
             how = f"signal {ev.signal}" if ev.signal else f"status {ev.status}"
@@ -116,6 +139,39 @@ def _endpoint(ip: str | None, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
+def _ids(c: Creds) -> str:
+    return f"uid={c.uid} euid={c.euid} gid={c.gid} egid={c.egid}"
+
+
+def security_what(ev: CredEvent | SecEvent) -> str:
+    """A privilege change as before -> after; a tampering event's object."""
+    if isinstance(ev, CredEvent):
+        prog = f" via {shown(ev.path)}" if ev.path is not None else ""
+        caps = ""
+        if not ev.inferred and ev.old.cap_effective != ev.new.cap_effective:
+            gained = cap_names(ev.new.cap_effective & ~ev.old.cap_effective)
+            lost = cap_names(ev.old.cap_effective & ~ev.new.cap_effective)
+            caps = " [" + " ".join([*(f"+{c}" for c in gained[:4]), *(
+                f"-{c}" for c in lost[:4])]) + (" ..." if len(gained) + len(lost) > 8 else "") \
+                + "]"
+        return f"{_ids(ev.old)} -> {_ids(ev.new)}{caps}{prog}"
+    parts = []
+    if ev.name:
+        parts.append(shown(ev.name))
+    if ev.path is not None:
+        parts.append(shown(ev.path))
+    if ev.path2 is not None:
+        parts.append(f"({shown(ev.path2)})")
+    if ev.target is not None:
+        exe = shown(ev.target.executable or ev.target.comm or b"?")
+        parts.append(f"target pid {ev.target.pid} {exe}")
+    if ev.op is SecOp.SIGNAL:
+        parts.append(f"signal {ev.arg1}")
+    if ev.failed:
+        parts.append(f"FAILED {errno_mod.errorcode.get(ev.errno, ev.errno)}")
+    return " ".join(parts)
+
+
 def net_what(ev: NetEvent) -> str:
     """``connect tcp 10.0.0.1:41000 -> 198.51.100.2:443 ECONNREFUSED``."""
     if ev.path is not None:
@@ -149,6 +205,8 @@ def _what(doc: dict[str, object]) -> str:
     action = get("event", "action") or "?"
     if get("event", "dataset") == "vigil.process":
         target = get("process", "command_line") or get("process", "executable")
+    elif get("event", "dataset") == "vigil.shell":
+        target = get("vigil", "shell", "command")
     elif get("event", "dataset") == "vigil.network":
         target = get("destination", "address") or get("source", "address")
         if (port := get("destination", "port") or get("source", "port")) is not None:

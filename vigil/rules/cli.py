@@ -26,6 +26,7 @@ from vigil.rules.filters import Filter, apply_filters
 from vigil.rules.loader import LoadResult, builtin_rules_dir, load_paths
 from vigil.rules.matcher import Engine
 from vigil.rules.ruleset import compile_rules
+from vigil.rules.shellview import is_shell_rule
 from vigil.rules.watchpaths import watch_paths
 
 
@@ -110,7 +111,9 @@ def _list(args: argparse.Namespace) -> int:
     for r in rules:
         mark = " (unmapped fields)" if r.warnings else ""
         mark += " (filtered)" if r.filters else ""
-        print(f"{r.level or '-':<13} {r.logsource.category or r.logsource.service or '-':<19} "
+        where = r.logsource.category or r.logsource.service \
+            or ("shell commands" if is_shell_rule(r) else "-")
+        print(f"{r.level or '-':<13} {where:<19} "
               f"{r.id or '-':<36}  {r.title}{mark}")
     for c in result.correlations:
         print(f"{c.level or '-':<13} {'correlation':<19} {c.id or c.name or '-':<36}  "

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from vigil.events.model import ExecEvent, ExitEvent, FileEvent, NetEvent
+from vigil.events.model import ExecEvent, ExitEvent, FileEvent, NetEvent, ShellEvent
+from vigil.events.security import CredEvent, SecEvent
 from vigil.outputs.base import Output
 from vigil.outputs.batch import Batch
 from vigil.outputs.ecs import host_fields, to_ecs
@@ -35,7 +36,7 @@ MAX_WINDOWS: Final = 10_000   # open suppression windows; past that the oldest c
 LATENESS_NS: Final = 2_000_000_000
 
 # The events the rules see: what the kernel reported (FIM results and alerts pass by).
-_KERNEL = (FileEvent, ExecEvent, ExitEvent, NetEvent)
+_KERNEL = (FileEvent, ExecEvent, ExitEvent, NetEvent, ShellEvent, CredEvent, SecEvent)
 
 
 def _record_fields(ruleset: RuleSet) -> Fields:

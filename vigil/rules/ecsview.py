@@ -1,9 +1,11 @@
 """Vigil's own logsource: rules over Vigil's ECS fields, for what Sysmon's taxonomy lacks.
 
-Sigma's Linux taxonomy (Sysmon for Linux) has no file mode, owner, failed attempt, or FIM
-before/after. Rules that need them are written with ``logsource: {product: vigil, category:
-file | process | network}`` and name Vigil's ECS fields by their dotted path (``file.mode``,
-``event.action``, ``process.executable``, ``event.outcome``, ``vigil.file.operation``...).
+Sigma's Linux taxonomy (Sysmon for Linux) has no file mode, owner, failed attempt, FIM
+before/after, privilege change, tampering event or typed shell command. Rules that need them
+are written with ``logsource: {product: vigil, category: file | process | network |
+privilege | tampering | shell}`` and name Vigil's ECS fields by their dotted path
+(``file.mode``, ``event.action``, ``process.executable``, ``event.outcome``,
+``vigil.file.operation``, ``vigil.shell.command``...).
 Owns that view: which Vigil events feed which of these categories, and an ECS document
 flattened to ``{dotted.path: text}`` (lists joined by a space; absent and empty fields stay
 absent). Unlike the Sysmon view, failed attempts feed it too (``event.outcome: failure``).
@@ -18,10 +20,12 @@ from vigil.rules.who import is_who_path
 
 PRODUCT: Final = "vigil"
 CATEGORIES: Final = {"vigil.file": "file", "vigil.process": "process",
-                     "vigil.network": "network"}
+                     "vigil.network": "network", "vigil.privilege": "privilege",
+                     "vigil.tampering": "tampering", "vigil.shell": "shell"}
 # the Engine keys rules by category alone: these names stay apart from Sysmon's categories
 ENGINE_KEY: Final = {"file": "vigil:file", "process": "vigil:process",
-                     "network": "vigil:network"}
+                     "network": "vigil:network", "privilege": "vigil:privilege",
+                     "tampering": "vigil:tampering", "shell": "vigil:shell"}
 
 
 def flatten(doc: Mapping[str, Any], prefix: str = "", out: dict[str, str] | None = None

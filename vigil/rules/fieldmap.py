@@ -8,7 +8,8 @@ and the event's auditd records (vigil.rules.auditd, which owns that view and its
 under the key ``auditd``, for the ``service: auditd`` rules. A rule never sees an ECS dict.
 Also the load-time warnings for rules whose fields, logsource or (for auditd) record types
 and system calls Vigil cannot provide. The README's two field-map tables are generated here
-(``markdown_table``, ``auditd_markdown_table``), so they cannot drift.
+(``markdown_table``, ``auditd_markdown_table``), so they cannot drift. Typed shell commands
+feed the category-less Linux keyword rules under a key of their own (vigil.rules.shellview).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from vigil.rules.ecsview import (
     vigil_part,
 )
 from vigil.rules.model import DetectionItem, Rule, StringValue
+from vigil.rules.shellview import SHELL_KEY, is_shell_event, is_shell_rule, shell_record
 from vigil.rules.who import WhoCache
 
 ENGINE_KEYS: Final = tuple(ENGINE_KEY.values())
@@ -62,7 +64,7 @@ _PROCESS: Final[tuple[Row, ...]] = (
     ("TerminalSessionId", "vigil.process.session_id", "the audit session id"),
     ("UtcTime", "@timestamp", ""),
     ("CurrentDirectory", "process.working_directory", "the exec's working directory"),
-    ("Hashes", None, "Vigil's exec events carry no executable hash"),
+    ("Hashes", "process.hash.sha256", "as Sysmon writes it: SHA256=HEX (sha256 only)"),
     ("OriginalFileName", None, "PE version metadata: Windows only"),
     ("Product", None, "PE version metadata: Windows only"),
     ("Company", None, "PE version metadata: Windows only"),
@@ -196,6 +198,8 @@ def record(category: str, doc: Mapping[str, Any], paths: Paths | None = None) ->
         v = _get(doc, path)
         if name == "Initiated" and isinstance(v, str):
             v = _DIRECTION.get(v)
+        elif name == "Hashes" and isinstance(v, str):
+            v = "SHA256=" + v.upper()   # Sysmon's text: ALGO=HEX, comma separated
         t = _text(v)
         if t is not None:
             out[name] = t
@@ -225,6 +229,7 @@ def categories_of(doc: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 Parts = list[tuple[str, dict[str, str], list[dict[str, str]]]]
+_NO_WHO: Final[dict[str, str]] = {}   # shared, never changed
 
 
 def keys_of(doc: Mapping[str, Any], wanted: Container[str | None] | None = None) -> list[str]:
@@ -236,6 +241,8 @@ def keys_of(doc: Mapping[str, Any], wanted: Container[str | None] | None = None)
         out.append(AUDITD)
     if (key := vigil_key(doc)) is not None:
         out.append(key)
+    if is_shell_event(doc):
+        out.append(SHELL_KEY)
     return out if wanted is None else [k for k in out if k in wanted]
 
 
@@ -259,6 +266,8 @@ def ecs_to_parts(doc: Mapping[str, Any], wanted: Container[str | None] | None = 
             recs = auditd_parts(doc)
             if recs:
                 out.append((AUDITD, part(AUDITD, partial(auditd_who, doc)), recs))
+        elif key == SHELL_KEY:   # the typed line alone: no who-data to search
+            out.append((SHELL_KEY, _NO_WHO, [shell_record(doc)]))
         elif key in ENGINE_KEYS:
             plan = plans.get(key)
             out.append((key, part(key, partial(vigil_part, doc, plan, True)),
@@ -306,6 +315,8 @@ def _coverage(rule: Rule) -> list[tuple[int, str]]:
     if ls.service is not None:
         return [(rule.logsource_line,
                  f"logsource service '{ls.service}' is not provided by Vigil yet")]
+    if is_shell_rule(rule):
+        return []   # keywords over typed shell commands (vigil.rules.shellview)
     if ls.category is None:
         return [(rule.logsource_line, "logsource names no category (log lines of the "
                  "product): not provided by Vigil yet")]

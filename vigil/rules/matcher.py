@@ -29,6 +29,7 @@ from vigil.rules.patterns import (
     scope,
     string_pattern,
 )
+from vigil.rules.shellview import SHELL_KEY, is_shell_logsource, is_shell_rule
 
 Record = Mapping[str, str]
 
@@ -219,10 +220,14 @@ def _per_field(t: set[int], sets: list[tuple[str, Sets]], rec: Record) -> None:
 def logsource_key(ls: LogSource) -> str | None:
     """Which records a rule is matched against: Vigil's own logsource (``vigil:file``,
     ``vigil:process``, vigil.rules.ecsview), its logsource category, or for a rule with no
-    category its service (``auditd``: raw records of that service); None when none."""
+    category its service (``auditd``: raw records of that service); for a Linux rule with
+    neither, the typed shell commands (vigil.rules.shellview; only its keyword rules are
+    compiled there); None when none."""
     own = engine_key(ls.product, ls.category)
     if own is not None:
         return own
+    if is_shell_logsource(ls):
+        return SHELL_KEY
     return ls.category if ls.category is not None else ls.service
 
 
@@ -283,7 +288,10 @@ class Engine:
         only when nothing more selective can."""
         by_cat: dict[str | None, list[Rule]] = {}
         for r in rules:
-            by_cat.setdefault(logsource_key(r.logsource), []).append(r)
+            key = logsource_key(r.logsource)
+            if key == SHELL_KEY and not is_shell_rule(r):
+                key = None   # field conditions on log lines Vigil does not have
+            by_cat.setdefault(key, []).append(r)
         eng = cls()
         for cat, rs in by_cat.items():
             few = (few_valued or {}).get(cat or "")

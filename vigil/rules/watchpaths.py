@@ -11,7 +11,10 @@ only paths that start with the prefix itself, and the events feed the rules with
 reported as telemetry, baselined or hashed. A rule that can match anywhere (``contains`` or
 ``endswith`` only, a regex, a negation) cannot be served this way: it fires on the
 configured directories only, and ``vigil rules check`` says so. Paths are compared as
-written, so a rule's case-insensitive prefix is watched in the case it is written.
+written, so a rule's case-insensitive prefix is watched in the case it is written. A rule
+that requires a field only the always-watched paths carry (``vigil.protected``: Vigil's own
+files, vigil.ownfiles; ``vigil.sysctl.*``: the security knobs, vigil.sysctl) is bounded to
+those paths, which the agent watches anyway: it needs no entry of its own.
 """
 
 from __future__ import annotations
@@ -22,9 +25,23 @@ from dataclasses import dataclass
 
 from vigil.fim.policy import under
 from vigil.rules.ecsview import PRODUCT
-from vigil.rules.model import And, Cond, DetectionItem, Not, Or, Ref, Rule, StringValue, Wildcard
+from vigil.rules.model import (
+    And,
+    Cond,
+    DetectionItem,
+    ExistsValue,
+    Not,
+    NullValue,
+    Or,
+    Ref,
+    Rule,
+    StringValue,
+    Wildcard,
+)
 
 FILE_CATEGORIES = frozenset({"file_event", "file_change", "file_delete", "file_rename"})
+# fields set on the events of the always-watched paths only (Vigil's own logsource)
+ALWAYS_WATCHED_FIELDS = ("vigil.protected", "vigil.sysctl.")
 
 
 def path_field(rule: Rule) -> str | None:
@@ -71,7 +88,13 @@ def _value_prefix(v: object) -> tuple[str, bool] | None:
 
 
 def _item(item: DetectionItem, field: str) -> Prefixes:
-    if item.field != field or item.negate:
+    if item.negate:
+        return None
+    if field == "file.path" and item.field is not None and item.values \
+            and item.field.startswith(ALWAYS_WATCHED_FIELDS) \
+            and not any(isinstance(v, (NullValue, ExistsValue)) for v in item.values):
+        return frozenset()   # present only on paths the agent always watches
+    if item.field != field:
         return None
     found = [_value_prefix(v) for v in item.values]
     ok = [f for f in found if f is not None]

@@ -1,0 +1,132 @@
+"""Choosing a backend: the best whose probes pass, whose plan fits this kernel's prototypes
+and which loads and attaches, falling back in order (and, within one backend, dropping a
+program the kernel refuses for its fallbacks). Does not own what a started backend does
+(``vigil.kernel.backend``).
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+from vigil.kernel import arch as archmod
+from vigil.kernel import hooks, probes
+from vigil.kernel.backend import OBJECT_NAME, BackendSettings, KernelBackend
+from vigil.kernel.btf import Btf
+from vigil.kernel.errors import KernelError, VerifierError, VigilError
+from vigil.kernel.hooks import HookUnsupported, Plan
+from vigil.kernel.loader import BpfObjectSpec, bundled_object
+from vigil.kernel.mounts import ensure_mounted
+
+log = logging.getLogger(__name__)
+
+
+class NoBackendError(VigilError):
+    """No backend can run here (or the one asked for cannot); says why for each."""
+
+    def __init__(self, rejected: dict[str, str], forced: str | None = None) -> None:
+        self.rejected = rejected
+        why = "\n".join(f"  {name}: {reason}" for name, reason in rejected.items())
+        head = (f"the {forced} backend cannot run here" if forced
+                else "no backend can run on this kernel")
+        super().__init__(f"{head}:\n{why}")
+
+
+@dataclass
+class Candidates:
+    """Backends that may run here, best first, and why each other one may not."""
+
+    plans: list[Plan]
+    rejected: dict[str, str]
+
+
+def jit_problem(machine: str | None = None, jit_on: bool | None = None) -> str | None:
+    """Why Vigil's programs cannot load on a 32-bit kernel whose BPF JIT is on, or None.
+
+    The 32-bit JITs (arm, x86) cannot compile BPF-to-BPF calls, so a program with such calls
+    runs in the interpreter while one without is compiled; and a tail-call map refuses to mix
+    compiled and interpreted programs (the kernel's bpf_prog_map_compatible). With the JIT off
+    every program is interpreted, which is Debian's default on those kernels."""
+    if archmod.bits(machine or platform.machine()) != 32:
+        return None
+    if not (probes.bpf_jit_enabled() if jit_on is None else jit_on):
+        return None
+    return (f"the BPF JIT is on ({probes.BPF_JIT_SYSCTL} != 0), and a 32-bit kernel's JIT "
+            "cannot compile the BPF-to-BPF calls of the programs its tail calls reach; set "
+            "net.core.bpf_jit_enable=0 (the kernel then interprets them all)")
+
+
+def plan_backends(settings: BackendSettings, forced: str | None = None,
+                  obj_path: Path | None = None) -> Candidates:
+    """Probes and prototypes decide; nothing is loaded but the probe programs.
+
+    tracefs and bpffs are mounted first (a fresh boot has neither), so that the tracepoint
+    probe answers for the kernel and not for the boot's mount table."""
+    ensure_mounted(securityfs=False)
+    names = list(hooks.BACKENDS) if forced in (None, "auto") else [str(forced)]
+    path = obj_path or bundled_object(OBJECT_NAME)
+    with BpfObjectSpec.open(path) as spec:
+        programs = [hooks.Program(p.name, p.section) for p in spec.programs]
+    btf_path, own = hooks.kernel_btf_path(settings.btf_custom_path)
+    btf: Btf | None = None
+    btf_error = ""
+    if btf_path is not None:
+        try:
+            btf = Btf.parse(btf_path)
+        except KernelError as e:
+            btf_error = f"cannot read BTF {btf_path}: {e}"
+    out = Candidates([], {})
+    probes.use_btf(settings.btf_custom_path)
+    jit = jit_problem()
+    for name in names:
+        if jit:
+            out.rejected[name] = jit
+            continue
+        failed = [probes.probe(n) for n in hooks.NEEDED_PROBES[name]]
+        bad = [p for p in failed if p.available is not True]
+        if bad:
+            out.rejected[name] = "; ".join(f"{p.name} probe: {p.detail}" for p in bad)
+            continue
+        try:
+            if btf is None and name != "tracepoint" and btf_error:
+                raise HookUnsupported(btf_error)
+            out.plans.append(hooks.plan(name, programs, btf=btf, kernel_btf=own))
+        except HookUnsupported as e:
+            out.rejected[name] = str(e)
+    if btf is not None:
+        btf.close()
+    return out
+
+
+def start_backend(settings: BackendSettings, forced: str | None = None,
+                  obj_path: Path | None = None) -> tuple[KernelBackend, dict[str, str]]:
+    """The best backend that loads and attaches, started; and why better ones were skipped.
+
+    A backend whose probes passed but whose programs fail to load or attach is skipped with
+    the kernel's reason; with ``forced`` that failure is the error."""
+    cands = plan_backends(settings, forced, obj_path)
+    rejected = dict(cands.rejected)
+    if forced not in (None, "auto") and not cands.plans:
+        raise NoBackendError(rejected, forced)
+    for plan in cands.plans:
+        while True:
+            backend = KernelBackend(settings, plan, obj_path)
+            try:
+                return backend.start(), rejected
+            except VerifierError as e:
+                if e.program not in plan.fallbacks:
+                    err: KernelError = e
+                    break
+                plan = plan.without(e.program, e.summary.strip().splitlines()[-1]
+                                    if e.summary.strip() else "verifier")
+                log.info("%s", plan.notes[-1])
+            except KernelError as e:
+                err = e
+                break
+        if forced not in (None, "auto"):
+            raise err
+        rejected[plan.backend] = f"probes passed but loading failed: {err}"
+        log.warning("the %s backend failed to start, falling back: %s", plan.backend, err)
+    raise NoBackendError(rejected)
