@@ -111,8 +111,9 @@ def _lines(obj: LoadedObject, binary: Path, lines: list[bytes]) -> tuple[int, li
     decoder = Decoder(Clock.now())
     with RingReader(obj.map_fd("events"), RING) as ring:
         list(ring.drain())
+        # a session of its own: no controlling terminal (a VM's test runner has a console)
         p = subprocess.run([str(binary)], input=b"".join(ln + b"\n" for ln in lines),
-                           check=True, capture_output=True)
+                           check=True, capture_output=True, start_new_session=True)
         # (libreadline echoes the lines on stdout when it is no terminal)
         assert p.stderr.split() == [str(len(ln)).encode() for ln in lines]
         pid = 0
