@@ -24,8 +24,18 @@ APT_PKGS=(clang llvm libbpf-dev libbpf1 bpftool make gcc libc6-dev python3 pytho
           wget                     # tests/kernel/test_pack_sigmahq_file.py: a download into
                                    # /tmp, from a server the test runs on 127.0.0.1
           iproute2                 # tests/kernel/netns.py: test hosts in network namespaces
-          libreadline-dev binutils)  # tests/kernel/test_uprobes.py: programs linked against
+          libreadline-dev binutils   # tests/kernel/test_uprobes.py: programs linked against
                                    # libreadline, stripped with a .gnu_debugdata (objcopy)
+          rsyslog rsyslog-gnutls rsyslog-relp openssl  # tests/outputs/test_syslog_*.py: a
+                                   # private rsyslogd (every transport, TLS with a throwaway
+                                   # CA, RELP)
+          prometheus               # tests/outputs/test_prometheus.py: a private Prometheus
+                                   # scrapes the agent and is queried for the series
+          python3-seccomp          # tests/kernel/test_service_notify.py: the unit's seccomp
+                                   # filters imitated (PID 1 here need not be systemd)
+          podman runc busybox-static)  # tests/kernel/test_container_agent.py: a real container
+                                   # (runc: crun refuses hybrid cgroup hierarchies) from an
+                                   # image built locally out of busybox (no registry needed)
 
 die() { echo "do: $*" >&2; exit 2; }
 

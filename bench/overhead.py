@@ -15,6 +15,10 @@ so that drift on a shared, noisy machine hits every mode alike:
   no-rules   the same with --no-rules: watched vs no-rules is what detection costs
   no-exec    the same with --no-exec
   no-net     the same with --no-network
+  syslog     `watched` plus a syslog output (TCP, octet-counted, through the spool) to a
+             private rsyslogd on loopback (Debian's rsyslog), the metrics endpoint on as in
+             every agent mode: syslog vs watched is what the syslog output costs. Its events
+             are counted twice: in the JSON file and in what rsyslog wrote (`syslog N`)
 
 With --workload net the child instead runs N TCP connects over loopback to a listener of its
 own on port NET_PORT (connect + accept + close of both ends; SO_LINGER 0, so no TIME_WAIT), and
@@ -63,7 +67,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VIGIL = ROOT / ".venv" / "bin" / "vigil"
 SENTINEL_PREFIX = ".bench-ready-"
 ACTIONS = ("created", "modified", "renamed", "deleted")
-MODES = ("none", "elsewhere", "watched", "no-rules", "no-exec", "no-net")
+MODES = ("none", "elsewhere", "watched", "no-rules", "no-exec", "no-net", "syslog")
 NET_PORT = 29999  # below the ephemeral range: no client port takes it
 
 # The workload, run as `python -c WORKLOAD DIR N`; it prints its loop's wall time in seconds.
@@ -154,6 +158,7 @@ class RunResult:
     window: float | None = None  # wall seconds the workload child ran (start-up included)
     lag: float | None = None  # seconds from workload end to the last new workload event (bound)
     summary: str = ""
+    syslog: int | None = None  # syslog mode: workload events rsyslog wrote
 
     @property
     def workload_share(self) -> float:
@@ -273,10 +278,20 @@ def drain(tail: OutputTail, expected: int, quiet: float = 10.0, bound: float = 1
 def run_agent_mode(mode: str, base: Path, workdir: Path, elsewhere: Path, iterations: int,
                    extra_args: list[str]) -> RunResult:
     watched = elsewhere if mode == "elsewhere" else workdir
+    syslog_events = 0
     out_path = base / f"out-{mode}.jsonl"
     err_path = base / f"err-{mode}.txt"
     cmd = [str(VIGIL), "run", "--watch", str(watched), "-o", "json",
            "--db", str(base / "baseline.db"), *extra_args]
+    rsyslog = None
+    if mode == "syslog":
+        rsyslog = start_rsyslog(base)
+        cfg = base / "syslog.yaml"
+        cfg.write_text(json.dumps({
+            "state_dir": str(base / "state"),
+            "outputs": {"syslog": {"address": rsyslog.address("tcp"),
+                                   "spool_dir": str(base / "spool")}}}))
+        cmd += ["--config", str(cfg)]
     if mode == "no-exec":
         cmd.append("--no-exec")
     if mode == "no-rules":
@@ -296,18 +311,60 @@ def run_agent_mode(mode: str, base: Path, workdir: Path, elsewhere: Path, iterat
         cpu = cpu_seconds(agent.pid) - cpu0
         agent.send_signal(signal.SIGTERM)
         agent.wait(timeout=120)
+        if rsyslog is not None:
+            syslog_events = count_syslog(rsyslog, workdir, expected)
     finally:
         if agent.poll() is None:
             agent.kill()
             agent.wait()
+        if rsyslog is not None:
+            rsyslog.stop()
+            shutil.rmtree(base / "spool", ignore_errors=True)
     summary, drops = parse_summary(err_path.read_text(errors="replace"))
     if not summary:
         print(f"  warning: no summary line from the agent ({mode}); stderr tail:\n"
               + err_path.read_text(errors="replace")[-2000:], file=sys.stderr)
     result = RunResult(mode, seconds, count_events(out_path, workdir), drops, cpu, cpu1 - cpu0,
-                       window, lag, summary)
+                       window, lag, summary, syslog_events if rsyslog is not None else None)
     out_path.unlink()
     return result
+
+
+def start_rsyslog(base: Path):  # type: ignore[no-untyped-def]
+    """A private rsyslogd (tests/outputs/rsyslog_proc.py) for the syslog mode."""
+    sys.path.insert(0, str(ROOT / "tests" / "outputs"))
+    from rsyslog_proc import Rsyslog
+
+    shutil.rmtree(base / "rsyslog", ignore_errors=True)
+    r = Rsyslog(base / "rsyslog")
+    r.start()
+    return r
+
+
+def count_syslog(rsyslog, workdir: Path, expected: int,  # type: ignore[no-untyped-def]
+                 bound: float = 120.0) -> int:
+    """Workload events rsyslog wrote (each line's message is the ECS JSON: counted as the JSON
+    file's lines are), once they reach ``expected`` or stop growing for five seconds."""
+    def count() -> int:
+        n = 0
+        data = rsyslog.out.read_bytes() if rsyslog.out.exists() else b""
+        for line in data.splitlines():
+            try:
+                ev = json.loads(json.loads(line)["msg"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            n += WL.action_of(ev, workdir) is not None
+        return n
+
+    last, deadline, quiet = -1, time.monotonic() + bound, time.monotonic() + 5
+    while time.monotonic() < min(deadline, quiet):
+        n = count()
+        if n >= expected:
+            return n
+        if n != last:
+            last, quiet = n, time.monotonic() + 5
+        time.sleep(0.5)
+    return last
 
 
 def expected_events(mode: str, iterations: int) -> int:
@@ -343,6 +400,8 @@ def print_table(results: dict[str, list[RunResult]], iterations: int) -> None:
             worst = min(r.delivered for r in runs) if expected else max(r.delivered for r in runs)
             pct = f" ({100 * worst / expected:.1f}%)" if expected else ""
             events = f"{worst}/{expected}{pct}"
+            if any(r.syslog is not None for r in runs):
+                events += f"; syslog {min(r.syslog or 0 for r in runs)}"
             cpu = f"{statistics.median(r.agent_cpu or 0.0 for r in runs):.2f}s"
             share = f"{statistics.median(r.workload_share for r in runs):.0f}%"
         print(f"{mode:<10} {lo:>7.3f} {med:>7.3f} {lo / base_min:>6.2f} {med / base_med:>6.2f} "

@@ -1,10 +1,12 @@
 """The live agent: kernel backend -> ring -> decode -> pipeline -> FIM -> rules -> outputs,
 until told to stop.
 
-Owns the run loop (wait, drain a batch, hand it on), the watch list given to the kernel, the drop
-accounting (per-CPU counters polled every second, reported as events and in the summary), rule
-reloads between batches (SIGHUP) and a clean stop. Does not own any stage itself: see
-vigil.kernel.backend, vigil.events.pipeline, vigil.fim, vigil.rules.detector and vigil.outputs.
+Owns the run loop (wait, drain a batch, hand it on), the drop accounting (per-CPU counters
+polled every second, reported as events and in the summary), the configuration and rules read
+again between batches (SIGHUP), the service manager told (ready, watchdog, reloading,
+stopping), the health check driven and a clean stop. Does not own any stage itself: see
+vigil.kernel.backend, vigil.watching (what is watched), vigil.events.pipeline, vigil.fim,
+vigil.rules.detector, vigil.health and vigil.outputs.
 """
 
 from __future__ import annotations
@@ -18,19 +20,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vigil.config import Config
+from vigil.config.reload import fim_changed, restart_needed
+from vigil.enrich.containers import ContainerResolver
 from vigil.enrich.exehash import ExeHasher
 from vigil.enrich.process import ProcessTable
 from vigil.enrich.users import NameCache
 from vigil.events.layout import Clock, Decoder
 from vigil.events.marks import mark
-from vigil.events.model import Event, FileEvent, LostEvents
-from vigil.events.pipeline import TRUNCATED, TWO_PATHS, Pipeline
-from vigil.events.truncated import TruncatedPaths
-from vigil.fim.policy import Policy
+from vigil.events.model import Event, LostEvents
+from vigil.events.pipeline import Pipeline
 from vigil.fim.service import FimService
+from vigil.health import HealthCheck, HealthResult
 from vigil.kernel.backend import BackendSettings, KernelBackend
 from vigil.kernel.choose import start_backend
 from vigil.kernel.errors import VigilError
+from vigil.livestats import LiveStats
 from vigil.losses import (
     DROP_KINDS,
     NO_RESCAN,
@@ -43,19 +47,12 @@ from vigil.losses import (
 from vigil.outputs.base import Output, Sink
 from vigil.outputs.batch import Batch
 from vigil.outputs.ecs import host_fields
-from vigil.ownfiles import OwnFiles, configured_sources
+from vigil.rules.alert import Alert
 from vigil.rules.detector import Detector
 from vigil.rules.ruleset import RuleSet
-from vigil.rules.watchpaths import WatchPath, watch_paths
-from vigil.sysctl import SysctlWatch
-from vigil.watchlist import (
-    Alias,
-    AliasSet,
-    kernel_watch_paths,
-    realtime_roots,
-    resolve,
-    static_aliases,
-)
+from vigil.sdnotify import Notifier
+from vigil.watching import Watching, truncated_paths
+from vigil.watchlist import Alias, resolve
 
 log = logging.getLogger(__name__)
 
@@ -64,20 +61,18 @@ class Agent:
                  obj_path: Path | None = None, poll_interval: float = 0.1,
                  fim: bool = True, backend: str | None = None,
                  event_buffer: str = "auto", detector: Detector | None = None,
-                 reload_rules: Callable[[], RuleSet] | None = None) -> None:
+                 reload: Callable[[], tuple[Config, RuleSet | None]] | None = None,
+                 on_health: Callable[[HealthResult], None] | None = None) -> None:
         self.config = config
         self.detector = detector
-        self._reload_rules = reload_rules
+        self._reload_config = reload
         self._reload = threading.Event()
-        self._rule_paths: list[WatchPath] = []
-        self._verdicts: dict[bytes, bool] = {}   # policy verdicts of the current batch
         self._fim_enabled = fim
         self._fim: FimService | None = None
         self.sinks = list(sinks)
         self._host = detector.host if detector is not None else host_fields()
         self.poll_interval = poll_interval
         self.stop_event = threading.Event()
-        self._policy = Policy(config)
         self._settings = BackendSettings(
             ring_bytes=config.ring_buffer_mb << 20,
             failed_errnos=config.failed_errnos,
@@ -90,99 +85,13 @@ class Agent:
         self._backend_name = backend  # None or "auto": the best that runs here
         self._backend: KernelBackend | None = None
         self.summary = RunSummary()
-        self.aliases = AliasSet(config)
-        # always watched, whatever the configuration says: Vigil's own files (for the rules)
-        # and the kernel's security knobs (reported)
-        self._own = OwnFiles()
-        self._own_entries: set[bytes] = set()
-        self.sysctl: SysctlWatch | None = None
-
-    def _add_alias(self, alias: Alias) -> None:
-        if not self.aliases.add(alias):
-            return
-        if self._backend is not None:
-            self._backend.add_watch(alias.link)
-        log.info("following symlink %s -> %s into a watched tree (%s)",
-                 os.fsdecode(alias.link), os.fsdecode(alias.target), alias.found_by)
-
-    def _new_link(self, link: bytes, target: bytes) -> None:
-        """The pipeline saw a symlink created: an alias if it leads into a watched tree."""
-        self._add_alias(Alias(link, target, "created"))
-
-    def _baseline_links(self) -> None:
-        """Symlinks the baseline walks recorded in the watched trees become aliases too."""
-        if self._fim is not None:
-            for link in self._fim.take_symlinks():
-                if (target := resolve(link)) is not None:
-                    self._add_alias(Alias(link, target, "baseline"))
-
-    def _is_watched(self, path: bytes) -> bool:
-        """Whether the pipeline keeps an event of ``path``: reported (the policy), or seen by
-        the rules only: a path a rule asked the kernel to watch, or one the configuration
-        ignores (or restricts, or that lies deeper than its depth) in a configured tree,
-        which must not become a place to hide from the rules (``*.swp`` in /usr/bin)."""
-        if self._reported(path):
-            return True
-        if self.sysctl is not None and path in self.sysctl:
-            return True
-        if self.detector is None:
-            return False
-        return self._policy.directory_for(path) is not None \
-            or any(w.covers(path) for w in self._rule_paths) or self._own.covers(path)
-
-    def _unix_watched(self, path: bytes) -> bool:
-        """A Unix socket path on the network section's list (or below a directory on it)."""
-        return any(path == p or path.startswith(p.rstrip(b"/") + b"/")
-                   for p in self.config.network.unix_paths)
-
-    def _reported(self, path: bytes) -> bool:
-        """The policy's verdict on ``path``, asked once per batch: the pipeline asks first,
-        ``_configured`` again for the same paths."""
-        v = self._verdicts.get(path)
-        if v is None:
-            v = self._verdicts[path] = self._policy.watched(path) is not None
-        return v
-
-    def _configured(self, ev: Event) -> bool:
-        """A file event the configuration reports (telemetry, FIM), not one kept for the
-        rules only (a rule's watch-only path, an ignored name, one of Vigil's own files);
-        a security knob's write is reported."""
-        if not isinstance(ev, FileEvent) or ev.flags & TRUNCATED or self._reported(ev.path) \
-                or ev.sysctl is not None:
-            return True   # a cut path is kept by the pipeline for the configured trees
-        return ev.op in TWO_PATHS and ev.target_path is not None \
-            and self._reported(ev.target_path)
-
-    def _watch_for_rules(self, backend: KernelBackend | None) -> None:
-        """Watch-only entries for the file rules' paths outside the configured directories
-        (vigil.rules.watchpaths); added, never removed while running (a stale entry only lets
-        records through to the exact check)."""
-        if self.detector is None:
-            return
-        paths, _ = watch_paths(self.detector.ruleset.rules, realtime_roots(self.config))
-        for w in paths:
-            if w not in self._rule_paths:
-                self._rule_paths.append(w)
-                if backend is not None:
-                    backend.add_watch(w.directory)
-                log.info("watching %s for rule(s): %s", os.fsdecode(w.prefix),
-                         "; ".join(w.rules))
-
-    def _watch_own_files(self, backend: KernelBackend | None) -> None:
-        """Vigil's own files (vigil.ownfiles) as watch-only kernel entries, for the rules;
-        again at each reload (the rule paths may change). Added, never removed."""
-        if self.detector is None:
-            return
-        obj = self._obj_path
-        self._own = OwnFiles(configured_sources(
-            self.config, self.detector.ruleset.paths, btf_path=self._settings.btf_custom_path,
-            obj_dir=(obj.parent if obj is not None and obj.is_file() else obj)))
-        for p in self._own.kernel_entries(kernel_watch_paths(self.config)):
-            if p not in self._own_entries:
-                self._own_entries.add(p)
-                if backend is not None:
-                    backend.add_watch(p)
-                log.info("watching Vigil's own %s", os.fsdecode(p))
+        self.watching = Watching(config, detector, btf_path=btf_path, obj_path=obj_path)
+        self.health = HealthCheck(config.health, config.health_dir, on_health) \
+            if config.health.enabled else None
+        self.notifier = Notifier.from_env()
+        self.stats = LiveStats()
+        self._output_drops: dict[str, int] = {}
+        self._said_stopping = False
 
     def run(self, duration: float | None = None,
             on_stop: Callable[[RunSummary], None] | None = None) -> RunSummary:
@@ -202,35 +111,35 @@ class Agent:
             log.info("%s", note)
         self._report_uprobes(self._backend)
         with self._backend as backend:
-            for alias in static_aliases(self.config):
-                self.aliases.add(alias)
-            self._watch_for_rules(None)
-            self._watch_own_files(None)
-            self.sysctl = SysctlWatch()
-            n = backend.set_watches(kernel_watch_paths(self.config) + [
-                a.link for a in self.aliases.aliases()] + [w.directory for w in self._rule_paths]
-                + sorted(self._own_entries) + self.sysctl.paths())
+            if self.health is not None:
+                self.health.prepare()
+                self.watching.health_dir = os.fsencode(self.health.directory).rstrip(b"/")
+            n = self.watching.start(backend)
             procs = ProcessTable()
             procs.load_from_proc()
+            self.stats.procs = procs
             eh = self.config.exec_hash
             hasher = ExeHasher(eh.max_bytes_per_second, eh.max_file_size) \
                 if eh.enabled and self.config.exec_events else None
-            pipeline = Pipeline(self._is_watched, procs, NameCache(), backend.forget_open_file,
+            w = self.watching
+            pipeline = Pipeline(w.is_watched, procs, NameCache(), backend.forget_open_file,
                                 report_processes=self.config.exec_events,
-                                watch_alias=self._new_link,
+                                watch_alias=w.new_link,
                                 closes_at_exit=backend.name == "tracepoint",
-                                truncated=TruncatedPaths(
-                                    d.path for d in self.config.directories if d.realtime),
-                                unix_watched=self._unix_watched, exe_hasher=hasher)
+                                truncated=truncated_paths(self.config),
+                                unix_watched=w.unix_watched, exe_hasher=hasher,
+                                containers=ContainerResolver())
             log.info("watching %d paths (%d kernel entries, %d of them symlink aliases) with "
                      "the %s backend; %d processes known", len(self.config.directories), n,
-                     len(self.aliases), backend.name, len(procs))
+                     len(w.aliases), backend.name, len(procs))
             if self._fim_enabled:
                 self._fim = FimService(self.config)
                 self._fim.start()
+            self.notifier.ready(f"{backend.name} backend, {n} watch entries")
             try:
                 self._loop(backend, pipeline, t0, duration)
             finally:
+                self._stopping()
                 if self._fim is not None:
                     self._fim.close()
             log.info("%d records from the kernel, %d dropped by the exact user-space check",
@@ -248,20 +157,28 @@ class Agent:
               duration: float | None) -> None:
         reader = backend.reader
         assert reader is not None
+        self.stats.reader = reader
         decoder = Decoder(Clock.now())
         next_stats = time.monotonic() + 1.0
+        health, w = self.health, self.watching
         while True:
             stopping = self.stop_event.is_set() or (
                 duration is not None and time.monotonic() - t0 >= duration)
             if not stopping:
                 reader.wait(self.poll_interval)
+            else:
+                self._stopping()   # the service manager knows at once; the drain follows
             while True:  # drain in bounded batches until the ring is empty
                 before = reader.records
-                self._verdicts.clear()
-                events = mark(pipeline.process(decoder.decode_batch(reader.drain(8 << 20))),
-                              self._own, self.sysctl)
+                w.new_batch()
+                events = pipeline.process(decoder.decode_batch(reader.drain(8 << 20)))
+                if events:
+                    self.stats.handled(events[-1])
+                    if health is not None:
+                        events = health.observe(events)
+                events = mark(events, w.own, w.sysctl)
                 if self.detector is not None and events:
-                    shown = [self._configured(e) for e in events]
+                    shown = [w.configured(e) for e in events]
                     if not all(shown):
                         self._emit(self.detector.process(
                             [e for e, ok in zip(events, shown, strict=True) if not ok]))
@@ -275,13 +192,22 @@ class Agent:
                 if reader.records == before or (
                         not stopping and time.monotonic() >= next_stats):
                     break
+            self.stats.idle()
+            self.notifier.watchdog()
             if self._fim is not None:
                 self._emit(self._fim.tick(time.time_ns()))
-                self._baseline_links()
+                for link in self._fim.take_symlinks():
+                    if (target := resolve(link)) is not None:
+                        w.add_alias(Alias(link, target, "baseline"))
+            if health is not None and not stopping:
+                now = time.monotonic()
+                self._emit(health.poll(now))
+                if health.due(now):
+                    health.start(now)
+            if self._reload.is_set():
+                self._reload.clear()
+                self._apply_reload(pipeline)
             if self.detector is not None:
-                if self._reload.is_set():
-                    self._reload.clear()
-                    self._swap_rules(self.detector)
                 self._emit(self.detector.close() if stopping
                            else self.detector.tick(time.time_ns()))
                 self.summary.rules = self.detector.counters()
@@ -293,27 +219,51 @@ class Agent:
                 return
 
     def request_reload(self) -> None:
-        """SIGHUP: reload the rules between two batches (signal-safe: sets a flag)."""
+        """SIGHUP: read the configuration (and rules) again between two batches (signal-safe:
+        sets a flag)."""
         self._reload.set()
 
-    def _swap_rules(self, detector: Detector) -> None:
-        if self._reload_rules is None:
+    def _apply_reload(self, pipeline: Pipeline) -> None:
+        """The configuration file read again and applied without a restart: the watch list
+        (kernel entries added before old ones go: events keep flowing in the ring meanwhile),
+        the policy, FIM's trees, and the rules. What only a restart changes is said."""
+        if self._reload_config is None:
             return
+        self.notifier.reloading()
         try:
-            ruleset = self._reload_rules()
-        except VigilError as err:
-            log.warning("reload refused, the running rules stay: %s", err)
-            return
-        if ruleset.refused:
-            for e in ruleset.refused:
-                log.warning("%s", e)
-            log.warning("reload refused, the running rules stay: %d rule(s) refused",
-                        len(ruleset.refused))
-            return
-        self._emit(detector.swap(ruleset))
-        self._watch_for_rules(self._backend)
-        self._watch_own_files(self._backend)
-        print(f"vigil: rules reloaded: {ruleset.describe()}", file=sys.stderr, flush=True)
+            try:
+                config, ruleset = self._reload_config()
+            except VigilError as err:
+                log.warning("reload refused, the running configuration stays: %s", err)
+                return
+            if ruleset is not None and ruleset.refused:
+                for e in ruleset.refused:
+                    log.warning("%s", e)
+                log.warning("reload refused, the running configuration stays: %d rule(s) "
+                            "refused", len(ruleset.refused))
+                return
+            for what in restart_needed(self.config, config):
+                log.warning("reload: %s changed; that takes effect at the next start", what)
+            old = self.config
+            self.config = config
+            added, removed = self.watching.apply(config)
+            cut = truncated_paths(config)
+            cut.reported, cut.outside = pipeline.truncated.reported, pipeline.truncated.outside
+            pipeline.truncated = cut
+            if self._fim is not None and fim_changed(old, config):
+                self._fim.close()
+                self._fim = FimService(config)
+                self._fim.start()   # a startup scan: new trees baselined, changes reported
+            if self.detector is not None and ruleset is not None:
+                self._emit(self.detector.swap(ruleset))
+                self.watching.watch_for_rules()
+                self.watching.watch_own_files()
+            print(f"vigil: configuration reloaded: {len(config.directories)} directories "
+                  f"(kernel entries +{added} -{removed})"
+                  + (f"; rules: {ruleset.describe()}" if ruleset is not None else ""),
+                  file=sys.stderr, flush=True)
+        finally:
+            self.notifier.ready_again()
 
     @staticmethod
     def _report_uprobes(backend: KernelBackend) -> None:
@@ -337,8 +287,11 @@ class Agent:
             alerts = self.detector.process(batch)
             if alerts:
                 batch = batch.extended(alerts)
+        delivered = self.summary.delivered
         for ev in batch:
-            self.summary.delivered[type(ev).__name__.removesuffix("Event").lower()] += 1
+            delivered[type(ev).__name__.removesuffix("Event").lower()] += 1
+            if type(ev) is Alert:
+                self.stats.alerts[ev.rule.title, ev.rule.level] += 1
         for sink in self.sinks:
             sink.emit(batch)
 
@@ -361,6 +314,7 @@ class Agent:
                             "(%s): rescanning the watched trees", new, kind)
                 rescan = True
         self.summary.drops = counters
+        lost += self._output_losses()
         if self._fim is not None:
             self.summary.baseline = self._fim.counters()
         if lost:
@@ -368,6 +322,32 @@ class Agent:
                 sink.emit(lost)
         if rescan and self._fim is not None:
             self._fim.rescan_after_drops()
+
+    def _output_losses(self) -> list[Event]:
+        """Events an output had to drop since the last look (a syslog spool past its bound:
+        the oldest go), as events-lost events of kind ``output:NAME`` for every output."""
+        lost: list[Event] = []
+        for sink in self.sinks:
+            stats = getattr(sink, "stats", None)
+            name = getattr(sink, "name", None)
+            if stats is None or not isinstance(name, str):
+                continue
+            dropped = int(stats().get("dropped", 0))
+            new = dropped - self._output_drops.get(name, 0)
+            if new > 0:
+                self._output_drops[name] = dropped
+                log.warning("output %s dropped %d events (its spool is full)", name, new)
+                lost.append(LostEvents(time.time_ns(), f"output:{name}", new))
+        return lost
+
+    def _stopping(self) -> None:
+        if not self._said_stopping:
+            self._said_stopping = True
+            self.notifier.stopping()
+
+    @property
+    def backend(self) -> KernelBackend | None:
+        return self._backend
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -29,16 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("vigil")
 
 
-def _run(args: argparse.Namespace) -> int:
-    from vigil.agent import Agent
-    from vigil.config import load_config
-    from vigil.kernel.btf_source import resolve_btf
-    from vigil.losses import RunSummary
-    from vigil.outputs.base import Sink
-    from vigil.outputs.jsonl import JsonLinesSink
-    from vigil.outputs.pretty import PrettySink
-
-    config = load_config(args.config)
+def _with_args(config: Config, args: argparse.Namespace) -> Config:
+    """The command line's overrides applied to a configuration (at start and at each reload)."""
     if args.watch:
         config = config.with_watch_overrides(args.watch)
     if args.no_exec:
@@ -49,14 +41,22 @@ def _run(args: argparse.Namespace) -> int:
         config = replace(config, shell=replace(config.shell, enabled=False))
     if args.db:
         config = replace(config, database=args.db)
+    if args.no_metrics:
+        config = replace(config, metrics=replace(config.metrics, enabled=False))
+    return config
+
+
+def _run(args: argparse.Namespace) -> int:
+    from vigil.agent import Agent
+    from vigil.config import load_config
+    from vigil.kernel.btf_source import resolve_btf
+    from vigil.losses import RunSummary
+    from vigil.outputs.factory import Terminal, build_sinks
+
+    config = _with_args(load_config(args.config), args)
     fmt = args.output or config.output
     if fmt == "auto":
         fmt = "pretty" if sys.stdout.isatty() else "json"
-    out = sys.stdout.fileno()
-    sinks: list[Sink] = [PrettySink(out, colour=sys.stdout.isatty())
-                         if fmt == "pretty" else JsonLinesSink(out)]
-    if config.json_file is not None:
-        sinks.append(JsonLinesSink.to_file(config.json_file))
     # The BTF libbpf relocates against: --btf/VIGIL_BTF, the kernel's own, a vmlinux file, or
     # the shipped tailored BTF (vigil.kernel.btf_source). Only "kernel" allows BTF-based hooks.
     # Said always (like the backend line): it explains why the LSM and fentry backends are
@@ -64,10 +64,23 @@ def _run(args: argparse.Namespace) -> int:
     btf = resolve_btf(args.btf)
     if btf.kind != "kernel":
         print(f"vigil: using {btf.describe()}", file=sys.stderr, flush=True)
-    detector, reload_rules = _detection(args, config)
+    detector, reload = _detection(args, config)
+    sinks = build_sinks(config, Terminal(fmt, sys.stdout.fileno(), colour=sys.stdout.isatty(),
+                                         show_exit=not args.no_exit, ancestry=args.ancestry))
     agent = Agent(config, sinks, btf_path=btf.custom_path, fim=not args.no_fim,
                   backend=args.backend, event_buffer=args.event_buffer, detector=detector,
-                  reload_rules=reload_rules)
+                  reload=reload)
+    metrics = None
+    if config.metrics.enabled:
+        from vigil.metrics import Metrics
+        from vigil.metrics_agent import snapshot_of
+
+        metrics = Metrics(config.metrics, snapshot_of(agent))
+        try:
+            metrics.start()
+        except VigilError as err:   # the agent's job is detection: it goes on without
+            print(f"vigil: {err}; no Prometheus endpoint this run", file=sys.stderr,
+                  flush=True)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         agent.stop()
@@ -88,13 +101,15 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         for sink in sinks:
             sink.close()
+        if metrics is not None:
+            metrics.close()
     return 0
 
 
-def _detection(args: argparse.Namespace, config: Config) -> tuple[Detector | None,
-                                                                   Callable[[], RuleSet]]:
+def _detection(args: argparse.Namespace, config: Config) -> tuple[
+        Detector | None, Callable[[], tuple[Config, RuleSet | None]]]:
     """The rule set of ``config`` and ``--rules``, said on stderr (refusals one by one), the
-    detector running it, and how SIGHUP rebuilds it (the configuration file read again)."""
+    detector running it, and how SIGHUP rebuilds both (the configuration file read again)."""
     from vigil.config import load_config
     from vigil.rules.detector import Detector
     from vigil.rules.ruleset import build_ruleset
@@ -103,11 +118,14 @@ def _detection(args: argparse.Namespace, config: Config) -> tuple[Detector | Non
         rules = replace(cfg.rules, enabled=cfg.rules.enabled and not args.no_rules)
         return build_ruleset(rules, args.rules or ())
 
-    def rebuild() -> RuleSet:
-        return ruleset_of(load_config(args.config))
+    on = not args.no_rules and config.rules.enabled
 
-    if args.no_rules or not config.rules.enabled:
-        return None, rebuild
+    def reload() -> tuple[Config, RuleSet | None]:
+        cfg = _with_args(load_config(args.config), args)
+        return cfg, (ruleset_of(cfg) if on else None)
+
+    if not on:
+        return None, reload
     ruleset = ruleset_of(config)
     for e in ruleset.refused:
         print(f"vigil: rule refused: {e}", file=sys.stderr)
@@ -115,18 +133,34 @@ def _detection(args: argparse.Namespace, config: Config) -> tuple[Detector | Non
         print(f"vigil: rules.disabled names no loaded rule: {name!r}", file=sys.stderr)
     print(f"vigil: {ruleset.describe() if ruleset.rules else 'no detection rules loaded'}",
           file=sys.stderr, flush=True)
-    return Detector(ruleset, config.rules.suppress_window), rebuild
+    return Detector(ruleset, config.rules.suppress_window), reload
 
 
 def _doctor(args: argparse.Namespace) -> int:
     from vigil.config import load_config
     from vigil.doctor import collect, render
 
-    report = collect(load_config(args.config))
+    config = load_config(args.config)
+    report = collect(config)
+    live = None
+    if args.live and report.can_run:
+        from vigil.doctor_live import live_check
+
+        live = live_check(config)
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        d = report.to_dict()
+        if args.live:
+            d["health_check"] = None if live is None else {
+                "ok": live.ok, "latency_seconds": live.latency, "missing": list(live.missing),
+                "error": live.error}
+        print(json.dumps(d, indent=2))
     else:
         print(render(report))
+        if args.live:
+            print("\nLive health check\n  " + (live.describe() if live is not None else
+                                                "no verdict: the agent stopped first"))
+    if args.live and (live is None or not live.ok):
+        return 1
     return 0 if report.can_run else 1
 
 
@@ -157,8 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, metavar="FILE", help="configuration (YAML)")
     run.add_argument("--watch", type=Path, action="append", metavar="DIR",
                      help="watch DIR (recursively) instead of the configured directories")
-    run.add_argument("-o", "--output", choices=("pretty", "json"),
-                     help="pretty lines (default on a terminal) or ECS JSON lines")
+    run.add_argument("-o", "--output", choices=("pretty", "compact", "json", "ocsf"),
+                     help="the terminal's format: pretty lines (default on a terminal), "
+                     "compact lines, ECS JSON lines (default otherwise) or OCSF JSON lines")
+    run.add_argument("--no-exit", action="store_true",
+                     help="pretty/compact: do not show process exits (they are still sent to "
+                     "the other outputs and seen by the rules)")
+    run.add_argument("--ancestry", action="store_true",
+                     help="compact: show each process's ancestry (parent < grandparent ...)")
+    run.add_argument("--no-metrics", action="store_true",
+                     help="no Prometheus endpoint (the configuration's metrics section off)")
     run.add_argument("--duration", type=float, metavar="SECONDS",
                      help="stop cleanly after this many seconds")
     run.add_argument("--no-exec", action="store_true", help="do not report execs and exits")
@@ -189,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="what this kernel supports and what Vigil will use",
                             parents=[verbose])
     doctor.add_argument("--json", action="store_true", help="machine-readable report")
+    doctor.add_argument("--live", action="store_true",
+                        help="also run the end-to-end health check now: load the programs, "
+                        "change a file in the health directory, wait for the four events")
     doctor.add_argument("--config", type=Path, metavar="FILE",
                         help="configuration whose watch list to show (default: embedded)")
     doctor.set_defaults(func=_doctor)
@@ -210,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     rules = sub.add_parser("rules", help="Sigma detection rules: check, list, test",
                            parents=[verbose])
     rules_cli.configure_parser(rules)
+
+    from vigil import service
+
+    service.add_service_parser(sub)
 
     config = sub.add_parser("config", help="configuration tools")
     csub = config.add_subparsers(dest="config_command", required=True)

@@ -170,6 +170,9 @@ class AgentProc:
     # once per backend, tests/vm) and, without it, the agent's own choice; "auto" is always the
     # agent's choice (a test whose setting allows one backend only, e.g. a tailored BTF).
     backend: str | None = None
+    # The Prometheus endpoint (127.0.0.1:9108 by default): off unless a test is about it, as
+    # several agents run at once and only one could serve the port.
+    metrics: bool = False
 
     def start(self) -> AgentProc:
         # VIGIL_TEST_EVENT_BUFFER=perf: through the perf event array kernels < 5.8 use.
@@ -178,7 +181,7 @@ class AgentProc:
         cmd = [str(VIGIL), *(["-v"] if self.verbose else []), "run", *self.args, "-o", "json",
                "--db", str(self.db), *(["--backend", backend] if backend else []),
                *(["--event-buffer", buffer] if buffer and "--event-buffer" not in self.args
-                 else [])]
+                 else []), *([] if self.metrics else ["--no-metrics"])]
         self._proc = subprocess.Popen([*self.wrap, *cmd], stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, cwd="/")
         for target in (self._read_stdout, self._read_stderr):

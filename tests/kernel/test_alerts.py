@@ -166,7 +166,8 @@ def test_sighup_reloads_rules_and_refuses_a_bad_set(scratch: Path) -> None:
         agent.settle(w)
         assert not [a for a in agent.alerts if second(a)]
         os.kill(agent.pid, signal.SIGHUP)
-        agent.wait_log("rules reloaded", timeout=15)
+        (line,) = agent.wait_log("configuration reloaded", timeout=15)
+        assert "rules: " in line and "rules loaded" in line, line
         (w / "after.second").write_text("x")
         a = agent.wait_for(second, alerts=True, timeout=15)[0]   # created, then modified
         assert get(a, "file.path") == str(w / "after.second")

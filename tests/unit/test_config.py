@@ -126,7 +126,7 @@ def test_user_file_without_directories_uses_default_set(tmp_path: Path) -> None:
     ("\n\nring_buffer_mb: 3\n", 3, "power of two"),
     ("ring_buffer_mb: 0\n", 1, "must be >= 1"),
     ("ring_buffer_mb: true\n", 1, "must be an integer"),
-    ("output: xml\n", 1, "'output' must be one of auto, pretty, json"),
+    ("output: xml\n", 1, "'output' must be one of auto, pretty, compact, json, ocsf"),
     ("failed_errnos: [EPERM,\n  EBOGUS]\n", 2, "unknown errno name 'EBOGUS'"),
     ("scan:\n  interval: 12 hours\n", 2, "'interval' must be seconds or like"),
     ("scan:\n  hash_wrokers: 2\n", 2, "did you mean 'hash_workers'"),

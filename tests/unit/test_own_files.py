@@ -135,8 +135,8 @@ def agent_with(tmp: Path) -> tuple[Agent, Path, Path]:
     config, cfg, rules = config_file(tmp)
     ruleset = build_ruleset(config.rules)
     agent = Agent(config, [], detector=Detector(ruleset, 0, host={}))
-    agent._watch_own_files(None)
-    agent.sysctl = SysctlWatch({"kernel.kptr_restrict": "lower"},
+    agent.watching.watch_own_files()
+    agent.watching.sysctl = SysctlWatch({"kernel.kptr_restrict": "lower"},
                                root=fake_proc(tmp, {"kernel.kptr_restrict": "1"}))
     return agent, cfg, rules
 
@@ -154,19 +154,19 @@ def test_agent_marks_own_files_and_knobs(tmp_path: Path) -> None:
         FileEvent(5, FileOp.MODIFY, knob, proc()),
         FileEvent(6, FileOp.OPEN, knob, proc(), errno=13),
     ]
-    marked = mark(events, agent._own, agent.sysctl)
+    marked = mark(events, agent.watching.own, agent.watching.sysctl)
     assert [e.timestamp_ns for e in marked] == [1, 2, 3, 5, 6]
     assert [e.protected for e in marked] == ["self", "self", None, None, None]
     assert marked[3].sysctl == {"name": "kernel.kptr_restrict", "old": "1", "new": "0",
                                 "weakened": True}
     assert marked[4].sysctl == {"name": "kernel.kptr_restrict"}
     # the kernel passes them on; the own files feed the rules only, the knobs are reported
-    assert agent._is_watched(os.fsencode(cfg)) and agent._is_watched(knob)
-    assert not agent._is_watched(os.fsencode(cfg) + b"~")
-    assert [agent._configured(e) for e in marked] == [False, False, True, True, True]
+    assert agent.watching.is_watched(os.fsencode(cfg)) and agent.watching.is_watched(knob)
+    assert not agent.watching.is_watched(os.fsencode(cfg) + b"~")
+    assert [agent.watching.configured(e) for e in marked] == [False, False, True, True, True]
     # a cut path is never marked (it is no real path)
     cut = FileEvent(7, FileOp.MODIFY, os.fsencode(cfg), proc(), flags=int(Flag.PATH_TRUNC))
-    assert mark([cut], agent._own, agent.sysctl)[0].protected is None
+    assert mark([cut], agent.watching.own, agent.watching.sysctl)[0].protected is None
 
 
 def test_ecs_fields_and_the_pack_rules(tmp_path: Path) -> None:
@@ -174,7 +174,7 @@ def test_ecs_fields_and_the_pack_rules(tmp_path: Path) -> None:
     (tmp_path / "proc/sys/kernel/kptr_restrict").write_text("0\n")
     own, knob = mark([FileEvent(1, FileOp.MODIFY, os.fsencode(cfg), proc()),
                       FileEvent(2, FileOp.MODIFY, b"/proc/sys/kernel/kptr_restrict", proc())],
-                     agent._own, agent.sysctl)
+                     agent.watching.own, agent.watching.sysctl)
     doc = file_to_ecs(own, {})
     assert doc["vigil"]["protected"] == "self"
     kdoc = file_to_ecs(knob, {})

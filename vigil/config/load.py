@@ -46,10 +46,11 @@ from vigil.config.nodes import (
     non_negative,
     subset,
 )
+from vigil.config.outputs import parse_health, parse_metrics, parse_outputs
 
 _TOP = ("directories", "exec_events", "failed_errnos", "ring_buffer_mb", "output", "json_file",
         "database", "state_dir", "scan", "diff", "ignore", "rules", "network",
-        "exec_hash", "shell")
+        "exec_hash", "shell", "outputs", "metrics", "health")
 _DIR = ("path", "recursive", "depth", "realtime", "check", "hashes", "report_changes", "ignore",
         "restrict", "nodiff", "follow_symlinks", "tags", "mounts")
 def _directory(ctx: Ctx, node: yaml.Node) -> DirectoryConfig | None:
@@ -192,6 +193,12 @@ def _parse(ctx: Ctx, root: yaml.Node | None) -> Config:
         kw["shell"] = ShellConfig(**{k: ctx.typed(v, k, bool) for k, v in sm.items()})
     if "exec_hash" in m:
         kw["exec_hash"] = _exec_hash(ctx, m["exec_hash"])
+    if "outputs" in m:
+        kw["outputs"] = parse_outputs(ctx, m["outputs"])
+    if "metrics" in m:
+        kw["metrics"] = parse_metrics(ctx, m["metrics"])
+    if "health" in m:
+        kw["health"] = parse_health(ctx, m["health"])
     if "directories" in m:
         node = m["directories"]
         if not isinstance(node, yaml.SequenceNode):

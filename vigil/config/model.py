@@ -21,7 +21,10 @@ from vigil.kernel.errors import InputError
 CHECKS = ("size", "mode", "owner", "group", "mtime", "inode", "hashes", "xattrs", "ctime")
 MOUNTS = ("include", "skip")  # a directory's `mounts`: walk into other filesystems below it?
 HASHES = ("sha256", "sha1", "md5", "blake3")
-OUTPUTS = ("auto", "pretty", "json")
+OUTPUTS = ("auto", "pretty", "compact", "json", "ocsf")   # the terminal's (stdout) format
+FILE_FORMATS = ("ecs", "ocsf")                 # outputs.file: JSON lines of either schema
+SYSLOG_FORMATS = ("json", "line", "ocsf")      # outputs.syslog: the message part
+SYSLOG_SCHEMES = ("unix", "udp", "tcp", "tls", "relp")
 LEVELS = ("informational", "low", "medium", "high", "critical")  # Sigma's, least severe first
 EMBEDDED_NAME = "<embedded default.yaml>"
 
@@ -152,6 +155,79 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """A syslog output's TLS (RFC 5425) settings. The server's certificate is always verified:
+    against ``ca_file`` when given, else the system's store; ``server_name`` defaults to the
+    address's host. ``cert_file``/``key_file``: a client certificate, when the server asks."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name: str | None = None
+
+
+@dataclass(frozen=True)
+class SyslogOutput:
+    """One ``outputs.syslog`` entry: RFC 5424 messages to ``address`` through an on-disk spool
+    (vigil.outputs.syslog). ``address``: unix:///dev/log, udp://HOST:PORT, tcp://HOST:PORT or
+    tls://HOST:PORT, split into ``scheme`` and ``host``/``port`` (or ``path`` for unix)."""
+
+    address: str
+    scheme: str
+    host: str = ""
+    port: int = 0
+    path: str = ""
+    format: str = "json"                 # one of SYSLOG_FORMATS
+    facility: int = 13                   # RFC 5424 facility number (13: log audit)
+    app_name: str = "vigil"
+    spool_dir: Path | None = None        # None: <state_dir>/spool/<name>
+    spool_max_mb: int = 256              # oldest messages dropped (and counted) beyond this
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    name: str = ""                       # unique per output: the spool's folder, the metrics
+
+    @property
+    def key(self) -> str:
+        return self.name or f"{self.scheme}-{self.host or self.path}-{self.port}"
+
+
+@dataclass(frozen=True)
+class FileOutput:
+    """One ``outputs.file`` entry: JSON lines appended to ``path`` (ECS or OCSF)."""
+
+    path: Path
+    format: str = "ecs"                  # one of FILE_FORMATS
+
+
+@dataclass(frozen=True)
+class OutputsConfig:
+    """The ``outputs:`` section: where events go besides the terminal (several at once)."""
+
+    syslog: tuple[SyslogOutput, ...] = ()
+    file: tuple[FileOutput, ...] = ()
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """The ``metrics:`` section: a Prometheus endpoint (vigil.metrics). ``metrics: false``
+    turns it off."""
+
+    enabled: bool = True
+    address: str = "127.0.0.1"
+    port: int = 9108
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """The ``health:`` section: the end-to-end self check (vigil.health). ``directory``: None
+    means <state_dir>/health."""
+
+    enabled: bool = True
+    interval: int = 600                  # seconds between checks after the first; 0 = at start
+    timeout: int = 10                    # seconds the four events have to come back
+    directory: Path | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     directories: tuple[DirectoryConfig, ...] = ()
     exec_events: bool = True
@@ -168,7 +244,17 @@ class Config:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     shell: ShellConfig = field(default_factory=ShellConfig)
     exec_hash: ExecHashConfig = field(default_factory=ExecHashConfig)
+    outputs: OutputsConfig = field(default_factory=OutputsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     source: str = EMBEDDED_NAME
+
+    @property
+    def health_dir(self) -> Path:
+        return self.health.directory or self.state_dir / "health"
+
+    def spool_dir(self, out: SyslogOutput) -> Path:
+        return out.spool_dir or self.state_dir / "spool" / out.key
 
     @property
     def failed_errno_numbers(self) -> frozenset[int]:

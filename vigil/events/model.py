@@ -13,6 +13,10 @@ import enum
 import ipaddress
 import socket
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vigil.enrich.containers import ContainerInfo
 
 SCHEMA_VERSION = 1
 
@@ -90,8 +94,12 @@ class Process:
     user_name: str | None = None
     group_name: str | None = None
     euser_name: str | None = None
-    container_id: str | None = None
+    container: ContainerInfo | None = None   # vigil.enrich.containers, from the cgroup
     enriched: bool = False  # set once the pipeline has filled the fields above
+
+    @property
+    def container_id(self) -> str | None:
+        return self.container.id if self.container is not None else None
 
     @property
     def entity_id(self) -> str:

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Final
 
+from vigil.enrich.containers import ContainerResolver
 from vigil.enrich.exehash import ExeHasher
 from vigil.enrich.process import ProcessTable
 from vigil.enrich.users import NameCache
@@ -99,6 +100,7 @@ class Pipeline:
         truncated: TruncatedPaths | None = None,
         unix_watched: Callable[[bytes], bool] | None = None,
         exe_hasher: ExeHasher | None = None,
+        containers: ContainerResolver | None = None,
     ) -> None:
         # True when the kernel side sees closes only as syscalls (the tracepoint backend): an
         # exit then ends the writes of every file the process still held. The VFS backends see
@@ -116,6 +118,7 @@ class Pipeline:
         # here, not in a later stage: the sooner, the likelier a process with no file name
         # left (a memfd) still runs, and its image can be read
         self._hasher = exe_hasher
+        self._containers = containers
         self._forget = forget_open_file
         self._open: OrderedDict[int, _OpenFile] = OrderedDict()
         self._by_tgid: dict[int, set[int]] = {}
@@ -326,6 +329,8 @@ class Pipeline:
             return
         p.enriched = True
         self._procs.enrich(p)
+        if self._containers is not None:
+            p.container = self._containers.lookup(p.pid, p.cgroup_id, start_time=p.start_time)
         names = self._names
         p.user_name = names.user(p.uid)
         p.euser_name = p.user_name if p.euid == p.uid else names.user(p.euid)

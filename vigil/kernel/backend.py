@@ -254,6 +254,23 @@ class KernelBackend:
                 n += 1
         return n
 
+    def update_watches(self, include: Iterable[bytes]) -> tuple[int, int]:
+        """Makes the kernel's watch list ``include`` without a moment in which a path on both
+        the old and the new list is unwatched: new entries are added first, then the entries
+        no longer wanted removed. Returns (added, removed)."""
+        m = self.obj.map("watched")
+        want = {watch_key(p): i for i, p in enumerate(include)}
+        have = set(m.keys())
+        added = 0
+        for key, i in want.items():
+            if key not in have:
+                m.update(key, _WATCH_VAL.pack(layout.WATCH_INCLUDE, i))
+                added += 1
+        gone = [key for key in have if key not in want]
+        for key in gone:
+            m.delete(key)
+        return added, len(gone)
+
     def add_watch(self, path: bytes) -> None:
         """One more watched name (a symlink leading into a watched tree)."""
         m = self.obj.map("watched")

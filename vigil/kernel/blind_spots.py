@@ -11,6 +11,9 @@ COMMON_BLIND_SPOTS = (
     "mknod(2) of a regular file (created empty); xattr changes submitted through io_uring",
     "who-data of io_uring operations run by io-wq workers is the worker's on kernels where "
     "those are kernel threads (before 5.12)",
+    "file changes in a container (another mount namespace or a chroot) are named as the "
+    "container sees them: a watched host directory bind-mounted at another path inside it is "
+    "not matched (the same path inside and outside is; execs in containers are reported)",
 )
 
 BLIND_SPOTS: dict[str, tuple[str, ...]] = {

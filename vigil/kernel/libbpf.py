@@ -155,6 +155,7 @@ _LIBBPF_PROTOS: dict[str, tuple[Any, list[Any]]] = {
     "perf_buffer__epoll_fd": (c_int, [_ptr]),
     "perf_buffer__consume_buffer": (c_int, [_ptr, c_size_t]),
     "perf_buffer__buffer_cnt": (c_size_t, [_ptr]),
+    "perf_buffer__buffer": (c_int, [_ptr, c_int, POINTER(_ptr), POINTER(c_size_t)]),
 }
 
 _LIBC_PROTOS: dict[str, tuple[Any, list[Any]]] = {
@@ -599,6 +600,28 @@ def perf_buffer__epoll_fd(pb: int) -> int:
 
 def perf_buffer__buffer_cnt(pb: int) -> int:
     return int(lib().perf_buffer__buffer_cnt(pb))
+
+
+def perf_buffer__header(pb: int, idx: int) -> tuple[memoryview, int] | None:
+    """The control page (struct perf_event_mmap_page) of buffer ``idx``, read-only, and the
+    size of its data area, through libbpf's perf_buffer__buffer: data_head and data_tail say
+    how full that CPU's buffer is. None when that CPU has no buffer. The page is valid until
+    perf_buffer__free."""
+    base, size = _ptr(), c_size_t()
+    ret = lib().perf_buffer__buffer(pb, idx, ctypes.byref(base), ctypes.byref(size))
+    if ret == -_errno.ENOENT:
+        return None
+    check_int(ret, f"perf_buffer__buffer({idx})")
+    if not base.value:
+        return None
+    page = (ctypes.c_char * PERF_HEADER_BYTES).from_address(base.value)
+    return memoryview(page).cast("B").toreadonly(), int(size.value)
+
+
+# struct perf_event_mmap_page's fields this module reads (uapi/linux/perf_event.h; fixed)
+PERF_HEADER_BYTES = 1040
+PERF_DATA_HEAD = 1024
+PERF_DATA_TAIL = 1032
 
 
 def perf_buffer__consume_buffer(pb: int, idx: int) -> bool:

@@ -23,10 +23,14 @@ from __future__ import annotations
 import contextlib
 import mmap
 import select
+import struct
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 from vigil.kernel import libbpf
+
+_U64 = struct.Struct("=Q")
 
 # A record is at most the BPF side's EVBUF_SIZE (~8.3 KiB); a CPU's buffer must hold a few.
 MIN_BUFFER_BYTES = 64 << 10
@@ -57,6 +61,9 @@ class PerfReader:
         self._pb: int | None = libbpf.perf_buffer__new(map_fd, page_cnt, self._sample_cb,
                                                        self._lost_cb)
         self._count = libbpf.perf_buffer__buffer_cnt(self._pb)
+        self._lock = threading.Lock()
+        self._headers = [h for i in range(self._count)
+                         if (h := libbpf.perf_buffer__header(self._pb, i)) is not None and h[1]]
         self._poll = select.poll()
         self._poll.register(libbpf.perf_buffer__epoll_fd(self._pb), select.POLLIN)
 
@@ -89,8 +96,26 @@ class PerfReader:
         self.records += len(batch)
         yield from batch
 
+    def fill_ratio(self) -> float | None:
+        """How full the fullest CPU's buffer is, 0..1: bytes perf wrote that libbpf has not
+        consumed yet (data_head - data_tail of its control page) over the buffer's size.
+        Callable from another thread while ``drain`` runs; None once closed."""
+        with self._lock:
+            if self._pb is None:
+                return None
+            worst = 0.0
+            for page, size in self._headers:
+                head = _U64.unpack_from(page, libbpf.PERF_DATA_HEAD)[0]
+                tail = _U64.unpack_from(page, libbpf.PERF_DATA_TAIL)[0]
+                worst = max(worst, min(max(head - tail, 0) / size, 1.0))
+            return worst
+
     def close(self) -> None:
-        pb, self._pb = self._pb, None
+        with self._lock:  # fill_ratio reads pages perf_buffer__free unmaps
+            pb, self._pb = self._pb, None
+            for page, _ in self._headers:
+                page.release()
+            self._headers = []
         if pb is not None:
             libbpf.perf_buffer__free(pb)  # closes the epoll fd too
 

@@ -96,11 +96,26 @@ class RingReader:
             if cons != start:
                 self._consumer[0:8] = _U64.pack(cons)
 
+    def fill_ratio(self) -> float | None:
+        """How full the ring is, 0..1: bytes the kernel wrote that this reader has not consumed
+        yet, over the ring's size, from the two positions in the shared pages. Safe to call
+        from another thread (two 8-byte loads, no state changed); None once closed."""
+        try:
+            cons = _U64.unpack_from(self._consumer, 0)[0]
+            prod = _U64.unpack_from(self._data, 0)[0]
+        except ValueError:  # mapping closed
+            return None
+        return min(max(prod - cons, 0) / self._size, 1.0)
+
     def close(self) -> None:
+        """Unmaps the ring. After an error in the middle of a batch, a traceback may still
+        hold views of it: the mappings then go with the last of them (no second error over
+        the first)."""
         self._epoll.close()
         self._view.release()
-        self._data.close()
-        self._consumer.close()
+        for m in (self._data, self._consumer):
+            with contextlib.suppress(BufferError):
+                m.close()
 
     def __enter__(self) -> RingReader:
         return self

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, overload
 
+import orjson
+
 from vigil.fim.model import FimEvent
 from vigil.outputs.base import Output
 from vigil.outputs.ecs import to_ecs
@@ -32,11 +34,12 @@ def ecs_document(ev: Output, host: dict[str, Any]) -> dict[str, Any]:
 class Batch(Sequence[Output]):
     """The outputs of one step of the agent (a sequence of them) and their ECS documents."""
 
-    __slots__ = ("_docs", "_events", "host")
+    __slots__ = ("_docs", "_events", "_json", "host")
 
     def __init__(self, events: Sequence[Output], host: dict[str, Any]) -> None:
         self._events = list(events)
         self._docs: list[dict[str, Any]] = []
+        self._json: list[bytes] | None = None
         self.host = host
 
     def __len__(self) -> int:
@@ -66,11 +69,26 @@ class Batch(Sequence[Output]):
             self.doc(len(self._events) - 1)
         return self._docs
 
+    def json(self) -> list[bytes]:
+        """Every ECS document serialised (no newline), once for all the sinks that send
+        ECS JSON (the JSON lines, syslog)."""
+        if self._json is None:
+            dumps = orjson.dumps
+            self._json = [dumps(d) for d in self.docs()]
+        return self._json
+
     def extended(self, more: Sequence[Output]) -> Batch:
         """This batch followed by ``more``, with the documents rendered so far."""
         out = Batch(self._events + list(more), self.host)
         out._docs = list(self._docs)
         return out
+
+
+def ecs_json(events: Sequence[Output], host: dict[str, Any]) -> list[bytes]:
+    """The ECS documents of a batch as JSON (no newline): a ``Batch``'s own, else made now."""
+    if isinstance(events, Batch):
+        return events.json()
+    return [orjson.dumps(ecs_document(ev, host)) for ev in events]
 
 
 def ecs_documents(events: Sequence[Output], host: dict[str, Any]) -> list[dict[str, Any]]:

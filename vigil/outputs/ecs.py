@@ -17,6 +17,7 @@ import socket
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from vigil.enrich.containers import ecs_fields as container_fields
 from vigil.events.model import (
     SCHEMA_VERSION,
     Event,
@@ -91,7 +92,7 @@ def _who_key(p: Process) -> tuple[object, ...]:
             p.egid, p.auid, p.session_id, p.comm, p.cgroup_id, p.mnt_ns, p.executable,
             tuple(p.args) if p.args is not None else None, p.parent_executable,
             tuple(p.parent_args) if p.parent_args is not None else None, p.user_name,
-            p.euser_name, p.group_name, p.container_id)
+            p.euser_name, p.group_name, p.container)
 
 
 _WHO_CACHE: dict[tuple[object, ...], tuple[dict[str, Any], dict[str, Any]]] = {}
@@ -161,8 +162,8 @@ def _build_who(p: Process) -> tuple[dict[str, Any], dict[str, Any]]:
         "mnt_ns": p.mnt_ns,
         "start_ticks": p.start_time,
     }
-    if p.container_id:
-        out["container"] = {"id": p.container_id}
+    if p.container is not None:
+        out.update(container_fields(p.container))
     return out, vp
 
 
