@@ -112,8 +112,14 @@ class Agent:
         self._report_uprobes(self._backend)
         with self._backend as backend:
             if self.health is not None:
-                self.health.prepare()
-                self.watching.health_dir = os.fsencode(self.health.directory).rstrip(b"/")
+                try:
+                    self.health.prepare()
+                    self.watching.health_dir = os.fsencode(self.health.directory).rstrip(b"/")
+                except OSError as err:   # a read-only state directory: the rest runs
+                    log.warning("health check off: cannot use %s: %s (set health.directory "
+                                "to a writable place)", self.health.directory,
+                                err.strerror or err)
+                    self.health = None
             n = self.watching.start(backend)
             procs = ProcessTable()
             procs.load_from_proc()

@@ -64,6 +64,7 @@ class HealthCheck:
         self._next = 0.0                  # monotonic time of the next check (0: at once)
         self._child = 0                   # the pid acting, while a check runs
         self._unreaped: set[int] = set()
+        self._exits: set[int] = set()     # the children whose exit is still to come
         self._t0 = 0.0
         self._started_ns = 0
         self._path = b""
@@ -111,6 +112,9 @@ class HealthCheck:
             os._exit(code)
         self._child = pid
         self._unreaped.add(pid)
+        if len(self._exits) > 64:   # exits never seen (exec events off): forget the oldest
+            self._exits.clear()
+        self._exits.add(pid)
 
     def observe(self, events: Sequence[Event]) -> list[Event]:
         """The batch without the health directory's events and the child's exit; the steps
@@ -122,7 +126,8 @@ class HealthCheck:
                         and ev.op in STEPS and not ev.errno:
                     self._seen.setdefault(ev.op, time.monotonic() - self._t0)
                 continue
-            if isinstance(ev, ExitEvent) and self._child and ev.process.pid == self._child:
+            if isinstance(ev, ExitEvent) and ev.process.pid in self._exits:
+                self._exits.discard(ev.process.pid)   # its exit may come after the verdict
                 continue
             out.append(ev)
         return out

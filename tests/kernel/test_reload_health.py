@@ -128,3 +128,15 @@ def test_doctor_live_runs_the_check_on_demand(scratch: Path) -> None:
                        capture_output=True, text=True, timeout=scaled(300))
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     assert "Live health check" in p.stdout and "health check passed" in p.stdout, p.stdout
+
+
+def test_an_unusable_health_directory_turns_the_check_off_not_the_agent(scratch: Path) -> None:
+    cfg = config(scratch, ["probe"], health={"directory": "/proc/vigil-no-such/health"})
+    agent = AgentProc(["--config", str(cfg), "--no-fim"], db=scratch / "state" / "b.db").start()
+    try:
+        (line,) = agent.wait_log("health check off", timeout=60)
+        assert "/proc/vigil-no-such/health" in line, line
+        agent.probe(scratch / "probe", timeout=60)   # the agent itself runs
+    finally:
+        rc, _ = agent.stop()
+    assert rc == 0 and not agent.alerts

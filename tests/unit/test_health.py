@@ -46,10 +46,12 @@ def test_the_four_events_pass_and_are_taken_out_of_the_stream(tmp_path: Path) ->
     path = hc._path
     other = FileEvent(1, FileOp.CREATE, b"/etc/passwd", proc(123))
     stranger = FileEvent(1, FileOp.CREATE, path, proc(child + 1))   # not the check's pid
-    events = [other, stranger] + [FileEvent(2, op, path, proc(child)) for op in STEPS] \
-        + [ExitEvent(3, proc(child), 0)]
+    events = [other, stranger] + [FileEvent(2, op, path, proc(child)) for op in STEPS]
     assert hc.observe(events) == [other]
     assert hc.poll(time.monotonic()) == []
+    # the child's exit, even after the verdict, is the check's own; another's is not
+    other_exit = ExitEvent(3, proc(child + 1), 0)
+    assert hc.observe([ExitEvent(3, proc(child), 0), other_exit]) == [other_exit]
     (r,) = results
     assert r.ok and list(r.latency) == ["created", "modified", "mode-changed", "deleted"]
     assert "passed" in r.describe() and hc.passed == 1 and not hc.running
