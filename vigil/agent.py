@@ -174,6 +174,7 @@ class Agent:
                 reader.wait(self.poll_interval)
             else:
                 self._stopping()   # the service manager knows at once; the drain follows
+            first = reader.records
             while True:  # drain in bounded batches until the ring is empty
                 before = reader.records
                 w.new_batch()
@@ -198,7 +199,8 @@ class Agent:
                 if reader.records == before or (
                         not stopping and time.monotonic() >= next_stats):
                     break
-            self.stats.idle()
+            if reader.records == first:
+                self.stats.idle()   # nothing came: nothing waits (the lag of a batch stays)
             self.notifier.watchdog()
             if self._fim is not None:
                 self._emit(self._fim.tick(time.time_ns()))

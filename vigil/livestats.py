@@ -33,7 +33,7 @@ class LiveStats:
             self.lag = max(0.0, (time.time_ns() - ts) / 1e9)
 
     def idle(self) -> None:
-        """The ring is empty: nothing waits, no lag."""
+        """A wait brought nothing: nothing waits, no lag."""
         self.lag = 0.0
 
     def ring_fill(self) -> float | None:
