@@ -44,7 +44,7 @@ from vigil.losses import (
     decoder_counts,
     kind_of,
 )
-from vigil.outputs.base import Output, Sink
+from vigil.outputs.base import Output, Sink, output_stats
 from vigil.outputs.batch import Batch
 from vigil.outputs.ecs import host_fields
 from vigil.rules.alert import Alert
@@ -335,12 +335,8 @@ class Agent:
         """Events an output had to drop since the last look (a syslog spool past its bound:
         the oldest go), as events-lost events of kind ``output:NAME`` for every output."""
         lost: list[Event] = []
-        for sink in self.sinks:
-            stats = getattr(sink, "stats", None)
-            name = getattr(sink, "name", None)
-            if stats is None or not isinstance(name, str):
-                continue
-            dropped = int(stats().get("dropped", 0))
+        for name, stats in output_stats(self.sinks).items():
+            dropped = int(stats.get("dropped", 0))
             new = dropped - self._output_drops.get(name, 0)
             if new > 0:
                 self._output_drops[name] = dropped

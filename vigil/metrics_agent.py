@@ -8,28 +8,14 @@ the agent's thread keeps (copies of dicts, no locks on the hot path).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from vigil.agent import Agent
 from vigil.metrics import Snapshot, lost_per_kind
+from vigil.outputs.base import output_stats
 
 # RunSummary.delivered's keys (event class names) -> the kind label users read
 _KINDS = {"net": "network", "cred": "privilege", "sec": "tampering",
           "lostevents": "events-lost"}
-
-
-def _outputs(agent: Agent) -> tuple[dict[str, int], dict[str, int]]:
-    spool: dict[str, int] = {}
-    dropped: dict[str, int] = {}
-    for sink in list(agent.sinks):
-        stats: Callable[[], dict[str, Any]] | None = getattr(sink, "stats", None)
-        name = getattr(sink, "name", None)
-        if stats is None or not isinstance(name, str):
-            continue
-        st = stats()
-        spool[name] = int(st.get("spool_bytes", 0))
-        dropped[name] = int(st.get("dropped", 0))
-    return spool, dropped
 
 
 def snapshot_of(agent: Agent) -> Callable[[], Snapshot]:
@@ -39,13 +25,14 @@ def snapshot_of(agent: Agent) -> Callable[[], Snapshot]:
         backend = agent.backend
         health = agent.health
         last = health.last if health is not None else None
-        spool, dropped = _outputs(agent)
+        outputs = output_stats(agent.sinks)
         return Snapshot(
             events=events, lost=lost_per_kind(dict(s.drops)),
             ring_fill=agent.stats.ring_fill(),
             pipeline_lag_seconds=agent.stats.lag,
             alerts=dict(agent.stats.alerts),
-            spool_bytes=spool, output_dropped=dropped,
+            spool_bytes={k: int(st.get("spool_bytes", 0)) for k, st in outputs.items()},
+            output_dropped={k: int(st.get("dropped", 0)) for k, st in outputs.items()},
             process_table_size=agent.stats.process_count(),
             backend=backend.name if backend is not None else "",
             event_buffer=backend.event_buffer if backend is not None else "",

@@ -222,3 +222,36 @@ def test_failed_proc_reads_are_counted(tmp_path: Path) -> None:
     gone.executable = gone.args = None
     pl.process([FileEvent(1, FileOp.DELETE, b"/w/x", gone)])
     assert pl.counts()["proc_read_failed"] == 2  # the process and its parent
+
+
+class Spooled(Collect):
+    """A sink that drops (a syslog spool past its bound) and says so in its stats."""
+
+    name = "siem"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = 0
+
+    def stats(self) -> dict[str, int]:
+        return {"dropped": self.dropped, "spool_bytes": 0}
+
+
+def test_an_outputs_drops_are_an_events_lost_in_every_output(tmp_path: Path) -> None:
+    cfg = tmp_path / "vigil.yaml"
+    cfg.write_text(f"database: {tmp_path}/b.db\nstate_dir: {tmp_path}/s\n"
+                   f"directories:\n  - path: {tmp_path}\n")
+    spooled, other = Spooled(), Collect()
+    a = Agent(load_config(cfg), [spooled, other])
+    fim = FakeFim()
+    a._fim = cast(Any, fim)
+    backend = FakeBackend()
+    a._check_drops(cast(Any, backend), {})
+    assert other.events == []
+    spooled.dropped = 7
+    a._check_drops(cast(Any, backend), {})
+    a._check_drops(cast(Any, backend), {})           # nothing new: nothing said
+    for sink in (spooled, other):
+        (lost,) = sink.events
+        assert isinstance(lost, LostEvents) and (lost.kind, lost.count) == ("output:siem", 7)
+    assert fim.rescans == 0                            # the watched files lost nothing

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from vigil.events.model import Event
 from vigil.fim.model import FimEvent
@@ -34,3 +34,15 @@ def write_all(fd: int, data: bytes) -> None:
     while view:
         n = os.write(fd, view)
         view = view[n:]
+
+
+def output_stats(sinks: Sequence[object]) -> dict[str, dict[str, Any]]:
+    """The counters of the sinks that keep some (a syslog sink: spool bytes, dropped...), by
+    output name; sinks without a ``name`` and ``stats()`` are left out."""
+    out: dict[str, dict[str, Any]] = {}
+    for sink in list(sinks):
+        stats = getattr(sink, "stats", None)
+        name = getattr(sink, "name", None)
+        if stats is not None and isinstance(name, str):
+            out[name] = stats()
+    return out
