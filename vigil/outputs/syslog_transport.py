@@ -19,6 +19,9 @@ vigil.outputs.syslog.
   ``ca_file`` or the system's store, the name checked (``server_name`` or the host). One TLS
   record per send; the TCP position where each ends is noted (bytes acknowledged + TIOCOUTQ),
   so the same rewind works in records, eight more (128 KiB) for what a receiver's TLS layer holds.
+  A close is never taken as graceful here: the receiver's TLS library reads ahead of what its
+  program has parsed, so a FIN does not say the messages were taken (rsyslog's gtls driver lost
+  763 messages read before a restart when it was trusted).
 - **unix** (``/dev/log``-style SOCK_DGRAM) and **udp**: one datagram per message, without the
   frame's length. A message longer than ``DGRAM_MAX`` is cut there (at a UTF-8 character
   boundary) and counted in ``truncated``: send big alerts over tcp or tls. A unix socket pushes
@@ -282,6 +285,7 @@ class StreamTransport:
         if got is None or not self._history:
             return
         acked, wnd = got
+        graceful = graceful and not self._tls
         unread = 0 if graceful else max(self._wnd_max, self._wnd_max - wnd)
         start = max(acked - unread, 0)          # in the TCP stream
         if self._tls:
