@@ -79,19 +79,23 @@ class PrivilegeTracker:
                 who = e.process
                 changed.setdefault((who.pid, who.start_time, who.tid), set()).add(_ids_new(e))
         out: list[Event] = []
+        last: Process | None = None    # the process of the event before, if not a change
         for ev in events:
             p: Process | None = getattr(ev, "process", None)
-            if p is None:
+            if p is None or p is last:  # the same record's who-data: the same credentials
                 out.append(ev)
                 continue
             key = (p.pid, p.start_time, p.tid)
             if isinstance(ev, CredEvent):
                 self._see(key, _ids_new(ev))
                 out.append(ev)
+                last = None
                 continue
+            last = p
             now = _ids(p)
             before = self._see(key, now)
-            if before is not None and _rooted(before, now) and now not in changed.get(key, ()):
+            if before is not None and before != now and _rooted(before, now) \
+                    and now not in changed.get(key, ()):
                 self.inferred += 1
                 out.append(CredEvent(ev.timestamp_ns, CredOp.ESCALATION, p, _creds(before),
                                      _creds(now), inferred=True))

@@ -204,7 +204,7 @@ class Decoder:
     Records of one process carry the same who-data block; it is decoded once and the Process
     object shared by its events (so enrichment and rendering run once per process, not once per
     event). An exec changes what a process is without changing that block's identity fields, so
-    every exec empties the cache.
+    an exec forgets every block of its process (by pid: the others go on being shared).
 
     ``malformed`` counts the records dropped because they cannot be events, by reason (see
     MALFORMED_REASONS): "short" (shorter than the header or its kind's struct), "bad-length"
@@ -218,6 +218,7 @@ class Decoder:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self._procs: dict[bytes, Process] = {}
+        self._keys: dict[int, list[bytes]] = {}   # pid -> its blocks in _procs
         self.malformed: Counter[str] = Counter()
 
     def _proc(self, buf: memoryview | bytes, fresh: bool = False) -> Process:
@@ -234,9 +235,15 @@ class Decoder:
             parent_start_time=pstart // tick, uid=uid, gid=gid, euid=euid, egid=egid, auid=auid,
             session_id=ses, comm=comm.split(b"\0", 1)[0], cgroup_id=cgroup, mnt_ns=mntns,
         )
-        if fresh or len(self._procs) >= self._CACHE_MAX:
-            self._procs.clear()
-        self._procs[key] = p
+        procs, keys = self._procs, self._keys
+        if fresh:
+            for k in keys.pop(pid, ()):
+                procs.pop(k, None)
+        if len(procs) >= self._CACHE_MAX:
+            procs.clear()
+            keys.clear()
+        procs[key] = p
+        keys.setdefault(pid, []).append(key)
         return p
 
     def decode(self, buf: memoryview | bytes) -> Decoded | None:
@@ -288,24 +295,22 @@ class Decoder:
         path = bytes(buf[start:start + plen])
         path2 = bytes(buf[start + plen:start + plen + p2len]) if p2len else None
         if op == OP_OPEN_WRITE:
-            proc = self._proc(buf)
-            ev = FileEvent(ts, FileOp.CREATE, path, proc, inode=ino, device=dev, flags=flags,
-                           mode=mode)
+            ev = FileEvent(ts, FileOp.CREATE, path, self._proc(buf), 0, None, mode, None, None,
+                           ino, dev, flags)
             created = bool(flags & _F_CREATED)
             return RawFile(ev, file_id, created, not created and bool(oflags & os.O_TRUNC))
         fop = _FILE_OPS.get(op)
         if fop is None:
             self.malformed["unknown-op"] += 1
             return None
-        proc = self._proc(buf)
+        chown = fop is FileOp.CHOWN
+        # positional: a dataclass's __init__ with keywords costs three times as much
         return FileEvent(
-            timestamp_ns=ts, op=fop, path=path, process=proc, errno=-ret if ret < 0 else 0,
-            target_path=path2,
-            mode=mode if fop in _MODE_OPS else None,
-            owner_uid=None if ouid == NO_ID or fop != FileOp.CHOWN else ouid,
-            owner_gid=None if ogid == NO_ID or fop != FileOp.CHOWN else ogid,
-            inode=ino or None, device=dev or None, flags=flags, file_id=file_id,
-        )
+            ts, fop, path, self._proc(buf), -ret if ret < 0 else 0, path2,
+            mode if fop in _MODE_OPS else None,
+            ouid if chown and ouid != NO_ID else None,
+            ogid if chown and ogid != NO_ID else None,
+            ino or None, dev or None, flags, "kernel", file_id)
 
     def _net(self, buf: memoryview | bytes, ts: int, flags: int) -> NetEvent | None:
         (op, ret, family, protocol, lport, rport, laddr, raddr, sock_id, plen,

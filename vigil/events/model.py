@@ -96,6 +96,9 @@ class Process:
     euser_name: str | None = None
     container: ContainerInfo | None = None   # vigil.enrich.containers, from the cgroup
     enriched: bool = False  # set once the pipeline has filled the fields above
+    # what an output made of this process once it was enriched (vigil.outputs.ecs: its ECS
+    # who-data parts), for the next event of the same process; never part of equality
+    rendered: object = field(default=None, repr=False, compare=False)
 
     @property
     def container_id(self) -> str | None:

@@ -160,7 +160,7 @@ class Pipeline:
         which bounds that window."""
         if ev.op not in _DIR_CHANGING or not self._dirs:
             return
-        gone = normalize(ev.path)
+        gone = normalize(ev.path) if ev.flags & F_UNNORMALIZED else ev.path
         below = gone + b"/"
         stale = [k for k, v in self._dirs.items()
                  if k == gone or v == gone or k.startswith(below) or v.startswith(below)]

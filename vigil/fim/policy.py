@@ -65,12 +65,27 @@ class Policy:
         # parent directory -> whether every ancestor up to its watched root may be watched
         self._ancestors_ok: dict[bytes, bool] = {}
         self._ignore: dict[bytes, _Matcher] = {}
+        self._roots = {d.path: d for d in reversed(self._dirs)}   # the first of a path wins
+        # a directory -> the configured tree it lies in (None: none): every path below it but
+        # a configured root itself lies in the same tree, so one look-up per event
+        self._owner: dict[bytes, DirectoryConfig | None] = {}
 
     def directory_for(self, path: bytes) -> DirectoryConfig | None:
-        for d in self._dirs:
-            if under(d.path, path):
-                return d
-        return None
+        d = self._roots.get(path)
+        if d is not None:
+            return d
+        parent = path.rpartition(b"/")[0] or b"/"
+        if parent == path or not path.startswith(b"/"):
+            return next((d for d in self._dirs if under(d.path, path)), None)
+        try:
+            return self._owner[parent]
+        except KeyError:
+            pass
+        found = next((d for d in self._dirs if under(d.path, parent)), None)
+        if len(self._owner) >= _ANCESTOR_CACHE_MAX:
+            self._owner.clear()
+        self._owner[parent] = found
+        return found
 
     def ignored(self, path: bytes, dcfg: DirectoryConfig) -> bool:
         m = self._ignore.get(dcfg.path)

@@ -56,28 +56,74 @@ class Reconciler:
         self.policy = Policy(config)
         self.diffs = ContentDiffs(config, store, self.policy)
         self.pending: dict[bytes, _Pending] = {}
+        self._closed: set[bytes] = set()   # pending writes closed, to files that existed
         self._dirty_parents: set[bytes] = set()
+        # the baseline rows of one batch's paths, read in one query and kept current by this
+        # batch's writes (None: no row); emptied after the batch (a scan may write meanwhile)
+        self._rows: dict[bytes, FileRecord | None] = {}
 
     # -- entry points --------------------------------------------------------------------------
 
     def handle(self, events: Iterable[FileEvent], now_ns: int) -> list[FimEvent]:
         """Apply a batch of file events; FIM events for what could be settled now."""
         out: list[FimEvent] = []
+        done = [ev for ev in events if not ev.failed]  # a failed attempt changed nothing
         with self.store.transaction():
-            for ev in events:
-                if ev.failed:
-                    continue  # a failed attempt changed nothing on disk
-                out += self._one(ev)
-            # Once per directory per batch: a burst in one directory touches its row once.
-            for parent in sorted(self._dirty_parents):
-                self._refresh_dir(parent)
-            self._dirty_parents.clear()
-            # Closed writes to files that already existed: hashed once per batch.
-            for path in [p for p, pd in self.pending.items() if pd.closed and not pd.created]:
-                pd = self.pending.pop(path)
-                out += self._settle(path, pd.process, now_ns)
-            self.diffs.enforce_quota(now_ns)
+            try:
+                self._prefetch(done)
+                for ev in done:
+                    out += self._one(ev)
+                # Once per directory per batch: a burst in one directory touches its row once.
+                for parent in sorted(self._dirty_parents):
+                    self._refresh_dir(parent)
+                self._dirty_parents.clear()
+                # Closed writes to files that already existed: hashed once per batch.
+                for path in sorted(self._closed):
+                    if (pd := self._pop(path)) is not None:
+                        out += self._settle(path, pd.process, now_ns)
+                self.diffs.enforce_quota(now_ns)
+            finally:
+                self._rows.clear()
         return out
+
+    def _prefetch(self, events: list[FileEvent]) -> None:
+        """Every row this batch may read, in one query per 500 paths: the events' paths and
+        their directories."""
+        want: set[bytes] = set()
+        for ev in events:
+            want.add(ev.path)
+            want.add(ev.path.rpartition(b"/")[0] or b"/")
+            if ev.target_path is not None:
+                want.add(ev.target_path)
+                want.add(ev.target_path.rpartition(b"/")[0] or b"/")
+        want.update(self._closed)
+        got = self.store.get_many(sorted(want))
+        self._rows = {p: got.get(p) for p in want}
+
+    # -- the baseline, through the batch's rows -------------------------------------------------
+
+    def _get(self, path: bytes) -> FileRecord | None:
+        try:
+            return self._rows[path]
+        except KeyError:
+            return self.store.get(path)
+
+    def _put(self, rec: FileRecord) -> None:
+        self.store.put_many([rec])
+        if self._rows:
+            self._rows[rec.path] = rec
+
+    def _delete_rows(self, path: bytes, subtree: bool) -> None:
+        if subtree:
+            self.store.delete_subtree(path)
+            self._rows.clear()      # rows below it are gone too: read them again
+        self.store.delete_many([path])
+        if self._rows:
+            self._rows[path] = None
+
+    def _pop(self, path: bytes) -> _Pending | None:
+        self._closed.discard(path)
+        return self.pending.pop(path, None)
 
     def flush(self, now_ns: int) -> list[FimEvent]:
         """Settle files quiet for ``quiet_ns`` (created files, writes never seen closed)."""
@@ -86,7 +132,8 @@ class Reconciler:
         if due:
             with self.store.transaction():
                 for path in due:
-                    out += self._settle(path, self.pending.pop(path).process, now_ns)
+                    if (pd := self._pop(path)) is not None:
+                        out += self._settle(path, pd.process, now_ns)
                 self.diffs.enforce_quota(now_ns)
         return out
 
@@ -97,7 +144,7 @@ class Reconciler:
     def rescan(self, paths: list[bytes]) -> Iterator[FimEvent]:
         """After dropped events: rescan the watched trees holding ``paths``."""
         for p in paths:
-            self.pending.pop(p, None)
+            self._pop(p)
         return Scanner(self.config, self.store).scan("rescan", roots=paths)
 
     # -- one event -----------------------------------------------------------------------------
@@ -112,15 +159,18 @@ class Reconciler:
             if ev.target_path and op in (FileOp.RENAME, FileOp.LINK):
                 self._refresh_parent(ev.target_path)
         if op == FileOp.CREATE:
+            self._closed.discard(path)
             self.pending[path] = _Pending(ev.process, now, created=True, closed=False)
             return []
         if op in _CONTENT_OPS:
             pd = self.pending.get(path)
             closed = op == FileOp.MODIFY
             if pd is None:
-                self.pending[path] = _Pending(ev.process, now, False, closed)
+                pd = self.pending[path] = _Pending(ev.process, now, False, closed)
             else:
                 pd.process, pd.last_ns, pd.closed = ev.process, now, pd.closed or closed
+            if pd.closed and not pd.created:
+                self._closed.add(path)
             return []
         if op in _ATTR_OPS:
             if path in self.pending:
@@ -143,7 +193,7 @@ class Reconciler:
         self._dirty_parents.add(path.rsplit(b"/", 1)[0] or b"/")
 
     def _refresh_dir(self, parent: bytes) -> None:
-        old = self.store.get(parent)
+        old = self._get(parent)
         if old is None:
             return
         try:
@@ -151,63 +201,62 @@ class Reconciler:
         except OSError:
             return
         old.size, old.mtime_ns, old.ctime_ns = st.st_size, st.st_mtime_ns, st.st_ctime_ns
-        self.store.put_many([old])
+        self._put(old)
 
     def _refresh_ctime(self, path: bytes) -> None:
-        old = self.store.get(path)
+        old = self._get(path)
         try:
             st = os.lstat(path)
         except OSError:
             return
         if old is not None and old.inode == st.st_ino:
             old.ctime_ns = st.st_ctime_ns
-            self.store.put_many([old])
+            self._put(old)
 
     def _live(self, path: bytes | None) -> bool:
         dcfg = self.policy.directory_for(path) if path else None
         return dcfg is not None and dcfg.realtime
 
     def _delete(self, path: bytes, process: Process, now: int) -> list[FimEvent]:
-        self.pending.pop(path, None)
-        old = self.store.get(path)
+        self._pop(path)
+        old = self._get(path)
         if old is None:
             return []
-        if old.kind == "dir":
-            self.store.delete_subtree(path)
-        self.store.delete_many([path])
+        self._delete_rows(path, subtree=old.kind == "dir")
         dcfg = self.policy.directory_for(path)
         return [FimEvent("deleted", path, "realtime", now, before=old.to_dict(), process=process,
                          tags=dcfg.tags if dcfg else ())]
 
     def _rename(self, src: bytes, dst: bytes, process: Process, now: int) -> list[FimEvent]:
-        pd = self.pending.pop(src, None)
-        self.pending.pop(dst, None)
+        pd = self._pop(src)
+        self._pop(dst)
         writer = pd.process if pd else process
-        old_src = self.store.get(src)
+        old_src = self._get(src)
         dst_watched = self._live(dst)
-        old_dst = self.store.get(dst) if dst_watched else None
+        old_dst = self._get(dst) if dst_watched else None
         if old_src is None or old_dst is not None:
             # A name new to the baseline (a temp file, however long it lived) replacing the
             # target: that is the target's modification, by whoever wrote the replacement.
             if old_src is not None:
-                self.store.delete_many([src])
+                self._delete_rows(src, subtree=False)
             if not dst_watched:
                 return []
             out = self._settle(dst, writer, now)
             for ev in out:
                 ev.old_path = src if old_src is not None else ev.old_path
             return out
-        self.store.delete_many([src])
+        self._delete_rows(src, subtree=False)
         if not dst_watched:
             src_cfg = self.policy.directory_for(src)
             return [FimEvent("deleted", src, "realtime", now, before=old_src.to_dict(),
                              process=process, tags=src_cfg.tags if src_cfg else ())]
         if old_src.kind == "dir":
             self.store.rename_subtree(src, dst)
+            self._rows.clear()      # rows below both names changed: read them again
         # The row moves with the name first: if dst is already gone again (mv a b && rm b),
         # its DELETE still finds a row to report, and nothing vanishes silently.
         moved = replace(old_src, path=dst)
-        self.store.put_many([moved])
+        self._put(moved)
         out = self._settle(dst, process, now, renamed_from=old_src)
         if not out:
             dcfg = self.policy.directory_for(dst)
@@ -235,7 +284,7 @@ class Reconciler:
         if built is None:
             return []
         rec, content = built
-        old = renamed_from or self.store.get(path)
+        old = renamed_from or self._get(path)
         diff = unavailable = None
         if old is None:
             action, changed = "added", []
@@ -246,7 +295,7 @@ class Reconciler:
                 changed = []  # a rename sets the ctime: the rename explains it
             if not changed and renamed_from is None:
                 if lacks_new_fields(old, rec):
-                    self.store.put_many([rec])
+                    self._put(rec)
                 return []
             action = "renamed" if renamed_from else classify(changed, dcfg.hashes)
             if renamed_from is not None:
@@ -255,7 +304,7 @@ class Reconciler:
                 diff, unavailable = self.diffs.update_diff(path, dcfg, content, now, rec.size)
                 if action != "modified":
                     unavailable = None  # a pure rename has no diff to miss
-        self.store.put_many([rec])
+        self._put(rec)
         return [FimEvent(action, path, "realtime", now,
                          old_path=renamed_from.path if renamed_from else None,
                          changed_attributes=changed, before=old.to_dict() if old else None,

@@ -12,11 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, overload
 
-import orjson
-
 from vigil.fim.model import FimEvent
 from vigil.outputs.base import Output
-from vigil.outputs.ecs import to_ecs
+from vigil.outputs.ecs import dumps, is_shared, share, to_ecs
 from vigil.outputs.ecs_alert import alert_to_ecs
 from vigil.outputs.ecs_fim import fim_to_ecs
 from vigil.rules.alert import Alert
@@ -73,7 +71,8 @@ class Batch(Sequence[Output]):
         """Every ECS document serialised (no newline), once for all the sinks that send
         ECS JSON (the JSON lines, syslog)."""
         if self._json is None:
-            dumps = orjson.dumps
+            if not is_shared(self.host):
+                share(self.host)
             self._json = [dumps(d) for d in self.docs()]
         return self._json
 
@@ -88,7 +87,7 @@ def ecs_json(events: Sequence[Output], host: dict[str, Any]) -> list[bytes]:
     """The ECS documents of a batch as JSON (no newline): a ``Batch``'s own, else made now."""
     if isinstance(events, Batch):
         return events.json()
-    return [orjson.dumps(ecs_document(ev, host)) for ev in events]
+    return [dumps(ecs_document(ev, host)) for ev in events]
 
 
 def ecs_documents(events: Sequence[Output], host: dict[str, Any]) -> list[dict[str, Any]]:

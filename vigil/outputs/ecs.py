@@ -17,6 +17,8 @@ import socket
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import orjson
+
 from vigil.enrich.containers import ecs_fields as container_fields
 from vigil.events.model import (
     SCHEMA_VERSION,
@@ -95,21 +97,66 @@ def _who_key(p: Process) -> tuple[object, ...]:
             p.euser_name, p.group_name, p.container)
 
 
-_WHO_CACHE: dict[tuple[object, ...], tuple[dict[str, Any], dict[str, Any]]] = {}
+Who = tuple[dict[str, Any], dict[str, Any]]
+_WHO_CACHE: dict[tuple[object, ...], Who] = {}
 _WHO_CACHE_MAX: Final = 4096
+# The JSON of the parts documents share (the who-data's process/user/group/container objects,
+# the host's), made once: id of the shared object -> (the object, kept alive so that its id is
+# not reused, its orjson.Fragment). Bounded; a part not found is serialised as usual.
+_FRAGMENTS: dict[int, tuple[object, orjson.Fragment]] = {}
+_FRAGMENTS_MAX: Final = 16384
 
 
-def _who(p: Process) -> tuple[dict[str, Any], dict[str, Any]]:
+def _who(p: Process) -> Who:
     """(top-level process/user/group/container fields, vigil.process fields), built once per
     distinct who-data: a burst from one process renders its who-data once. Shared: never
-    mutate what this returns."""
+    mutate what this returns. An enriched process (the pipeline's, which no stage changes
+    after) keeps its own on the object; others are looked up by their fields."""
+    if p.enriched:
+        hit = p.rendered
+        if hit is None:
+            hit = p.rendered = _shared(_build_who(p))
+        return hit  # type: ignore[return-value]
     key = _who_key(p)
-    hit = _WHO_CACHE.get(key)
-    if hit is None:
+    got = _WHO_CACHE.get(key)
+    if got is None:
         if len(_WHO_CACHE) >= _WHO_CACHE_MAX:
             _WHO_CACHE.clear()
-        hit = _WHO_CACHE[key] = _build_who(p)
-    return hit
+        got = _WHO_CACHE[key] = _shared(_build_who(p))
+    return got
+
+
+def _shared(who: Who) -> Who:
+    """Registers the who-data's top-level parts as shared, with their JSON."""
+    for part in who[0].values():
+        share(part)
+    return who
+
+
+def share(part: object) -> None:
+    """``part`` (a dict or list that no one changes from now on) is shared between documents:
+    its JSON is made once, here, and ``dumps`` reuses it."""
+    if len(_FRAGMENTS) >= _FRAGMENTS_MAX:
+        _FRAGMENTS.clear()
+    _FRAGMENTS[id(part)] = (part, orjson.Fragment(orjson.dumps(part)))
+
+
+def is_shared(part: object) -> bool:
+    hit = _FRAGMENTS.get(id(part))
+    return hit is not None and hit[0] is part
+
+
+def dumps(doc: dict[str, Any]) -> bytes:
+    """``orjson.dumps(doc)``, byte for byte, with the shared parts' JSON reused."""
+    frags = _FRAGMENTS
+    out: dict[str, Any] | None = None
+    for k, v in doc.items():
+        hit = frags.get(id(v))
+        if hit is not None and hit[0] is v:
+            if out is None:
+                out = dict(doc)
+            out[k] = hit[1]
+    return orjson.dumps(out if out is not None else doc)
 
 
 def process_to_ecs(p: Process | None) -> dict[str, Any]:
@@ -167,8 +214,11 @@ def _build_who(p: Process) -> tuple[dict[str, Any], dict[str, Any]]:
     return out, vp
 
 
+_ECS: Final[dict[str, Any]] = {"version": ECS_VERSION}   # shared by every document
+
+
 def _base(ts: int, host: dict[str, Any]) -> dict[str, Any]:
-    return {"@timestamp": iso(ts), "ecs": {"version": ECS_VERSION}, "host": host}
+    return {"@timestamp": iso(ts), "ecs": _ECS, "host": host}
 
 
 def _with_who(doc: dict[str, Any], p: Process, vigil: dict[str, Any]) -> dict[str, Any]:
@@ -178,32 +228,43 @@ def _with_who(doc: dict[str, Any], p: Process, vigil: dict[str, Any]) -> dict[st
     return doc
 
 
+_FILE_EVENTS: dict[tuple[FileOp, bool], dict[str, Any]] = {}
+
+
+def _file_event(op: FileOp, failed: bool) -> dict[str, Any]:
+    """The ``event`` object of a file event: one per operation and outcome, shared."""
+    got = _FILE_EVENTS.get((op, failed))
+    if got is None:
+        got = _FILE_EVENTS[op, failed] = {
+            "kind": "event", "category": ["file"], "type": _FILE_TYPES.get(op, ["change"]),
+            "action": op.action, "outcome": "failure" if failed else "success",
+            "module": "vigil", "dataset": "vigil.file"}
+        share(got)
+    return got
+
+
+_OP_NAMES: Final = {op: op.name.lower() for op in FileOp}
+_NEW_NAME_OPS: Final = frozenset({FileOp.RENAME, FileOp.LINK})
+_XATTR_OPS: Final = frozenset({FileOp.SETXATTR, FileOp.REMOVEXATTR})
+
+
 def file_to_ecs(ev: FileEvent, host: dict[str, Any]) -> dict[str, Any]:
-    doc = _base(ev.timestamp_ns, host)
-    event: dict[str, Any] = {
-        "kind": "event",
-        "category": ["file"],
-        "type": _FILE_TYPES.get(ev.op, ["change"]),
-        "action": ev.op.action,
-        "outcome": "failure" if ev.failed else "success",
-        "module": "vigil",
-        "dataset": "vigil.file",
-    }
-    f: dict[str, Any] = {}
-    vfile: dict[str, Any] = {"operation": ev.op.name.lower()}
-    if ev.op in (FileOp.RENAME, FileOp.LINK) and ev.target_path is not None:
+    op, errno, target = ev.op, ev.errno, ev.target_path
+    vfile: dict[str, Any] = {"operation": _OP_NAMES[op]}
+    if target is not None and op in _NEW_NAME_OPS:
         # ECS puts the name the file has now in file.path; the old name goes to vigil.file
-        f.update(path_fields(ev.target_path))
+        f = path_fields(target)
         vfile.update(path_fields(ev.path, "original_path"))
     else:
-        f.update(path_fields(ev.path))
-        if ev.op == FileOp.SYMLINK and ev.target_path is not None:
-            f.update(path_fields(ev.target_path, "target_path"))
-        elif ev.op in (FileOp.SETXATTR, FileOp.REMOVEXATTR) and ev.target_path is not None:
-            vfile["xattr"] = text(ev.target_path)
-    name = f["path"].rsplit("/", 1)
-    f["name"] = name[-1]
-    f["directory"] = name[0] or "/"
+        f = path_fields(ev.path)
+        if target is not None:
+            if op is FileOp.SYMLINK:
+                f.update(path_fields(target, "target_path"))
+            elif op in _XATTR_OPS:
+                vfile["xattr"] = text(target)
+    shown = f["path"]
+    head, sep, f["name"] = shown.rpartition("/")
+    f["directory"] = (head or "/") if sep else shown
     if ev.inode:
         f["inode"] = str(ev.inode)
     if ev.mode is not None:
@@ -212,10 +273,10 @@ def file_to_ecs(ev: FileEvent, host: dict[str, Any]) -> dict[str, Any]:
         f["uid"] = str(ev.owner_uid)
     if ev.owner_gid is not None:
         f["gid"] = str(ev.owner_gid)
-    doc["event"] = event
-    doc["file"] = f
-    if ev.failed:
-        doc["error"] = _error(ev.errno)
+    doc: dict[str, Any] = {"@timestamp": iso(ev.timestamp_ns), "ecs": _ECS, "host": host,
+                           "event": _file_event(op, errno != 0), "file": f}
+    if errno:
+        doc["error"] = _error(errno)
     vfile["source"] = ev.source
     if ev.flags:
         vfile["flags"] = ev.flags
@@ -223,12 +284,15 @@ def file_to_ecs(ev: FileEvent, host: dict[str, Any]) -> dict[str, Any]:
             # the kernel could not walk the path to its end: the path is the part it knows
             # (the last components of a deep path), not a real path; a rescan follows
             vfile["path_truncated"] = True
-    extra: dict[str, Any] = {"file": vfile}
+    top, vp = _who(ev.process)
+    doc.update(top)
+    vigil: dict[str, Any] = {"process": vp, "schema_version": SCHEMA_VERSION, "file": vfile}
     if ev.protected is not None:
-        extra["protected"] = ev.protected   # vigil.ownfiles
+        vigil["protected"] = ev.protected   # vigil.ownfiles
     if ev.sysctl is not None:
-        extra["sysctl"] = ev.sysctl   # vigil.sysctl
-    return _with_who(doc, ev.process, extra)
+        vigil["sysctl"] = ev.sysctl   # vigil.sysctl
+    doc["vigil"] = vigil
+    return doc
 
 
 def exec_to_ecs(ev: ExecEvent, host: dict[str, Any]) -> dict[str, Any]:
