@@ -24,8 +24,6 @@ from vigil.fim.model import SCAN_ACTIONS
 from vigil.fim.scanner import Scanner
 from vigil.fim.store import Store
 from vigil.kernel.errors import VigilError
-from vigil.outputs.ecs_fim import fim_to_ecs
-from vigil.outputs.pretty import fim_to_line
 
 EXIT_OK, EXIT_CHANGED, EXIT_ERROR, EXIT_INCOMPLETE = 0, 1, 2, 3
 
@@ -48,7 +46,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def _report(cfg: Config, args: argparse.Namespace, out: TextIO) -> int:
     db = args.db or cfg.database
     try:
-        store = Store(db)
+        # --init into a new file builds it aside and publishes it whole (vigil.fim.store)
+        store = Store(db, build_new=bool(args.init))
     except VigilError as e:
         hint = "" if args.db else " (use --db PATH for a database you can write)"
         raise type(e)(f"{e}{hint}") from None
@@ -65,12 +64,17 @@ def _report(cfg: Config, args: argparse.Namespace, out: TextIO) -> int:
             if args.init or ev.action in SCAN_ACTIONS:
                 continue  # --init builds a baseline, it does not list changes
             changes += 1
+            # The renderers are imported only when there is something to render: importing
+            # the outputs costs a one-shot run more than scanning thousands of files.
+            from vigil.outputs.ecs_fim import fim_to_ecs
+            from vigil.outputs.pretty import fim_to_line
             if args.format == "json":
                 out.write(json.dumps(fim_to_ecs(ev, host), ensure_ascii=False) + "\n")
             else:
                 out.write(fim_to_line(ev) + "\n")
                 if ev.diff and ev.diff != "binary":
                     out.write("".join(f"    {line}\n" for line in ev.diff.splitlines()))
+        store.publish()
         stats = scanner.stats
         for msg in stats.error_samples:
             print(f"vigil scan: warning: {msg}", file=sys.stderr)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from vigil.config import Config, DirectoryConfig
 from vigil.fim.diffs import ContentDiffs
-from vigil.fim.hashing import Limits, build_record
+from vigil.fim.hashing import Built, Limits, Offload, build_record
 from vigil.fim.model import FileRecord, FimEvent, classify, compare, lacks_new_fields
 from vigil.fim.mounts import pseudo_devices
 from vigil.fim.policy import Policy
@@ -34,8 +34,6 @@ from vigil.fim.walk import Entry, walk
 
 BATCH = 1000
 INLINE_MAX = 256 * 1024  # smaller files are hashed on the walking thread: a thread hop costs more
-
-Built = tuple[FileRecord, bytes | None] | None
 
 
 @dataclass
@@ -182,21 +180,46 @@ class Scanner:
                        scan={"files": files,
                              "duration_s": round(time.monotonic() - started, 3)})
 
-    def _build_all(self, dcfg: DirectoryConfig, batch: list[Entry],
+    def _build_all(self, dcfg: DirectoryConfig, batch: list[Entry], unknown: list[bytes],
                    pool: ThreadPoolExecutor) -> list[Built]:
+        """The batch's records, in order: small files read on this thread, large ones on the
+        pool. A file the walk listed but nothing can be learnt about makes its directory's
+        content unknown (added to ``unknown``), as that stat failing in the walk did."""
+        use_pool = self.config.scan.hash_workers > 1
+        max_size = self.config.scan.max_file_size
+        inline_max = INLINE_MAX if use_pool else None
+        fixed = None if dcfg.report_changes else Limits(max_size, -1, inline_max)
         jobs: list[Future[Built] | Built] = []
         for e in batch:
-            lim = Limits(self.config.scan.max_file_size, self.diffs.content_limit(e.path, dcfg))
-            if e.st.st_size > INLINE_MAX and self.config.scan.hash_workers > 1:
-                jobs.append(pool.submit(build_record, e.path, e.st, dcfg, lim))
+            lim = fixed or Limits(max_size, self.diffs.content_limit(e.path, dcfg), inline_max)
+            st = e.st
+            if st is None:  # a regular file the walk did not stat: open + fstat here
+                try:
+                    jobs.append(build_record(e.path, None, dcfg, lim))
+                except Offload as large:
+                    jobs.append(pool.submit(build_record, e.path, large.st, dcfg, lim))
+                except OSError as err:  # its lstat failed (no search permission on the dir)
+                    self._unlistable_parent(e.path, err, unknown)
+            elif st.st_size > INLINE_MAX and use_pool:
+                jobs.append(pool.submit(build_record, e.path, st, dcfg, lim))
             else:
-                jobs.append(build_record(e.path, e.st, dcfg, lim))
+                jobs.append(build_record(e.path, st, dcfg, lim))
         return [j.result() if isinstance(j, Future) else j for j in jobs]
+
+    def _unlistable_parent(self, path: bytes, err: OSError, unknown: list[bytes]) -> None:
+        """What the walk did when an entry's lstat failed: the directory is unreadable (counted
+        and said once), its content unknown, the entry not seen."""
+        self.stats.seen -= 1
+        parent = path.rsplit(b"/", 1)[0] or b"/"
+        prefix = parent if parent.endswith(b"/") else parent + b"/"
+        if prefix not in unknown:
+            unknown.append(prefix)
+            self._on_walk_error(parent, err)
 
     def _batch(self, dcfg: DirectoryConfig, batch: list[Entry], after: bytes | None,
                upto: bytes | None, unknown: list[bytes], source: str, scan_id: int,
                pool: ThreadPoolExecutor, establishing: bool) -> Iterator[FimEvent]:
-        built = self._build_all(dcfg, batch, pool)
+        built = self._build_all(dcfg, batch, unknown, pool)
         now = self.clock()
         new: dict[bytes, tuple[FileRecord, bytes | None]] = {}
         for b in built:
@@ -253,7 +276,7 @@ class Scanner:
                  establishing: bool) -> tuple[FimEvent | None, bool]:
         """The change to report (if any) and whether ``rec`` must be written."""
         if old is None:
-            if self.update:
+            if self.update and dcfg.report_changes:  # (diffs.update does nothing without it)
                 self.diffs.update(rec.path, dcfg, content, now)
             if establishing:  # a first baseline is not a list of additions
                 self.stats.silently_added += 1

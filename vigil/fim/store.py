@@ -14,6 +14,13 @@ COMMIT returns. What NORMAL gives up relative to FULL is durability of the last 
 across a power loss (no fsync per commit); the database still comes back consistent, one step
 older, and the next startup check reports those changes again. A repeated alert is acceptable,
 while an fsync per batch would cost a scan of a cold tree dearly, so NORMAL it is.
+
+A new baseline (``Store(path, build_new=True)`` when ``path`` does not exist: `vigil scan --init`)
+is built in a hidden file beside it with ``synchronous=OFF`` (creating a database and every
+checkpoint would otherwise sync), and ``publish`` makes it appear at ``path`` in one step once it
+is whole: flushed to disk, then linked (never over a database that appeared meanwhile). A crash
+or power loss before that leaves no database at ``path``, so nothing there claims a complete
+baseline; the next build removes what a dead one left.
 """
 
 from __future__ import annotations
@@ -21,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,9 +35,10 @@ from types import TracebackType
 from typing import Any
 
 from vigil.fim.model import FileRecord
+from vigil.fim.store_contents import StoredContents
 from vigil.kernel.errors import VigilError
 
-HASH_COLUMNS = ("sha256", "sha1", "md5", "blake3")
+HASH_COLUMNS = ("sha256", "sha1", "md5", "blake3")  # _record_to_row spells them out too
 _COLS = ("path", "kind", "size", "mode", "uid", "gid", "mtime_ns", "inode", "device",
          *HASH_COLUMNS, "error", "ctime_ns", "xattrs", "last_seen_scan")
 _SELECT = "SELECT " + ", ".join(_COLS[:-1]) + " FROM files"
@@ -100,10 +107,13 @@ def _row_to_record(row: tuple[Any, ...]) -> FileRecord:
 
 
 def _record_to_row(r: FileRecord, scan_id: int) -> tuple[Any, ...]:
-    xattrs = None if r.xattrs is None else "{}" if not r.xattrs else json.dumps(
-        r.xattrs, sort_keys=True, separators=(",", ":"))
+    x = r.xattrs
+    xattrs = None if x is None else "{}" if not x else json.dumps(
+        x, sort_keys=True, separators=(",", ":"))
+    h = r.hashes  # HASH_COLUMNS, spelt out: this runs once per file of a scan
     return (r.path, r.kind, r.size, r.mode, r.uid, r.gid, r.mtime_ns, r.inode, r.device,
-            *(r.hashes.get(a) for a in HASH_COLUMNS), r.error, r.ctime_ns, xattrs, scan_id)
+            h.get("sha256"), h.get("sha1"), h.get("md5"), h.get("blake3"), r.error, r.ctime_ns,
+            xattrs, scan_id)
 
 
 def _private_file(path: Path) -> None:
@@ -114,38 +124,101 @@ def _private_file(path: Path) -> None:
         os.close(fd)
 
 
-class Store:
+def _discard(db: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+
+
+def _discard_dead_builds(path: Path) -> None:
+    """Remove the new baselines that a killed `--init` left beside ``path``."""
+    for p in path.parent.glob(f".{path.name}.new-*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if not pid.isdigit():
+            continue  # its -wal/-shm: they go with it
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            _discard(p)
+        except PermissionError:
+            pass  # alive, someone else's
+
+
+def _sync(path: Path, flags: int = os.O_RDONLY) -> None:
+    fd = os.open(path, flags | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Store(StoredContents):
     """The baseline database. A context manager; one connection, used from one thread."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, build_new: bool = False) -> None:
+        """``build_new``: when ``path`` does not exist, build the database beside it until
+        ``publish`` (see the module docstring); an existing one is opened in place."""
         self.path = Path(path)
+        self._building: Path | None = None  # the hidden file being built (build_new)
         parent = self.path.parent
         try:
             if not parent.exists():
                 parent.mkdir(mode=0o700, parents=True)
                 parent.chmod(0o700)  # mkdir's mode is filtered by the umask
-            _private_file(self.path)
+            if build_new and not os.path.lexists(self.path):
+                _discard_dead_builds(self.path)
+                self._building = parent / f".{self.path.name}.new-{os.getpid()}"
+                _discard(self._building)
+            target = self._building or self.path
+            _private_file(target)
             for suffix in ("-wal", "-shm"):
-                side = Path(str(self.path) + suffix)
+                side = Path(f"{target}{suffix}")
                 if side.exists():
                     side.chmod(0o600)
             # SQLite creates -wal/-shm with the database file's mode, so they are 0600 too.
-            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+            self.db = sqlite3.connect(target, isolation_level=None, timeout=10.0)
         except (OSError, sqlite3.Error) as e:
+            if self._building is not None:
+                _discard(self._building)
             raise StoreError(f"cannot open baseline database {self.path}: {e}") from None
         self._depth = 0
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")  # see the module docstring
+            # see the module docstring: NORMAL in place, OFF for a database not yet published
+            self.db.execute(f"PRAGMA synchronous={'OFF' if self._building else 'NORMAL'}")
             self._migrate()
         except sqlite3.DatabaseError as e:
-            self.db.close()
+            self.close()
             raise StoreError(f"baseline database {self.path} is unusable: {e}") from None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def close(self) -> None:
         self.db.close()
+        if self._building is not None:  # never published: no baseline at all, as after a crash
+            _discard(self._building)
+            self._building = None
+
+    def publish(self) -> None:
+        """Put a database built with ``build_new`` at its path, whole and on disk (the store
+        stays open, there). Nothing to do for a database opened in place."""
+        building = self._building
+        if building is None:
+            return
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.db.close()  # the last connection: the WAL is folded in and removed
+            _sync(building)
+            os.link(building, self.path)  # unlike rename, never over another database
+            _sync(self.path.parent)
+            self._building = None
+            _discard(building)
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+            self.db.execute("PRAGMA synchronous=NORMAL")
+        except FileExistsError:
+            raise StoreError(f"baseline database {self.path} appeared while a new baseline was "
+                             "being built: it was left as it is; run the init again") from None
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError(f"cannot write baseline database {self.path}: {e}") from None
 
     def __enter__(self) -> Store:
         return self
@@ -337,48 +410,3 @@ class Store:
             for root in roots:
                 self.db.execute("INSERT OR IGNORE INTO roots VALUES (?, ?, NULL)", (root, now_ns))
             self.db.execute("DELETE FROM meta WHERE key = 'legacy_roots'")
-
-    # -- stored contents (for diffs) -----------------------------------------------------------
-
-    def get_content(self, path: bytes) -> bytes | None:
-        row = self.db.execute("SELECT data FROM content WHERE path = ?", (path,)).fetchone()
-        return zlib.decompress(row[0]) if row else None
-
-    def put_content(self, path: bytes, data: bytes, now_ns: int) -> None:
-        packed = zlib.compress(data, 6)
-        with self.transaction():
-            self.db.execute("INSERT OR REPLACE INTO content VALUES (?, ?, ?, ?, ?)",
-                            (path, packed, len(data), len(packed), now_ns))
-            self.db.execute("DELETE FROM content_evicted WHERE path = ?", (path,))
-
-    def delete_content(self, path: bytes) -> None:
-        with self.transaction():
-            self.db.execute("DELETE FROM content WHERE path = ?", (path,))
-
-    def was_evicted(self, path: bytes) -> bool:
-        """Whether ``path``'s stored content was dropped by the quota (and nothing stored since)."""
-        return self.db.execute("SELECT 1 FROM content_evicted WHERE path = ?",
-                               (path,)).fetchone() is not None
-
-    def content_bytes(self) -> int:
-        row = self.db.execute("SELECT coalesce(sum(stored_size), 0) FROM content").fetchone()
-        return int(row[0])
-
-    def enforce_quota(self, quota_bytes: int, now_ns: int = 0) -> int:
-        """Drop the oldest stored contents until the compressed total fits, remembering which
-        (``was_evicted``); returns how many."""
-        total = self.content_bytes()
-        if total <= quota_bytes:
-            return 0
-        victims = []
-        for path, size in self.db.execute(
-                "SELECT path, stored_size FROM content ORDER BY updated_ns, path"):
-            if total <= quota_bytes:
-                break
-            victims.append((path,))
-            total -= size
-        with self.transaction():
-            self.db.executemany("DELETE FROM content WHERE path = ?", victims)
-            self.db.executemany("INSERT OR REPLACE INTO content_evicted VALUES (?, ?)",
-                                [(p, now_ns) for (p,) in victims])
-        return len(victims)
