@@ -371,8 +371,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--backend", default="",
                    help=f"comma-separated backends to force ({','.join(BACKENDS)}): each agent "
                         "mode once per backend per round (default: the agent's choice)")
-    p.add_argument("--dir", type=Path, default=None,
-                   help="parent of the bench's scratch directory (default: the system temp dir)")
+    # Not /tmp: the built-in rules watch /tmp, /var/tmp and /dev/shm (files dropped there and
+    # run), so a directory there is never "elsewhere": the kernel sends its every operation.
+    p.add_argument("--dir", type=Path, default=Path("/var/cache"),
+                   help="parent of the bench's scratch directory (default: /var/cache, which "
+                        "no built-in rule watches)")
     p.add_argument("--agent-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for `vigil run` (repeatable), e.g. --agent-arg=--no-fim")
     p.add_argument("--workload", choices=sorted(WORKLOADS), default="file",

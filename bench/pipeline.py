@@ -58,7 +58,9 @@ from vigil.outputs.jsonl import JsonLinesSink  # noqa: E402
 
 RECORDS = ROOT / "build" / "pipeline-records.bin"
 MAGIC = b"VIGILREC1\n"
-WATCHED = Path("/tmp/vigil-bench-pipeline")   # the same path at record and replay time
+# The same path at record and replay time. Under /tmp on purpose: the built-in dropper
+# correlation's base rule matches every file written there, the rules stage's costly case.
+WATCHED = Path("/tmp/vigil-bench-pipeline")
 NET_PORT = 29998
 _LEN = struct.Struct("<I")
 

@@ -9,8 +9,9 @@ it (tests/vm/matrix.py): the host's filesystem is the guest's root, read-only wi
 overlays, so the checkout and its virtualenv are used as they are. Inside, bench/overhead.py
 runs with ``--backend lsm,fentry,kprobe,tracepoint``: for each round, every backend's
 ``elsewhere`` and ``watched`` agent runs and a ``none`` run per backend, all in one rotation
-(round-robin), in a scratch directory on the guest's tmpfs /tmp. Its per-run numbers come back
-as JSON through a directory shared read-write with the guest (build/vm-overhead/).
+(round-robin), in a scratch directory on the guest's tmpfs /run (not /tmp: the built-in
+rules watch it). Its per-run numbers come back as JSON through a directory shared read-write
+with the guest (build/vm-overhead/).
 
 How to read it. Under emulation the absolute times mean little; the ratios in one run do.
 ``elsewhere x`` / ``watched x``: the workload's wall time with that backend's agent watching
@@ -215,7 +216,7 @@ def main() -> int:
     guest_cmd = [str(VENV_BIN / "python"), str(ROOT / "bench" / "overhead.py"),
                  "--iterations", str(a.iterations), "--runs", str(a.runs),
                  "--modes", "elsewhere,watched", "--backend", ",".join(backends),
-                 "--dir", "/tmp", "--json", str(result), "--time-scale", "5",
+                 "--dir", "/run", "--json", str(result), "--time-scale", "5",
                  *(f"--agent-arg={x}" for x in agent_args)]
     try:
         rc = boot(k, out, guest_cmd, a.timeout)
