@@ -13,9 +13,13 @@ asserts (issue 12's targets: >= 200,000 exec events/s, >= 5x SQLite).
 Then the agent's detection stage itself (vigil.rules.detector on the agent's batches, their
 ECS documents rendered once for it and the JSON sink, as in the agent, rendering not timed):
 microseconds per event through the whole pack, and per rule kind (the pack cut to the rules
-of one engine key: what each kind costs), for two streams: overhead.py's workload (create,
-write, rename, delete by one program: the file burst an agent must keep up with) and the
-recorded execs. What that is worth end to end is bench/overhead.py's `watched` vs `no-rules`.
+of one engine key: what each kind costs), for four streams: overhead.py's workload (create,
+write, rename, delete by one program: the file burst an agent must keep up with), the
+recorded execs, and network flows (connects, accepts, datagrams of three programs); the file
+burst again under /tmp, where the built-in dropper correlation's base rule matches every
+file written (each event passes the screen and feeds the correlation).
+``--stages-only`` skips the matcher-vs-SQLite part. What that is worth end to end is
+bench/overhead.py's `watched` vs `no-rules`.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from tests.rules.corpus import (  # noqa: E402
     recorded,
 )
 from vigil.config import RulesConfig  # noqa: E402
-from vigil.events.model import FileEvent, FileOp, Process  # noqa: E402
+from vigil.events.model import FileEvent, FileOp, NetEvent, NetOp, Process  # noqa: E402
 from vigil.outputs.ecs import host_fields, to_ecs  # noqa: E402
 from vigil.rules.detector import Detector  # noqa: E402
 from vigil.rules.loader import builtin_rules_dir, load_paths  # noqa: E402
@@ -78,8 +82,9 @@ def _sqlite(rules: list, events: list[Record], runs: int) -> list[float]:
     return out
 
 
-def _file_burst(n: int) -> list[FileEvent]:
-    """overhead.py's workload as the agent sees it: one program's events on fresh names."""
+def _file_burst(n: int, root: str = "/srv/bench") -> list[FileEvent]:
+    """overhead.py's workload as the agent sees it: one program's events on fresh names
+    (under /tmp, every file written fires the dropper correlation's base rule)."""
     p = Process(pid=4242, tid=4242, ppid=1, start_time=9, parent_start_time=1, uid=0, gid=0,
                 euid=0, egid=0, auid=1000, session_id=3, comm=b"python3", cgroup_id=0,
                 mnt_ns=0, executable=b"/usr/bin/python3.11",
@@ -87,12 +92,31 @@ def _file_burst(n: int) -> list[FileEvent]:
                 enriched=True)
     out = []
     for i in range(n // 4):
-        a, b = f"/srv/bench/f{i}".encode(), f"/srv/bench/f{i}.r".encode()
+        a, b = f"{root}/f{i}".encode(), f"{root}/f{i}.r".encode()
         ts = 1_700_000_000_000_000_000 + i
         out += [FileEvent(ts, FileOp.CREATE, a, p, mode=0o644, inode=i, device=1),
                 FileEvent(ts, FileOp.MODIFY, a, p, inode=i, device=1),
                 FileEvent(ts, FileOp.RENAME, a, p, target_path=b, inode=i, device=1),
                 FileEvent(ts, FileOp.DELETE, b, p, inode=i, device=1)]
+    return out
+
+
+def _network(n: int) -> list[NetEvent]:
+    """A client's connections and a server's accepts on loopback (a few processes, many
+    flows): the network stream of a busy host."""
+    out: list[NetEvent] = []
+    procs = [Process(pid=5000 + k, tid=5000 + k, ppid=1, start_time=9 + k, parent_start_time=1,
+                     uid=1000, gid=1000, euid=1000, egid=1000, auid=1000, session_id=3,
+                     comm=c, cgroup_id=0, mnt_ns=0, executable=b"/usr/bin/" + c,
+                     args=[c, b"http://127.0.0.1:8080/"], user_name="user", enriched=True)
+             for k, c in enumerate((b"curl", b"python3", b"nginx"))]
+    lo = bytes([127, 0, 0, 1]) + bytes(12)
+    ops = (NetOp.CONNECT, NetOp.ACCEPT, NetOp.UDP_SEND, NetOp.UDP_RECV)
+    for i in range(n):
+        op = ops[i % len(ops)]
+        out.append(NetEvent(1_700_000_000_000_000_000 + i, op, procs[i % len(procs)], 2,
+                            17 if op in (NetOp.UDP_SEND, NetOp.UDP_RECV) else 6, lo,
+                            40000 + i % 20000, lo, (8080, 53, 443)[i % 3]))
     return out
 
 
@@ -121,6 +145,8 @@ def _stages(args: argparse.Namespace) -> None:
     host = host_fields()
     # the agent renders each document once for the detector and the sinks: not counted here
     burst = [(ev.timestamp_ns, to_ecs(ev, host)) for ev in _file_burst(args.events)]
+    tmp = [(ev.timestamp_ns, to_ecs(ev, host)) for ev in _file_burst(args.events, "/tmp/b")]
+    net = [(ev.timestamp_ns, to_ecs(ev, host)) for ev in _network(args.events)]
     lines = RECORDED.read_text("utf-8").splitlines()
     execs = [(0, json.loads(lines[i % len(lines)])) for i in range(args.events // 4)]
     print(f"\ndetection stage (us per event, CPU time; min / median of {args.runs} runs; "
@@ -130,8 +156,10 @@ def _stages(args: argparse.Namespace) -> None:
         ("whole pack", None),
         ("file_* (Sysmon)", ("file_event", "file_change", "file_delete", "file_rename")),
         ("auditd", ("auditd",)), ("vigil:file, vigil:process", ("vigil:file", "vigil:process")),
-        ("process_creation", ("process_creation",))]
-    for name, docs in (("file burst", burst), ("execs", execs)):
+        ("process_creation", ("process_creation",)),
+        ("network (Sysmon, vigil)", ("network_connection", "vigil:network"))]
+    for name, docs in (("file burst", burst), ("/tmp burst", tmp), ("execs", execs),
+                       ("network", net)):
         for label, kinds in cuts:
             t = _stage(kinds, docs, args.runs)
             print(f"{name:<11} {label:<28} {min(t) * 1e6:>8.2f} "
@@ -142,9 +170,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--stages-only", action="store_true",
+                    help="only the detection stage's microseconds per event")
     args = ap.parse_args()
     with contextlib.suppress(OSError):   # one core, as the target says
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})
+    if args.stages_only:
+        _stages(args)
+        return 0
     loaded = load_paths([builtin_rules_dir()])
     t0 = time.perf_counter()
     engine = Engine.build(loaded.rules)

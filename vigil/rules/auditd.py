@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from vigil.events.model import FileOp
+from vigil.rules.patterns import FIELD_SEP, NAME_SEP
 
 AUDITD: Final = "auditd"   # the key of these records and of the rules matched against them
 UNSET: Final = "4294967295"   # an unset login uid / session id, as auditd prints it
@@ -218,22 +219,37 @@ def parent(path: str) -> str:
     return head + "/" if sep else "./"
 
 
-def _file_paths(shape: str, path: str, old: str | None, inode: Any, failed: bool
-                ) -> list[Record]:
+# Where a PATH record's name comes from: the event's path, its old name, or their parents.
+PATH, OLD, PATH_DIR, OLD_DIR = range(4)
+# A file event's PATH records: (name source, nametype, whether it has the inode), in order.
+Layout = tuple[tuple[int, str, bool], ...]
+
+
+def _layout(shape: str, has_old: bool, failed: bool) -> Layout:
     if shape == "open-create":
         if failed:   # refused by may_o_create, which records no CREATE: the walk's PARENT
-            return [_path(0, parent(path), "PARENT")]
+            return ((PATH_DIR, "PARENT", False),)
         shape = "create"
-    if shape == "rename" and old is not None:
-        return [_path(0, parent(old), "PARENT"), _path(1, parent(path), "PARENT"),
-                _path(2, old, "DELETE", inode), _path(3, path, "CREATE", inode)]
-    if shape == "link" and old is not None:
-        return [_path(0, old, "NORMAL", inode), _path(1, parent(path), "PARENT"),
-                _path(2, path, "CREATE", inode)]
+    if shape == "rename" and has_old:
+        return ((OLD_DIR, "PARENT", False), (PATH_DIR, "PARENT", False),
+                (OLD, "DELETE", True), (PATH, "CREATE", True))
+    if shape == "link" and has_old:
+        return ((OLD, "NORMAL", True), (PATH_DIR, "PARENT", False), (PATH, "CREATE", True))
     if shape in ("create", "delete", "rename", "link"):
-        kind = "DELETE" if shape == "delete" else "CREATE"
-        return [_path(0, parent(path), "PARENT"), _path(1, path, kind, inode)]
-    return [_path(0, path, "NORMAL", inode)]
+        return ((PATH_DIR, "PARENT", False),
+                (PATH, "DELETE" if shape == "delete" else "CREATE", True))
+    return ((PATH, "NORMAL", True),)
+
+
+def _name(source: int, path: str, old: str | None) -> str:
+    name = path if source in (PATH, PATH_DIR) else old
+    assert name is not None   # a layout names the old name only when there is one
+    return parent(name) if source in (PATH_DIR, OLD_DIR) else name
+
+
+def _file_paths(layout: Layout, path: str, old: str | None, inode: Any) -> list[Record]:
+    return [_path(i, _name(src, path, old), nametype, inode if with_inode else None)
+            for i, (src, nametype, with_inode) in enumerate(layout)]
 
 
 def _exec(doc: Mapping[str, Any]) -> list[Record]:
@@ -252,21 +268,64 @@ def _exec(doc: Mapping[str, Any]) -> list[Record]:
     return [_syscall(doc, "execve", False, len(paths)), *out, *paths]
 
 
-def _file(doc: Mapping[str, Any], event: Mapping[str, Any]) -> list[Record]:
+def file_shape(doc: Mapping[str, Any], event: Mapping[str, Any]
+               ) -> tuple[str, Layout, bool, str, str | None] | None:
+    """A kernel file event's system call, PATH layout, failure, path and old name."""
     vfile = _get(doc, "vigil", "file")
     vfile = vfile if type(vfile) is dict else {}
     if vfile.get("source", "kernel") != "kernel":
-        return []   # found by a scan: no system call was seen
+        return None   # found by a scan: no system call was seen
     how = _BY_OPERATION.get(str(vfile.get("operation"))) or \
         _BY_ACTION.get(str(event.get("action")))
     path = _get(doc, "file", "path")
     if how is None or not isinstance(path, str):
-        return []
+        return None
     old = vfile.get("original_path")
+    old = old if isinstance(old, str) else None
     failed = event.get("outcome") == "failure"
-    paths = _file_paths(how[1], path, old if isinstance(old, str) else None,
-                        _get(doc, "file", "inode"), failed)
-    return [_syscall(doc, how[0], failed, len(paths)), *paths]
+    return how[0], _layout(how[1], old is not None, failed), failed, path, old
+
+
+def _file(doc: Mapping[str, Any], event: Mapping[str, Any]) -> list[Record]:
+    shape = file_shape(doc, event)
+    if shape is None:
+        return []
+    call, layout, failed, path, old = shape
+    paths = _file_paths(layout, path, old, _get(doc, "file", "inode"))
+    return [_syscall(doc, call, failed, len(paths)), *paths]
+
+
+def value_text(v: Any) -> str | None:
+    """A value as ``_put`` writes it, None when it writes none."""
+    if v is None or isinstance(v, dict | list):
+        return None
+    return ("true" if v else "false") if isinstance(v, bool) else str(v)
+
+
+# A kernel file event's auditd text without its who-data, as a template: the constant parts
+# (joined) and, per value, the part's beginning and where the value comes from (a name
+# source, or INODE). Made per shape by vigil.rules.batchscreen, which fills it per event.
+Template = tuple[str, tuple[tuple[str, int], ...]]
+INODE: Final = 4   # the slot of the inode's text
+
+
+def file_template(doc: Mapping[str, Any], call: str, layout: Layout, failed: bool,
+                  inode: bool, pre: str) -> Template | None:
+    """The template of the events shaped like ``doc`` (``file_shape``), the parts begun by
+    ``pre`` (FS + the key's scope) as a keyword matcher joins every field; None when a
+    constant value holds FIELD_SEP (it cannot be searched joined)."""
+    syscall = _syscall(doc, call, failed, len(layout))
+    if any(FIELD_SEP in v for v in syscall.values()):
+        return None
+    const = [f"{pre}{k}{NAME_SEP}{v}" for k, v in syscall.items()]
+    slots: list[tuple[str, int]] = []
+    for i, (src, nametype, with_inode) in enumerate(layout):
+        const.append(f"{pre}type{NAME_SEP}PATH{pre}item{NAME_SEP}{i}{pre}nametype{NAME_SEP}"
+                     f"{nametype}")
+        slots.append((f"{pre}name{NAME_SEP}", src))
+        if with_inode and inode:
+            slots.append((f"{pre}inode{NAME_SEP}", INODE))
+    return "".join(const), tuple(slots)
 
 
 def auditd_parts(doc: Mapping[str, Any]) -> list[Record]:

@@ -19,9 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 from vigil.rules.errors import RuleError
+from vigil.rules.lazyrecord import whole
 from vigil.rules.model import Rule
 from vigil.rules.windows import MAX_SAMPLES, Group, Hit, digest
 
@@ -316,8 +317,13 @@ class CorrelationEngine:
     def feed(self, rule: Rule, record: Mapping[str, str], ts_ns: int
              ) -> list[CorrelationMatch]:
         """The record is kept by reference (at most MAX_SAMPLES per group): do not change it
-        afterwards."""
+        afterwards. A vigil.rules.lazyrecord.LazyRecord is made whole only when kept."""
         return self._feed(rule.where, record, ts_ns) if rule.where in self._inputs else []
+
+    def feed_source(self, where: str, record: Mapping[str, str], ts_ns: int
+                    ) -> list[CorrelationMatch]:
+        """``feed`` by the rule's ``Rule.where`` (the detector keeps it per rule)."""
+        return self._feed(where, record, ts_ns)
 
     def expire(self, now_ns: int) -> list[CorrelationMatch]:
         out: list[CorrelationMatch] = []
@@ -344,13 +350,14 @@ class CorrelationEngine:
     def _one(self, ci: int, pos: int, fields: tuple[str, ...], rec: Mapping[str, str],
              t: int) -> list[CorrelationMatch]:
         c = self.correlations[ci]
-        key = tuple(rec.get(f) for f in fields)
-        vals = tuple(rec.get(f) for f in c.field)
-        if None in key or None in vals:
+        get = rec.get
+        got = (get(fields[0]),) if len(fields) == 1 else tuple([get(f) for f in fields])
+        vals = tuple([get(f) for f in c.field]) if c.field else ()
+        if None in got or None in vals:
             self._counters["missing_field"] += 1
             return []
-        gkey = tuple(v for v in key if v is not None)
-        vkey = digest(tuple(v for v in vals if v is not None)) if c.field else b""
+        gkey = cast("tuple[str, ...]", got)
+        vkey = digest(cast("tuple[str, ...]", vals)) if c.field else b""
         groups, span = self._groups[ci], c.timespan_ns
         out: list[CorrelationMatch] = []
         g = groups.get(gkey)
@@ -372,6 +379,7 @@ class CorrelationEngine:
                 return out
             g = groups[gkey] = Group(t, len(c.rules) if c.type == "temporal_ordered" else 0)
             self._total += 1
+        rec = whole(rec)   # kept by the group (a LazyRecord is made whole now)
         if not c.monotone:
             g.add(c.type, t, rec, pos, vkey, c.cap)
             return out

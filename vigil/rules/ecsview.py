@@ -49,19 +49,26 @@ def _text(v: Any) -> str:
     return str(v)
 
 
-def _value(doc: Mapping[str, Any], path: tuple[str, ...]) -> str | None:
+def ecs_value(doc: Mapping[str, Any], path: tuple[str, ...]) -> str | None:
+    """The text of one ECS field as the view gives it (None: absent or not a value)."""
     cur: Any = doc
     for p in path:
         if type(cur) is not dict:
             return None
         cur = cur.get(p)
-    if cur is None or type(cur) is dict:
+    return ecs_text(cur)
+
+
+def ecs_text(v: Any) -> str | None:
+    """An ECS value's text in the view: lists of values joined by a space; None for
+    nothing, objects and lists of them."""
+    if v is None or type(v) is dict:
         return None
-    if type(cur) is list:
-        if not cur or any(type(x) is dict or type(x) is list for x in cur):
+    if type(v) is list:
+        if not v or any(type(x) is dict or type(x) is list for x in v):
             return None
-        return " ".join(_text(x) for x in cur)
-    return _text(cur)
+        return " ".join(_text(x) for x in v)
+    return _text(v)
 
 
 Paths = tuple[tuple[str, tuple[str, ...]], ...]   # (field name, ECS path split)
@@ -98,7 +105,7 @@ def vigil_part(doc: Mapping[str, Any], plan: Plan | None, who: bool) -> dict[str
     if plan is None:
         flat = flatten(doc)
         return {k: v for k, v in flat.items() if is_who_path(tuple(k.split(".", 2))) == who}
-    return {f: v for f, path in plan[0 if who else 1] if (v := _value(doc, path)) is not None}
+    return {f: v for f, path in plan[0 if who else 1] if (v := ecs_value(doc, path)) is not None}
 
 
 def engine_key(product: str | None, category: str | None) -> str | None:

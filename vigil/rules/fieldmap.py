@@ -14,8 +14,7 @@ feed the category-less Linux keyword rules under a key of their own (vigil.rules
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Mapping
-from functools import partial
+from collections.abc import Container, Iterable, Mapping
 from typing import Any, Final
 
 from vigil.events.model import FileOp
@@ -168,7 +167,7 @@ _PROVIDED: Final[dict[str, dict[str, str | None]]] = {
 }
 
 
-def _get(doc: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+def get_path(doc: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     cur: Any = doc
     if len(path) == 1:
         return cur.get(path[0])
@@ -187,7 +186,7 @@ def _text(v: Any) -> str | None:
     return str(v)
 
 
-_SPLIT: Final[dict[str, Plan]] = {cat: split_paths(paths) for cat, paths in _COMPILED.items()}
+SPLIT: Final[dict[str, Plan]] = {cat: split_paths(paths) for cat, paths in _COMPILED.items()}
 
 
 def record(category: str, doc: Mapping[str, Any], paths: Paths | None = None) -> dict[str, str]:
@@ -195,15 +194,19 @@ def record(category: str, doc: Mapping[str, Any], paths: Paths | None = None) ->
     ``paths``: only those fields (a part of a ``record_plans`` plan)."""
     out: dict[str, str] = {}
     for name, path in _COMPILED[category] if paths is None else paths:
-        v = _get(doc, path)
-        if name == "Initiated" and isinstance(v, str):
-            v = _DIRECTION.get(v)
-        elif name == "Hashes" and isinstance(v, str):
-            v = "SHA256=" + v.upper()   # Sysmon's text: ALGO=HEX, comma separated
-        t = _text(v)
+        t = sysmon_text(name, get_path(doc, path))
         if t is not None:
             out[name] = t
     return out
+
+
+def sysmon_text(name: str, v: Any) -> str | None:
+    """The text of a Sysmon field from its ECS value (None: absent)."""
+    if name == "Initiated" and isinstance(v, str):
+        v = _DIRECTION.get(v)
+    elif name == "Hashes" and isinstance(v, str):
+        v = "SHA256=" + v.upper()   # Sysmon's text: ALGO=HEX, comma separated
+    return _text(v)
 
 
 def record_plans(read: Mapping[str, set[str] | None]) -> Fields:
@@ -251,31 +254,41 @@ def ecs_to_parts(doc: Mapping[str, Any], wanted: Container[str | None] | None = 
     """The records of ``ecs_to_records`` per key, as (key, who part, records without it):
     the fields taken from the document's who-data (vigil.rules.who) apart, as they belong
     to the key's first record. With ``who``, each who part is made once per who-data."""
+    return key_parts(doc, keys_of(doc, wanted), plans, who)
+
+
+def key_parts(doc: Mapping[str, Any], keys: Iterable[str], plans: Fields | None = None,
+              who: WhoCache | None = None) -> Parts:
+    """``ecs_to_parts`` for ``keys``, some of the document's (``keys_of``), in its order."""
     made = who.values(doc) if who is not None else {}
-
-    def part(key: str, make: Callable[[], dict[str, str]]) -> dict[str, str]:
-        v = made.get(key)
-        if v is None:
-            v = made[key] = make()
-        return v
-
     plans = plans or {}
     out: Parts = []
-    for key in keys_of(doc, wanted):
+    for key in keys:
         if key == AUDITD:
             recs = auditd_parts(doc)
-            if recs:
-                out.append((AUDITD, part(AUDITD, partial(auditd_who, doc)), recs))
-        elif key == SHELL_KEY:   # the typed line alone: no who-data to search
-            out.append((SHELL_KEY, _NO_WHO, [shell_record(doc)]))
+        elif key == SHELL_KEY:
+            recs = [shell_record(doc)]
         elif key in ENGINE_KEYS:
-            plan = plans.get(key)
-            out.append((key, part(key, partial(vigil_part, doc, plan, True)),
-                        [vigil_part(doc, plan, False)]))
+            recs = [vigil_part(doc, plans.get(key), False)]
         else:
-            wp, op = plans.get(key) or _SPLIT[key]
-            out.append((key, part(key, partial(record, key, doc, wp)), [record(key, doc, op)]))
+            recs = [record(key, doc, (plans.get(key) or SPLIT[key])[1])]
+        if recs:   # an event no system call made has no auditd records
+            w = made.get(key)
+            if w is None:
+                w = made[key] = who_part(key, doc, plans)
+            out.append((key, w, recs))
     return out
+
+
+def who_part(key: str, doc: Mapping[str, Any], plans: Fields) -> dict[str, str]:
+    """The fields of ``key``'s first record taken from the document's who-data."""
+    if key == AUDITD:
+        return auditd_who(doc)
+    if key == SHELL_KEY:   # the typed line alone: no who-data to search
+        return _NO_WHO
+    if key in ENGINE_KEYS:
+        return vigil_part(doc, plans.get(key), True)
+    return record(key, doc, (plans.get(key) or SPLIT[key])[0])
 
 
 def merged(who: dict[str, str], records: list[dict[str, str]]) -> list[dict[str, str]]:

@@ -91,6 +91,11 @@ def _search_joined(parts: list[str], sets: RawSets, identity: tuple[int, ...] | 
     text = "".join(parts) + FIELD_SEP
     if text.count(FIELD_SEP) != len(parts) + 1:
         return None
+    return _search_text(text, sets, identity)
+
+
+def _search_text(text: str, sets: RawSets, identity: tuple[int, ...] | None) -> set[int]:
+    """The atoms of a joined text already checked (``_search_joined``), or ``_GAVE_UP``."""
     # lone surrogates (only from JSON escapes, never in Vigil's own events) become '?'
     data = text.encode("utf-8", "replace")
     t: set[int] = set()
@@ -129,8 +134,10 @@ class CategoryMatcher:
     identity: tuple[int, ...] | None = None   # the joined set's ids when index == atom
 
     triggers: frozenset[int] = frozenset()   # atoms that trigger some rule
+    pre: str = ""   # FS + the key's scope: how every field's part begins
 
     def __post_init__(self) -> None:
+        self.pre = FIELD_SEP + scope(self.category)
         self.triggers = frozenset(a for a, rs in enumerate(self.triggered) if rs)
         for _, ids in self.joined_raw:
             if ids == tuple(range(len(ids))):
@@ -170,7 +177,7 @@ class CategoryMatcher:
         """The record's ``FS name NS value`` parts the set reads: the indexed fields, or
         every field when a keyword (field-less) atom may hit any value."""
         if self.keywords:
-            pre = FIELD_SEP + scope(self.category)
+            pre = self.pre
             return [pre + n + NAME_SEP + v for n, v in rec.items()]
         get = rec.get
         return [p + v for n, p in self.prefixes if (v := get(n)) is not None]
@@ -196,7 +203,11 @@ class CategoryMatcher:
         return t
 
     def match(self, rec: Record) -> list[Rule]:
-        t = self.atoms(rec)
+        return self.match_atoms(self.atoms(rec), rec)
+
+    def match_atoms(self, t: set[int], rec: Record) -> list[Rule]:
+        """``match`` with the record's atoms already searched (``atoms``, or the Screen's
+        of the record alone: ``Screen.key_atoms``)."""
         triggered = self.triggered
         cands = set(self.always)
         for a in t & self.triggers:   # most atoms that hit trigger no rule (not chosen)
@@ -246,13 +257,18 @@ class Screen:
         self.triggers: dict[str, frozenset[int]] = {}
         self.open: frozenset[str] = frozenset(
             k for k, m in matchers.items() if k is not None and m.always)
+        self.ranges: dict[str, tuple[int, int]] = {}   # per key, its atoms' renumbering
         base = 0
         for key, m in matchers.items():
             if key is None:
                 continue
             patterns += [(p, base + a) for p, a in m.patterns]
             self.triggers[key] = frozenset(base + a for a in m.triggers)
+            self.ranges[key] = (base, base + len(m.triggered))
             base += len(m.triggered)
+        # every key's atoms hit its own parts only (no two keys share a scope code): the
+        # atoms of one record of a key are then the Screen's atoms in the key's range
+        self.scoped = len({scope(k) for k in self.ranges}) == len(self.ranges)
         patterns.sort(key=lambda pa: pa[1])
         sets = _build_sets(patterns, sentinel=base) if patterns else []
         self._raw = [(_raw(s), ids) for s, ids in sets]
@@ -265,6 +281,32 @@ class Screen:
             self.failed_searches += 1
             return None
         return t
+
+    def atoms_text(self, text: str) -> set[int] | None:
+        """The atoms of joined parts already joined, FIELD_SEP last, none of whose values
+        holds FIELD_SEP (the caller checked: vigil.rules.batchscreen); None: RE2 gave up."""
+        t = _search_text(text, self._raw, None)
+        if t is _GAVE_UP:
+            self.failed_searches += 1
+            return None
+        return t
+
+    def passing(self, atoms: set[int]) -> frozenset[str]:
+        """The keys that pass with ``atoms``."""
+        return self.open | frozenset(k for k, t in self.triggers.items()
+                                     if not t.isdisjoint(atoms))
+
+    def passing_of(self, atoms: set[int], keys: tuple[str, ...]) -> tuple[str, ...]:
+        """The keys of ``keys`` that pass with ``atoms``, in their order."""
+        open_, triggers = self.open, self.triggers
+        return tuple([k for k in keys if k in open_ or not triggers[k].isdisjoint(atoms)])
+
+    def key_atoms(self, key: str, atoms: set[int]) -> set[int]:
+        """The atoms of ``key`` (its matcher's numbers) among the Screen's ``atoms`` of a
+        text holding one record of the key: those its matcher finds in that record, when the
+        keys are ``scoped``."""
+        lo, hi = self.ranges[key]
+        return {a - lo for a in atoms if lo <= a < hi}
 
     def passes(self, key: str, atoms: set[int] | None) -> bool:
         return atoms is None or key in self.open or not self.triggers[key].isdisjoint(atoms)

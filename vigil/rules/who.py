@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+_NONE: Final = object()   # no document's who-data object
 WHO_ROOTS: Final = frozenset(("process", "user", "group"))
 
 
@@ -24,33 +25,37 @@ def is_who_path(path: tuple[str, ...]) -> bool:
     return path[0] in WHO_ROOTS or path[:2] == ("vigil", "process")
 
 
-def who_objects(doc: Mapping[str, Any]) -> tuple[object, ...]:
-    """The objects that make a document's who-data identity."""
-    vigil = doc.get("vigil")
-    return (doc.get("process"), doc.get("user"), doc.get("group"),
-            vigil.get("process") if type(vigil) is dict else None)
-
-
 class WhoCache:
     """Per who-data, a dict of values made from it (by view key), looked up once per document
     (bounded: past ``limit`` who-data it starts again, as vigil.outputs.ecs's cache does)."""
 
     def __init__(self, limit: int = 4096) -> None:
         self.limit = limit
-        self._m: dict[tuple[int, ...], tuple[tuple[object, ...], dict[str, Any]]] = {}
+        self._m: dict[tuple[int, ...], tuple[tuple[object, ...], dict[Any, Any]]] = {}
         self.hits = 0   # documents whose who-data was met before
+        # the last who-data (its objects, kept alive, and its values): bursts hit it
+        self._last: tuple[Any, Any, Any, Any, dict[Any, Any]] = (_NONE, _NONE, _NONE, _NONE, {})
 
-    def values(self, doc: Mapping[str, Any]) -> dict[str, Any]:
-        """The values made so far for ``doc``'s who-data (the caller adds the missing)."""
-        objs = who_objects(doc)
-        k = tuple(map(id, objs))
+    def values(self, doc: Mapping[str, Any]) -> dict[Any, Any]:
+        """The values made so far for ``doc``'s who-data (the caller adds the missing): by view
+        key, and the batch screen's atoms by its shape (vigil.rules.batchscreen)."""
+        vigil = doc.get("vigil")
+        p, u, g = doc.get("process"), doc.get("user"), doc.get("group")
+        vp = vigil.get("process") if type(vigil) is dict else None
+        last = self._last
+        if last[0] is p and last[1] is u and last[2] is g and last[3] is vp:
+            self.hits += 1   # a burst: the same who-data as the event before
+            return last[4]
+        k = (id(p), id(u), id(g), id(vp))
         hit = self._m.get(k)
-        if hit is not None and hit[0][0] is objs[0] and hit[0][1] is objs[1] \
-                and hit[0][2] is objs[2] and hit[0][3] is objs[3]:
+        if hit is not None and hit[0][0] is p and hit[0][1] is u \
+                and hit[0][2] is g and hit[0][3] is vp:
             self.hits += 1
-            return hit[1]
-        if len(self._m) >= self.limit:
-            self._m.clear()
-        made: dict[str, Any] = {}
-        self._m[k] = (objs, made)
+            made = hit[1]
+        else:
+            if len(self._m) >= self.limit:
+                self._m.clear()
+            made = {}
+            self._m[k] = ((p, u, g, vp), made)
+        self._last = (p, u, g, vp, made)
         return made
