@@ -33,8 +33,8 @@ from vigil.events.model import Event, LostEvents
 from vigil.events.pipeline import Pipeline
 from vigil.fim.service import FimService
 from vigil.health import HealthCheck, HealthResult
-from vigil.kernel.backend import BackendSettings, KernelBackend
-from vigil.kernel.choose import start_backend
+from vigil.kernel.backend import KernelBackend
+from vigil.kernel.choose import EarlyStart, settings_for, start_backend
 from vigil.kernel.errors import VigilError
 from vigil.livestats import LiveStats, StageTimes
 from vigil.losses import (
@@ -78,7 +78,8 @@ class Agent:
                  fim: bool = True, backend: str | None = None,
                  event_buffer: str = "auto", detector: Detector | None = None,
                  reload: Callable[[], tuple[Config, RuleSet | None]] | None = None,
-                 on_health: Callable[[HealthResult], None] | None = None) -> None:
+                 on_health: Callable[[HealthResult], None] | None = None,
+                 early: EarlyStart | None = None) -> None:
         self.config = config
         self.detector = detector
         self._reload_config = reload
@@ -89,14 +90,11 @@ class Agent:
         self._host = detector.host if detector is not None else host_fields()
         self.poll_interval = poll_interval
         self.stop_event = threading.Event()
-        self._settings = BackendSettings(
-            ring_bytes=config.ring_buffer_mb << 20,
-            failed_errnos=config.failed_errnos,
-            btf_custom_path=btf_path,
-            event_buffer=event_buffer,
-            network=config.network,
-            shell=config.shell.enabled,
-        )
+        # the kernel side may be starting already (``early``: vigil run starts it on a thread
+        # as soon as the configuration is read); its settings are then the agent's
+        self._early = early
+        self._settings = early.settings if early is not None else \
+            settings_for(config, btf_path, event_buffer)
         self._obj_path = obj_path
         self._backend_name = backend  # None or "auto": the best that runs here
         self._backend: KernelBackend | None = None
@@ -119,8 +117,8 @@ class Agent:
             raise VigilError("vigil run needs root: it loads eBPF programs "
                              "(CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN)")
         t0 = time.monotonic()
-        self._backend, rejected = start_backend(self._settings, self._backend_name,
-                                                self._obj_path)
+        self._backend, rejected = self._early.result() if self._early is not None else \
+            start_backend(self._settings, self._backend_name, self._obj_path)
         skipped = "; ".join(f"{name}: {why}" for name, why in rejected.items())
         buffer = ", perf event buffer" if self._backend.event_buffer == "perf" else ""
         print(f"vigil: {self._backend.name} backend{buffer}"
@@ -191,13 +189,16 @@ class Agent:
         decoder = Decoder(Clock.now())
         next_stats = time.monotonic() + 1.0
         health, w = self.health, self.watching
+        started = False   # the first pass drains at once: the start-up's events wait already
         while True:
             stopping = self.stop_event.is_set() or (
                 duration is not None and time.monotonic() - t0 >= duration)
             if not stopping:
-                reader.wait(self.poll_interval)
+                if started:
+                    reader.wait(self.poll_interval)
             else:
                 self._stopping()   # the service manager knows at once; the drain follows
+            started = True
             first = reader.records
             while True:  # drain in bounded batches until the ring is empty
                 before = reader.records

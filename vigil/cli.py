@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from vigil.kernel.hooks import BACKENDS
 
 if TYPE_CHECKING:
     from vigil.config import Config
+    from vigil.kernel.choose import EarlyStart
     from vigil.rules.detector import Detector
     from vigil.rules.ruleset import RuleSet
 
@@ -47,11 +49,9 @@ def _with_args(config: Config, args: argparse.Namespace) -> Config:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from vigil.agent import Agent
     from vigil.config import load_config
     from vigil.kernel.btf_source import resolve_btf
-    from vigil.losses import RunSummary
-    from vigil.outputs.factory import Terminal, build_sinks
+    from vigil.kernel.choose import EarlyStart, settings_for
 
     config = _with_args(load_config(args.config), args)
     fmt = args.output or config.output
@@ -64,12 +64,29 @@ def _run(args: argparse.Namespace) -> int:
     btf = resolve_btf(args.btf)
     if btf.kind != "kernel":
         print(f"vigil: using {btf.describe()}", file=sys.stderr, flush=True)
+    # The kernel side starts now, on a thread (its verifier runs without Python's lock) while
+    # the rest is imported and built; without root, Agent.run says why it cannot start.
+    early = EarlyStart(settings_for(config, btf.custom_path, args.event_buffer), args.backend) \
+        if os.geteuid() == 0 else None
+    try:
+        return _run_agent(args, config, fmt, btf.custom_path, early)
+    finally:
+        if early is not None:
+            early.cancel()   # a backend the agent never took (an error on the way) is closed
+
+
+def _run_agent(args: argparse.Namespace, config: Config, fmt: str, btf_path: str | None,
+               early: EarlyStart | None) -> int:
+    from vigil.agent import Agent
+    from vigil.losses import RunSummary
+    from vigil.outputs.factory import Terminal, build_sinks
+
     detector, reload = _detection(args, config)
     sinks = build_sinks(config, Terminal(fmt, sys.stdout.fileno(), colour=sys.stdout.isatty(),
                                          show_exit=not args.no_exit, ancestry=args.ancestry))
-    agent = Agent(config, sinks, btf_path=btf.custom_path, fim=not args.no_fim,
+    agent = Agent(config, sinks, btf_path=btf_path, fim=not args.no_fim,
                   backend=args.backend, event_buffer=args.event_buffer, detector=detector,
-                  reload=reload)
+                  reload=reload, early=early)
     metrics = None
     if config.metrics.enabled:
         from vigil.metrics import Metrics
@@ -116,7 +133,8 @@ def _detection(args: argparse.Namespace, config: Config) -> tuple[
 
     def ruleset_of(cfg: Config) -> RuleSet:
         rules = replace(cfg.rules, enabled=cfg.rules.enabled and not args.no_rules)
-        return build_ruleset(rules, args.rules or ())
+        # the loaded rule files cached in the state directory (keyed by their bytes)
+        return build_ruleset(rules, args.rules or (), cache_dir=cfg.state_dir / "cache")
 
     on = not args.no_rules and config.rules.enabled
 

@@ -11,6 +11,7 @@ process table and name caches. Works on whole batches. Does not own reading the 
 from __future__ import annotations
 
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Final
@@ -45,7 +46,10 @@ TWO_PATHS: Final = frozenset({FileOp.RENAME, FileOp.LINK})
 # final component is never resolved, only its directory.
 _DIR_CACHE_SIZE: Final = 4096
 _MAGIC: Final = (b"/proc/self/", b"/proc/thread-self/", b"/dev/fd/")
-_DIR_CHANGING: Final = frozenset({FileOp.RENAME, FileOp.RMDIR, FileOp.SYMLINK})
+_DIR_CHANGING: Final = frozenset({FileOp.RENAME, FileOp.RMDIR, FileOp.SYMLINK, FileOp.DELETE})
+# How long a resolved directory is trusted when no event said it changed (a symlink's target
+# changed by a program outside the watched trees)
+_DIR_CACHE_NS: Final = 100_000_000
 
 
 class _OpenFile:
@@ -123,6 +127,7 @@ class Pipeline:
         self._open: OrderedDict[int, _OpenFile] = OrderedDict()
         self._by_tgid: dict[int, set[int]] = {}
         self._dirs: OrderedDict[bytes, bytes] = OrderedDict()
+        self._dirs_since = 0
         self.filtered = 0
         # Paths the kernel cut: judged by device (vigil.events.truncated); without a judge every
         # one may be in a watched tree.
@@ -156,8 +161,8 @@ class Pipeline:
 
     def _invalidate_dirs(self, ev: FileEvent) -> None:
         """Forgets cached directories at or below a renamed or removed name (as written, or as
-        resolved). A deleted symlink changes resolution too; the cache lives for one batch,
-        which bounds that window."""
+        resolved): a directory renamed or removed, a symlink deleted or made. What no event
+        shows (a change outside the watched trees) the cache's lifetime bounds: 0.1 s."""
         if ev.op not in _DIR_CHANGING or not self._dirs:
             return
         gone = normalize(ev.path) if ev.flags & F_UNNORMALIZED else ev.path
@@ -171,7 +176,10 @@ class Pipeline:
 
     def process(self, records: Iterable[object]) -> list[Event]:
         out: list[Event] = []
-        self._dirs.clear()
+        now = time.monotonic_ns()
+        if now - self._dirs_since > _DIR_CACHE_NS:
+            self._dirs.clear()
+            self._dirs_since = now
         self._batch_truncated = False
         for rec in records:
             if isinstance(rec, FileEvent):

@@ -6,7 +6,11 @@ the memory ordering, so this reader runs on every CPU architecture), waiting on 
 handing out the records of a batch. libbpf calls back into Python once per record; the callback
 only copies the record into a list, so decoding stays batched in ``drain``. libbpf's buffers
 wake the reader at every sample (the ring's BPF side wakes it once a MiB is pending); the agent
-drains whatever has accumulated by then, so wakeups batch themselves under load.
+drains whatever has accumulated by then, so wakeups batch themselves under load. Each sample is
+copied out as it is consumed, and libbpf advances a CPU buffer's tail when that buffer is
+consumed, before the batch is processed: like the ring reader, a slow batch holds no buffer
+space during a burst (the bound is per CPU buffer, so a batch may hold one buffer's contents
+beyond ``max_bytes``).
 
 Records are the kernel side's own, self-describing (vigil_hdr.size), but perf pads each sample to
 8 bytes: a record may carry up to 7 bytes of padding after its end, which the decoder ignores (it

@@ -4,6 +4,8 @@ Like cilium/ebpf's features/ package: each probe loads one tiny program from
 bpf/probes.bpf.c, attaches it, detaches it and reports a Probe(name, available, detail).
 `available` is None when the answer is inconclusive (not root, libbpf missing, tracefs not
 mounted); only conclusive answers are cached, so a later call as root measures again.
+Detaching a tracepoint waits for an RCU grace period (~70 ms): the answer is known at attach,
+so the teardown (detach, unload) runs on a background thread (``settle`` waits for it).
 Also owns the small host facts read from files (kernel BTF, active LSMs, lockdown).
 It does not choose a backend (vigil.doctor reports; the pipeline decides) and does not mount
 anything (vigil.kernel.mounts).
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,7 @@ from vigil.kernel.errors import (
     VerifierError,
     errno_name,
 )
-from vigil.kernel.loader import BpfObjectSpec, bundled_object
+from vigil.kernel.loader import BpfObjectSpec, Link, LoadedObject, bundled_object
 
 KERNEL_BTF = Path("/sys/kernel/btf/vmlinux")
 KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe")
@@ -183,14 +186,42 @@ def _measure(name: str, spec: _Spec) -> Probe:
                 spec_obj.set_autocreate(PERFBUF_MAP, False)
             phase = "load"
             obj = spec_obj.load()
-        with obj:
+        try:
             phase = "attach"
-            obj.attach(spec.program).destroy()
+            link = obj.attach(spec.program)
+        except BaseException:
+            obj.close()
+            raise
+        _tear_down(link, obj)
     except LibbpfMissingError as e:
         return Probe(name, None, str(e))
     except KernelError as e:
         return _failure(name, spec, phase, e)
     return _success(name)
+
+
+_teardowns: list[threading.Thread] = []
+
+
+def _tear_down(link: Link, obj: LoadedObject) -> None:
+    """A probe's detach and unload, on a daemon thread: the kernel's part releases the GIL,
+    and a process that exits first loses nothing (its fds close)."""
+    def work() -> None:
+        try:
+            link.destroy()
+        finally:
+            obj.close()
+
+    t = threading.Thread(target=work, name="vigil-probe-teardown", daemon=True)
+    _teardowns[:] = [x for x in _teardowns if x.is_alive()]
+    _teardowns.append(t)
+    t.start()
+
+
+def settle(timeout: float | None = None) -> None:
+    """Waits until every probe program is detached and unloaded."""
+    for t in list(_teardowns):
+        t.join(timeout)
 
 
 def _success(name: str) -> Probe:

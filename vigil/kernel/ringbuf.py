@@ -1,8 +1,11 @@
 """A batch reader of a BPF ring buffer map, in Python, straight from its shared memory.
 
 Owns: mapping the ring (consumer page read-write, producer page and data read-only, the data
-mapped twice by the kernel so a record that wraps is still contiguous), waiting for data with
-epoll, and handing out every committed record of a batch as a memoryview into the ring.
+once: the kernel's second copy would double the ring's share of the agent's RSS), waiting for
+data with epoll, and handing out every committed record of a batch: the batch's bytes are
+copied out of the ring at once (in two pieces when it wraps) and the consumer position advanced
+before any record is handed out, so a slow batch never holds ring space the kernel needs
+during a burst.
 
 Why not libbpf's ring_buffer__poll: it calls back into Python once per record through ctypes,
 which drains ~0.3-0.5 M records/s; reading the memory in bulk is several times faster.
@@ -29,11 +32,33 @@ from vigil.kernel.errors import NotSupportedError
 
 _BUSY: Final = 1 << 31
 _DISCARD: Final = 1 << 30
+_LEN_MASK: Final = ~(_BUSY | _DISCARD)
 _HDR: Final = 8
 _U64 = struct.Struct("=Q")
 _U32 = struct.Struct("=I")
 
 ORDERED_ARCHES: Final = frozenset({"x86_64"})
+
+
+def committed(view: memoryview, base: int, mask: int, cons: int,
+              avail: int) -> tuple[int, list[tuple[int, int]]]:
+    """The committed prefix of the ``avail`` bytes of ring data after position ``cons``, the
+    data (``mask`` + 1 bytes, a power of two) at ``view[base:]``: its length (up to the first
+    record still reserved, whose successors wait for it) and each record's payload as
+    (start, length) relative to ``cons``; discarded records take room but are not listed.
+    Headers are 8-byte aligned, so a header never wraps; a payload may."""
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    unpack = _U32.unpack_from
+    while pos < avail:
+        word = unpack(view, base + ((cons + pos) & mask))[0]
+        if word & _BUSY:
+            break  # reserved, not yet committed
+        length = word & _LEN_MASK
+        if not word & _DISCARD:
+            spans.append((pos + _HDR, length))
+        pos += (length + _HDR + 7) & ~7
+    return pos, spans
 
 
 class RingReader:
@@ -54,7 +79,10 @@ class RingReader:
         self._mask = size - 1
         self._consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED,
                                    mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-        self._data = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
+        # The producer page and the data once (the kernel offers the data twice in a row, for
+        # wrapped records to be contiguous; but it maps every page at once, so each copy
+        # counts fully in the agent's RSS): a batch that wraps is copied in two pieces.
+        self._data = mmap.mmap(map_fd, page + size, mmap.MAP_SHARED, mmap.PROT_READ,
                                offset=page)
         self._view = memoryview(self._data)
         self._base = page  # data starts after the producer page
@@ -72,29 +100,31 @@ class RingReader:
             self._epoll.poll(timeout)
 
     def drain(self, max_bytes: int | None = None) -> Iterator[memoryview]:
-        """Yields every committed record; the consumer position advances when the batch ends.
+        """Yields every record committed when the call starts (up to ``max_bytes`` of the
+        ring), copied out of the ring in one go: the consumer position advances before the
+        first record is yielded, so the kernel may fill the whole ring again while the batch
+        is processed (a burst is not held back by the batch in hand).
 
-        The memoryviews are only valid until the next call: decode them before asking for more.
+        The memoryviews point into the batch's copy: they stay valid as long as they are
+        referenced, after the next call too.
         """
         cons = _U64.unpack_from(self._consumer, 0)[0]
         prod = _U64.unpack_from(self._data, 0)[0]
         limit = prod if max_bytes is None else min(prod, cons + max_bytes)
-        view, base, mask = self._view, self._base, self._mask
-        start = cons
-        try:
-            while cons < limit:
-                off = base + (cons & mask)
-                word = _U32.unpack_from(view, off)[0]
-                if word & _BUSY:
-                    break  # reserved, not yet committed: later records wait for it
-                length = word & ~(_BUSY | _DISCARD)
-                if not word & _DISCARD:
-                    self.records += 1
-                    yield view[off + _HDR:off + _HDR + length]
-                cons += (length + _HDR + 7) & ~7
-        finally:
-            if cons != start:
-                self._consumer[0:8] = _U64.pack(cons)
+        view, base, size = self._view, self._base, self._size
+        end, spans = committed(view, base, self._mask, cons, limit - cons)
+        if not end:
+            return
+        off = cons & self._mask
+        if off + end <= size:
+            batch = memoryview(view[base + off:base + off + end].tobytes())
+        else:  # the batch wraps at the end of the data
+            batch = memoryview(b"".join((view[base + off:base + size],
+                                         view[base:base + off + end - size])))
+        self._consumer[0:8] = _U64.pack(cons + end)
+        self.records += len(spans)
+        for start, length in spans:
+            yield batch[start:start + length]
 
     def fill_ratio(self) -> float | None:
         """How full the ring is, 0..1: bytes the kernel wrote that this reader has not consumed
