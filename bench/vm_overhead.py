@@ -48,6 +48,7 @@ SERIES = "6.12"
 
 sys.path.insert(0, str(ROOT / "tests" / "vm"))
 from kernels import Kernel, KernelError, prepare  # noqa: E402
+from matrix import follow  # noqa: E402  (the matrix's: the guest's log as it grows)
 
 
 def vng_argv(k: Kernel, out: Path, guest_cmd: list[str]) -> list[str]:
@@ -56,20 +57,6 @@ def vng_argv(k: Kernel, out: Path, guest_cmd: list[str]) -> list[str]:
     return [str(VENV_BIN / "vng"), "--verbose", "--name", "vigil-vm-overhead",
             "--run", str(k.boot_image), "--disable-kvm", "--cpus", "2", "--memory", "2G",
             "--overlay-rwdir", "/etc", "--rwdir", str(out), "--", script]
-
-
-def follow(log: Path, pos: int) -> int:
-    """Print what the guest added to its log since ``pos``; the new position."""
-    try:
-        with log.open("rb") as f:
-            f.seek(pos)
-            data = f.read()
-    except FileNotFoundError:
-        return pos
-    end = data.rfind(b"\n") + 1
-    for line in data[:end].decode(errors="replace").splitlines():
-        print(f"[guest] {line}", flush=True)
-    return pos + end
 
 
 def stop_group(p: subprocess.Popen[bytes]) -> None:
@@ -102,13 +89,13 @@ def boot(k: Kernel, out: Path, guest_cmd: list[str], limit: float) -> int | None
                              stderr=subprocess.STDOUT, start_new_session=True)
         try:
             while p.poll() is None and time.monotonic() - t0 < limit:
-                pos = follow(out / "guest.log", pos)
+                pos = follow(out / "guest.log", pos, "guest")
                 time.sleep(1)
             rc = p.returncode
         finally:
             stop_group(p)   # a timeout, Ctrl-C or SIGTERM: no qemu left behind
             p.wait()
-    follow(out / "guest.log", pos)
+    follow(out / "guest.log", pos, "guest")
     print(f"vm_overhead: VM ran {time.monotonic() - t0:.0f}s", flush=True)
     return rc
 
