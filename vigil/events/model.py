@@ -99,6 +99,7 @@ class Process:
     # what an output made of this process once it was enriched (vigil.outputs.ecs: its ECS
     # who-data parts), for the next event of the same process; never part of equality
     rendered: object = field(default=None, repr=False, compare=False)
+    rendered_json: tuple[bytes, bytes] | None = field(default=None, repr=False, compare=False)
 
     @property
     def container_id(self) -> str | None:

@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, overload
 
+from vigil.events.model import FileEvent
 from vigil.fim.model import FimEvent
 from vigil.outputs.base import Output
 from vigil.outputs.ecs import dumps, is_shared, share, to_ecs
 from vigil.outputs.ecs_alert import alert_to_ecs
 from vigil.outputs.ecs_fim import fim_to_ecs
+from vigil.outputs.ecs_json import file_json, host_json
 from vigil.rules.alert import Alert
 
 
@@ -36,7 +38,7 @@ class Batch(Sequence[Output]):
 
     def __init__(self, events: Sequence[Output], host: dict[str, Any]) -> None:
         self._events = list(events)
-        self._docs: list[dict[str, Any]] = []
+        self._docs: list[dict[str, Any] | None] = [None] * len(self._events)
         self._json: list[bytes] | None = None
         self.host = host
 
@@ -57,29 +59,37 @@ class Batch(Sequence[Output]):
 
     def doc(self, i: int) -> dict[str, Any]:
         """The ECS document of the i-th output (rendered now if no reader asked before)."""
-        docs = self._docs
-        while len(docs) <= i:
-            docs.append(ecs_document(self._events[len(docs)], self.host))
-        return docs[i]
+        doc = self._docs[i]
+        if doc is None:
+            doc = self._docs[i] = ecs_document(self._events[i], self.host)
+        return doc
 
     def docs(self) -> list[dict[str, Any]]:
-        if len(self._docs) < len(self._events):
-            self.doc(len(self._events) - 1)
-        return self._docs
+        docs, events, host = self._docs, self._events, self.host
+        for i, doc in enumerate(docs):
+            if doc is None:
+                docs[i] = ecs_document(events[i], host)
+        return docs  # type: ignore[return-value]   # all rendered now
 
     def json(self) -> list[bytes]:
         """Every ECS document serialised (no newline), once for all the sinks that send
-        ECS JSON (the JSON lines, syslog)."""
+        ECS JSON (the JSON lines, syslog). The common file events are written straight from
+        the event (vigil.outputs.ecs_json, the same bytes), the others from their document."""
         if self._json is None:
             if not is_shared(self.host):
                 share(self.host)
-            self._json = [dumps(d) for d in self.docs()]
+            host = host_json(self.host)
+            out = []
+            for i, ev in enumerate(self._events):
+                j = file_json(ev, host) if type(ev) is FileEvent else None
+                out.append(j if j is not None else dumps(self.doc(i)))
+            self._json = out
         return self._json
 
     def extended(self, more: Sequence[Output]) -> Batch:
         """This batch followed by ``more``, with the documents rendered so far."""
         out = Batch(self._events + list(more), self.host)
-        out._docs = list(self._docs)
+        out._docs[:len(self._docs)] = self._docs
         return out
 
 
