@@ -94,11 +94,19 @@ build_bpf() {
   make -s -C bpf >&2
 }
 
+# Vigil's own bytecode, compiled once here: the editable install leaves it to the first
+# import, which cannot write it where PYTHONDONTWRITEBYTECODE is set or the tree is read-only,
+# and compiling every module again at each start costs `vigil run` a tenth of a second.
+compile_python() {
+  "$VENV/bin/python" -m compileall -q -j0 vigil >/dev/null
+}
+
 setup() {
   need_root
   ensure_apt "${APT_PKGS[@]}"
   ensure_venv
   build_bpf
+  compile_python
 }
 
 cmd=${1:-}

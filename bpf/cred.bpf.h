@@ -451,12 +451,20 @@ static __always_inline void cred_compare(__u32 tid, const char *name)
 	bpf_map_delete_elem(&cred_stashed, &tid);
 }
 
+/* The exit of every set*id and capset call: one program, reached by tail call from each
+ * syscall's exit program (syscalls_file.bpf.h: handlers). */
+SEC("tracepoint")
+int handle_cred_exit(void *ctx)
+{
+	cred_compare((__u32)bpf_get_current_pid_tgid(), NULL);
+	return flush(ctx);
+}
+
 #define CRED_SYSCALL(sc, op)								\
 	SEC("tracepoint/syscalls/sys_enter_" #sc)					\
 	int cred_enter_##sc(void *ctx) { return cred_remember(op); }			\
 	SEC("tracepoint/syscalls/sys_exit_" #sc)					\
-	int cred_exit_##sc(void *ctx)							\
-	{ cred_compare((__u32)bpf_get_current_pid_tgid(), NULL); return flush(ctx); }
+	int cred_exit_##sc(void *ctx) { bpf_tail_call(ctx, &handlers, H_CRED_EXIT); return 0; }
 
 CRED_SYSCALL(setuid, VIGIL_CRED_SETUID)
 CRED_SYSCALL(setreuid, VIGIL_CRED_SETREUID)

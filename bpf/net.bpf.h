@@ -581,9 +581,24 @@ static __noinline int net_exit(long ret)
 
 #define NET_ENTER(sc) SEC("tracepoint/syscalls/sys_enter_" #sc) \
 	int net_enter_##sc(struct trace_event_raw_sys_enter *ctx)
+/* The exit of every network syscall remembered at its enter: one program, reached by tail
+ * call from each syscall's exit program (syscalls_file.bpf.h: handlers), which costs one
+ * look-up when its enter remembered nothing. */
+SEC("tracepoint")
+int handle_net_exit(void *ctx)
+{
+	net_exit(KREAD((struct trace_event_raw_sys_exit *)ctx, ret));
+	return flush(ctx);
+}
+
 #define NET_EXIT(sc) SEC("tracepoint/syscalls/sys_exit_" #sc) \
-	int net_exit_##sc(struct trace_event_raw_sys_exit *ctx) \
-	{ net_exit(KREAD(ctx, ret)); return flush(ctx); }
+	int net_exit_##sc(void *ctx) \
+	{ \
+		__u64 id = bpf_get_current_pid_tgid(); \
+		if (bpf_map_lookup_elem(&net_calls, &id)) \
+			bpf_tail_call(ctx, &handlers, H_NET_EXIT); \
+		return 0; \
+	}
 
 NET_ENTER(connect) { return net_remember(VIGIL_NET_CONNECT, ARG(0), ARG(1), 0); }
 NET_EXIT(connect)

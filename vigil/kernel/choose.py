@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,9 @@ from vigil.kernel.errors import KernelError, VerifierError, VigilError
 from vigil.kernel.hooks import HookUnsupported, Plan
 from vigil.kernel.loader import BpfObjectSpec, bundled_object
 from vigil.kernel.mounts import ensure_mounted
+
+# Python's switch interval while the kernel side starts on its thread (default 5 ms)
+_START_SWITCH_S = 0.0005
 
 if TYPE_CHECKING:
     from vigil.config import Config
@@ -177,6 +181,10 @@ class EarlyStart:
         self._result: tuple[KernelBackend, dict[str, str]] | None = None
         self._error: BaseException | None = None
         self._taken = False
+        # The thread's Python parts (probes, libbpf's messages) wait for the lock while the
+        # main thread compiles the rules: handed over more often until it is done.
+        self._switch = sys.getswitchinterval()
+        sys.setswitchinterval(_START_SWITCH_S)
         self._thread = threading.Thread(target=self._run, args=(forced, obj_path),
                                         name="vigil-kernel-start", daemon=True)
         self._thread.start()
@@ -186,6 +194,8 @@ class EarlyStart:
             self._result = start_backend(self.settings, forced, obj_path)
         except BaseException as e:   # handed to the caller of result()
             self._error = e
+        finally:
+            sys.setswitchinterval(self._switch)
 
     def result(self) -> tuple[KernelBackend, dict[str, str]]:
         self._thread.join()
