@@ -239,6 +239,7 @@ def _file_event(op: FileOp, failed: bool) -> dict[str, Any]:
             "kind": "event", "category": ["file"], "type": _FILE_TYPES.get(op, ["change"]),
             "action": op.action, "outcome": "failure" if failed else "success",
             "module": "vigil", "dataset": "vigil.file"}
+    if not is_shared(got):   # first met, or forgotten when the registry was full
         share(got)
     return got
 
