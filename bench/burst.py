@@ -30,7 +30,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from startup import VIGIL, Tail, write_config
+from startup import VIGIL, Tail, stop, write_config
 
 PER_DIR = 1000
 KINDS = ("created", "owner-changed", "mode-changed", "modified")
@@ -114,20 +113,9 @@ def one_size(vigil: Path, tar: Path, files: int, quiet_s: float) -> Result:
             t0 = time.monotonic()
             subprocess.run(["tar", "xf", str(tar), "-C", str(watched)], check=True)
             res.seconds = time.monotonic() - t0
-            last, still = tail.lines, time.monotonic()
-            while time.monotonic() - still < quiet_s:
-                time.sleep(0.5)
-                tail.read()
-                if tail.lines != last:
-                    last, still = tail.lines, time.monotonic()
+            tail.settle(quiet_s, 0.5)
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(300)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, 300)
             tail.close()
     prefix = str(watched) + "/"
     created: set[str] = set()

@@ -127,8 +127,28 @@ class Tail:
         self.lines += len(lines)
         return lines
 
+    def settle(self, quiet_s: float, poll_s: float) -> None:
+        """Reads until no new line has come for ``quiet_s`` seconds."""
+        last, still = self.lines, time.monotonic()
+        while time.monotonic() - still < quiet_s:
+            time.sleep(poll_s)
+            self.read()
+            if self.lines != last:
+                last, still = self.lines, time.monotonic()
+
     def close(self) -> None:
         self._f.close()
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM to a running agent, SIGKILL if it has not exited within ``timeout``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def one_run(vigil: Path, burst: bool, timeout: float, state: Path) -> Run:
@@ -188,22 +208,11 @@ def one_run(vigil: Path, burst: bool, timeout: float, state: Path) -> Run:
                 before = tail.lines
                 subprocess.run([sys.executable, "-c", BURST, str(watched), str(BURST_FILES)],
                                check=True)
-                last, still = tail.lines, time.monotonic()
-                while time.monotonic() - still < 5.0:
-                    time.sleep(0.2)
-                    tail.read()
-                    if tail.lines != last:
-                        last, still = tail.lines, time.monotonic()
+                tail.settle(5.0, 0.2)
                 run.burst_lines = tail.lines - before
                 run.mem_burst = mem(proc.pid)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 60)
         tail.close()
         out.close()
         err.close()

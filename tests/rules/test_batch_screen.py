@@ -20,18 +20,15 @@ from typing import Any
 import pytest
 
 from tests.rules.corpus import RECORDED, RECORDED_AUDITD
+from tests.rules.screen_events import HOST, TS, process, rule_paths
 from vigil.config import RulesConfig
-from vigil.events.model import FileEvent, FileOp, NetEvent, NetOp, Process
+from vigil.events.model import FileEvent, FileOp, NetEvent, NetOp
 from vigil.outputs.ecs import to_ecs
 from vigil.rules.detector import Detector
 from vigil.rules.fieldmap import ecs_to_parts, ecs_to_records, get_path, who_part
 from vigil.rules.matcher import logsource_key
-from vigil.rules.model import StringValue
 from vigil.rules.patterns import FIELD_SEP
 from vigil.rules.ruleset import RuleSet, build_ruleset, compile_rules
-
-HOST = {"name": "h"}
-TS = 1_700_000_000 * 10**9
 
 
 @pytest.fixture(scope="module")
@@ -39,28 +36,8 @@ def ruleset() -> RuleSet:
     return build_ruleset(RulesConfig(min_level="informational"))
 
 
-def _process(pid: int, uid: int, exe: bytes, args: list[bytes]) -> Process:
-    return Process(pid=pid, tid=pid, ppid=1, start_time=pid, parent_start_time=1, uid=uid,
-                   gid=uid, euid=uid, egid=uid, auid=uid, session_id=2, comm=exe.split(b"/")[-1],
-                   cgroup_id=0, mnt_ns=0, executable=exe, args=args,
-                   user_name="root" if uid == 0 else "u", enriched=True)
-
-
-SHELL = _process(100, 0, b"/usr/bin/bash", [b"bash"])
-USER = _process(200, 1000, b"/usr/bin/python3", [b"python3", b"x.py"])
-
-
-def _rule_paths(rs: RuleSet) -> list[str]:
-    out: set[str] = set()
-    for r in rs.rules:
-        for s in r.searches.values():
-            for alt in s.alternatives:
-                for it in alt:
-                    for v in it.values:
-                        p = v.plain if isinstance(v, StringValue) else None
-                        if p and "/" in p:
-                            out.add(p if p.startswith("/") else "/tmp/x" + p)
-    return sorted(out)
+SHELL = process(100, 0, b"/usr/bin/bash", [b"bash"])
+USER = process(200, 1000, b"/usr/bin/python3", [b"python3", b"x.py"])
 
 
 def _file_events(paths: list[str]) -> Iterator[FileEvent]:
@@ -112,7 +89,7 @@ def _recorded() -> list[dict[str, Any]]:
 
 
 def _docs(rs: RuleSet) -> list[dict[str, Any]]:
-    return [*_recorded(), *(to_ecs(ev, HOST) for ev in _file_events(_rule_paths(rs))),
+    return [*_recorded(), *(to_ecs(ev, HOST) for ev in _file_events(rule_paths(rs))),
             *_odd_docs(), *_net_docs()]
 
 
@@ -172,7 +149,7 @@ def test_a_burst_is_one_search(ruleset: RuleSet) -> None:
     """What the batch screen is for: one program's ordinary file events, a batch of them,
     are decided by one search, and none reaches the records."""
     det = Detector(ruleset, 0, host=HOST)
-    p = _process(300, 0, b"/usr/bin/cp", [b"cp", b"-a", b"a", b"b"])
+    p = process(300, 0, b"/usr/bin/cp", [b"cp", b"-a", b"a", b"b"])
     docs = [to_ecs(FileEvent(TS, op, f"/srv/data/f{i}".encode(), p, inode=i + 1, device=1,
                              target_path=f"/srv/data/g{i}".encode()
                              if op == FileOp.RENAME else None), HOST)

@@ -21,16 +21,13 @@ from typing import Any
 import pytest
 
 from tests.rules.corpus import RECORDED, RECORDED_AUDITD
+from tests.rules.screen_events import HOST, TS, process, rule_paths
 from vigil.config import RulesConfig
-from vigil.events.model import FileEvent, FileOp, Process
+from vigil.events.model import FileEvent, FileOp
 from vigil.outputs.ecs import to_ecs
 from vigil.rules.detector import Detector
 from vigil.rules.fieldmap import ecs_to_records
-from vigil.rules.model import StringValue
 from vigil.rules.ruleset import RuleSet, build_ruleset
-
-HOST = {"name": "h"}
-TS = 1_700_000_000 * 10**9
 
 
 @pytest.fixture(scope="module")
@@ -38,31 +35,10 @@ def ruleset() -> RuleSet:
     return build_ruleset(RulesConfig(min_level="informational"))
 
 
-def _process(pid: int, uid: int, exe: bytes, args: list[bytes]) -> Process:
-    return Process(pid=pid, tid=pid, ppid=1, start_time=pid, parent_start_time=1, uid=uid,
-                   gid=uid, euid=uid, egid=uid, auid=uid, session_id=2, comm=exe.split(b"/")[-1],
-                   cgroup_id=0, mnt_ns=0, executable=exe, args=args,
-                   user_name="root" if uid == 0 else "u", enriched=True)
-
-
-def _rule_paths(rs: RuleSet) -> list[str]:
-    """Every plain absolute path (or path part) a file, auditd or Vigil rule compares."""
-    out: set[str] = set()
-    for r in rs.rules:
-        for s in r.searches.values():
-            for alt in s.alternatives:
-                for it in alt:
-                    for v in it.values:
-                        p = v.plain if isinstance(v, StringValue) else None
-                        if p and "/" in p:
-                            out.add(p if p.startswith("/") else "/tmp/x" + p)
-    return sorted(out)
-
-
 def _file_docs(rs: RuleSet) -> Iterator[dict[str, Any]]:
-    shell = _process(100, 0, b"/usr/bin/bash", [b"bash"])
-    user = _process(200, 1000, b"/usr/bin/python3", [b"python3", b"x.py"])
-    for path in _rule_paths(rs):
+    shell = process(100, 0, b"/usr/bin/bash", [b"bash"])
+    user = process(200, 1000, b"/usr/bin/python3", [b"python3", b"x.py"])
+    for path in rule_paths(rs):
         raw = path.encode()
         for p in (shell, user):
             for op, kw in ((FileOp.CREATE, {"mode": 0o4755}), (FileOp.MODIFY, {}),
@@ -103,7 +79,7 @@ def test_the_screen_lets_few_events_through(ruleset: RuleSet) -> None:
     """What the screen is for: ordinary file events of one process (a burst) reach no
     record matching at all."""
     det = Detector(ruleset, 0, host=HOST)
-    p = _process(300, 0, b"/usr/bin/cp", [b"cp", b"-a", b"a", b"b"])
+    p = process(300, 0, b"/usr/bin/cp", [b"cp", b"-a", b"a", b"b"])
     engine = ruleset.engine
     calls = 0
     originals = {k: m.match for k, m in engine.matchers.items()}

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.rules.test_batch_screen import HOST, TS, USER, _docs, _process
+from tests.rules.screen_events import HOST, TS, process
+from tests.rules.test_batch_screen import USER, _docs
 from vigil.config import RulesConfig
 from vigil.events.model import ExecEvent, FileEvent, FileOp
 from vigil.outputs.ecs import to_ecs
@@ -34,7 +35,7 @@ def ruleset() -> RuleSet:
 def _burst(n: int, root: str = "/tmp/build") -> list[dict[str, Any]]:
     """A program's file activity in /tmp: every event fires the dropper correlation's base
     rule (a file written in a temporary directory), so its shape goes hot."""
-    p = _process(300, 1000, b"/usr/bin/cc", [b"cc", b"-c", b"x.c"])
+    p = process(300, 1000, b"/usr/bin/cc", [b"cc", b"-c", b"x.c"])
     out = []
     for i in range(n):
         a, b = f"{root}/o{i}".encode(), f"{root}/o{i}.tmp".encode()
@@ -151,7 +152,7 @@ def test_the_correlation_keeps_whole_records(ruleset: RuleSet) -> None:
     records, as ecs_to_records makes them, though the match was made of fields read."""
     det = Detector(ruleset, 0, host=HOST)
     burst = _burst(64, "/tmp/drop")
-    run = _process(301, 1000, b"/tmp/drop/o63.tmp", [b"/tmp/drop/o63.tmp"])
+    run = process(301, 1000, b"/tmp/drop/o63.tmp", [b"/tmp/drop/o63.tmp"])
     exec_doc = to_ecs(ExecEvent(TS + 100, run), HOST)
     alerts = det.process_documents([(TS, d) for d in burst] + [(TS + 100, exec_doc)])
     corr = [a for a in alerts if a.category == "correlation"]
