@@ -17,13 +17,15 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from vigil.config import Config, load_config
-from vigil.fim.model import SCAN_ACTIONS
-from vigil.fim.scanner import Scanner
-from vigil.fim.store import Store
 from vigil.kernel.errors import VigilError
+
+if TYPE_CHECKING:
+    from vigil.config import Config
+
+# The scanner is imported by the command, not here: `vigil run` builds this parser before it
+# starts the kernel side, which the scanner's modules would delay.
 
 EXIT_OK, EXIT_CHANGED, EXIT_ERROR, EXIT_INCOMPLETE = 0, 1, 2, 3
 
@@ -44,6 +46,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _report(cfg: Config, args: argparse.Namespace, out: TextIO) -> int:
+    from vigil.fim.model import SCAN_ACTIONS
+    from vigil.fim.scanner import Scanner
+    from vigil.fim.store import Store
+
     db = args.db or cfg.database
     try:
         # --init into a new file builds it aside and publishes it whole (vigil.fim.store)
@@ -99,6 +105,8 @@ def _report(cfg: Config, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    from vigil.config import load_config
+
     try:
         cfg = load_config(args.config)
         if args.watch:

@@ -28,7 +28,7 @@ from vigil.kernel.errors import (
 )
 from vigil.kernel.hooks import Plan
 from vigil.kernel.libbpf import bpf_map_count_entries, libbpf_num_possible_cpus
-from vigil.kernel.loader import BpfObjectSpec, Link, LoadedObject, bundled_object
+from vigil.kernel.loader import BpfObjectSpec, Link, LoadedObject, OpenObject, bundled_object
 from vigil.kernel.lru import EvictionCounter
 from vigil.kernel.mounts import ensure_mounted, tracepoint_exists
 from vigil.kernel.perfbuf import PerfReader, per_cpu_pages
@@ -126,10 +126,14 @@ class KernelBackend:
     """Open -> configure -> load -> attach one backend's programs, then the maps user space
     needs while running. Which programs and settings: a vigil.kernel.hooks.Plan."""
 
-    def __init__(self, settings: BackendSettings, plan: Plan, obj_path: Path | None = None) -> None:
+    def __init__(self, settings: BackendSettings, plan: Plan, obj_path: Path | None = None,
+                 opened: OpenObject | None = None) -> None:
+        """``opened``: the object already opened for these settings (vigil.kernel.choose's
+        open_first); start() takes it, loaded or closed, instead of opening the file again."""
         self.settings = settings
         self.plan = plan
         self._path = obj_path or bundled_object(OBJECT_NAME)
+        self._opened = opened
         self._obj: LoadedObject | None = None
         self._links: list[Link] = []
         self.skipped: list[str] = []  # syscalls this kernel does not have
@@ -160,7 +164,13 @@ class KernelBackend:
         user_hooks = uprobes.programs() if s.shell else frozenset()
         if user_hooks and (why := uprobes.unavailable()):
             user_hooks, self.uprobes_off = frozenset(), why
-        with BpfObjectSpec.open(path, btf_custom_path=s.btf_custom_path) as spec:
+        opened, self._opened = self._opened, None
+        if opened is not None and opened.path != path:
+            opened.close()  # built for the other event buffer (not what open_first does)
+            opened = None
+        if opened is None:
+            opened = BpfObjectSpec.open(path, btf_custom_path=s.btf_custom_path)
+        with opened as spec:
             for prog in spec.programs:
                 wanted = prog.name in self.plan.programs and (
                     net.ops_mask(s.network) != 0 or not net.is_net_program(prog.name))

@@ -18,11 +18,17 @@ from typing import TYPE_CHECKING
 
 from vigil.kernel import arch as archmod
 from vigil.kernel import hooks, libbpf, probes
-from vigil.kernel.backend import OBJECT_NAME, BackendSettings, KernelBackend
+from vigil.kernel.backend import (
+    OBJECT_NAME,
+    BackendSettings,
+    KernelBackend,
+    choose_event_buffer,
+    perf_variant,
+)
 from vigil.kernel.btf import Btf
 from vigil.kernel.errors import KernelError, VerifierError, VigilError
 from vigil.kernel.hooks import HookUnsupported, Plan
-from vigil.kernel.loader import BpfObjectSpec, bundled_object
+from vigil.kernel.loader import BpfObjectSpec, OpenObject, bundled_object
 from vigil.kernel.mounts import ensure_mounted
 
 # Python's switch interval while the kernel side starts on its thread (default 5 ms)
@@ -70,24 +76,33 @@ def jit_problem(machine: str | None = None, jit_on: bool | None = None) -> str |
 
 
 def plan_backends(settings: BackendSettings, forced: str | None = None,
-                  obj_path: Path | None = None) -> Candidates:
+                  obj_path: Path | None = None, spec: OpenObject | None = None) -> Candidates:
     """Probes and prototypes decide; nothing is loaded but the probe programs.
 
     tracefs and bpffs are mounted first (a fresh boot has neither), so that the tracepoint
-    probe answers for the kernel and not for the boot's mount table."""
+    probe answers for the kernel and not for the boot's mount table. The programs are those of
+    ``spec`` when given (an opened build of the same object), else of the object, opened here.
+    The BTF is parsed only for a backend whose probes passed and which reads prototypes."""
     ensure_mounted(securityfs=False)
     names = list(hooks.BACKENDS) if forced in (None, "auto") else [str(forced)]
-    path = obj_path or bundled_object(OBJECT_NAME)
-    with BpfObjectSpec.open(path) as spec:
+    if spec is None:
+        with BpfObjectSpec.open(obj_path or bundled_object(OBJECT_NAME)) as opened:
+            programs = [hooks.Program(p.name, p.section) for p in opened.programs]
+    else:
         programs = [hooks.Program(p.name, p.section) for p in spec.programs]
     btf_path, own = hooks.kernel_btf_path(settings.btf_custom_path)
     btf: Btf | None = None
     btf_error = ""
-    if btf_path is not None:
-        try:
-            btf = Btf.parse(btf_path)
-        except KernelError as e:
-            btf_error = f"cannot read BTF {btf_path}: {e}"
+
+    def parsed_btf() -> Btf | None:
+        nonlocal btf, btf_error
+        if btf is None and not btf_error and btf_path is not None:
+            try:
+                btf = Btf.parse(btf_path)
+            except KernelError as e:
+                btf_error = f"cannot read BTF {btf_path}: {e}"
+        return btf
+
     out = Candidates([], {})
     probes.use_btf(settings.btf_custom_path)
     jit = jit_problem()
@@ -101,7 +116,7 @@ def plan_backends(settings: BackendSettings, forced: str | None = None,
             out.rejected[name] = "; ".join(f"{p.name} probe: {p.detail}" for p in bad)
             continue
         try:
-            if btf is None and name != "tracepoint" and btf_error:
+            if name != "tracepoint" and parsed_btf() is None and btf_error:
                 raise HookUnsupported(btf_error)
             out.plans.append(hooks.plan(name, programs, btf=btf, kernel_btf=own))
         except HookUnsupported as e:
@@ -126,13 +141,33 @@ def start_backend(settings: BackendSettings, forced: str | None = None,
 
     A backend whose probes passed but whose programs fail to load or attach is skipped with
     the kernel's reason; with ``forced`` that failure is the error."""
-    cands = plan_backends(settings, forced, obj_path)
+    with open_first(settings, obj_path) as first:
+        return _start_first_working(settings, forced, obj_path, first)
+
+
+def open_first(settings: BackendSettings, obj_path: Path | None) -> OpenObject:
+    """The object the first backend will load (the build for the event buffer it will use),
+    opened once: the plan lists its programs, the backend configures and loads it. Opening the
+    object parses its ELF and BTF, a tenth of a start."""
+    ensure_mounted(securityfs=False)
+    buffer, _ = choose_event_buffer(settings.event_buffer)
+    path = obj_path or bundled_object(OBJECT_NAME)
+    return BpfObjectSpec.open(perf_variant(path) if buffer == "perf" else path,
+                              btf_custom_path=settings.btf_custom_path)
+
+
+def _start_first_working(settings: BackendSettings, forced: str | None,
+                         obj_path: Path | None,
+                         first: OpenObject) -> tuple[KernelBackend, dict[str, str]]:
+    cands = plan_backends(settings, forced, obj_path, spec=first)
     rejected = dict(cands.rejected)
     if forced not in (None, "auto") and not cands.plans:
         raise NoBackendError(rejected, forced)
+    opened: OpenObject | None = first  # given to the first attempt; later ones open their own
     for plan in cands.plans:
         while True:
-            backend = KernelBackend(settings, plan, obj_path)
+            backend = KernelBackend(settings, plan, obj_path, opened=opened)
+            opened = None
             try:
                 started = backend.start()
                 release_freed_memory()

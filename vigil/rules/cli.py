@@ -18,19 +18,27 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vigil.rules.correlation import Correlation, resolve
 from vigil.rules.errors import RuleError
-from vigil.rules.filters import Filter, apply_filters
-from vigil.rules.loader import LoadResult, builtin_rules_dir, load_paths
-from vigil.rules.matcher import Engine
-from vigil.rules.ruleset import compile_rules
-from vigil.rules.shellview import is_shell_rule
-from vigil.rules.watchpaths import watch_paths
+
+if TYPE_CHECKING:
+    from vigil.rules.correlation import Correlation
+    from vigil.rules.filters import Filter
+    from vigil.rules.loader import LoadResult
+    from vigil.rules.matcher import Engine
+
+# The engine is imported by the commands, not here: `vigil run` builds this parser before it
+# starts the kernel side, and the rules' modules would delay that start (they are imported
+# later, while the verifier runs).
 
 
 def _load(paths: list[Path] | None) -> tuple[LoadResult, Engine]:
+    from vigil.rules.correlation import resolve
+    from vigil.rules.filters import apply_filters
+    from vigil.rules.loader import builtin_rules_dir, load_paths
+    from vigil.rules.ruleset import compile_rules
+
     result = load_paths(paths or [builtin_rules_dir()])
     result.rules, result.warnings = apply_filters(result.rules, result.filters)
     engine, result.rules, errors = compile_rules(result.rules)
@@ -72,6 +80,7 @@ def _watching(result: LoadResult, config: Path | None) -> None:
     """Rule-driven watching (vigil.rules.watchpaths) for the configuration's directories:
     the paths the kernel will watch for file rules, and the file rules it cannot serve."""
     from vigil.config import load_config
+    from vigil.rules.watchpaths import watch_paths
     from vigil.watchlist import realtime_roots
 
     paths, unserved = watch_paths(result.rules, realtime_roots(load_config(config)))
@@ -99,6 +108,8 @@ def _quiet_pipe(fn: Any) -> Any:
 
 @_quiet_pipe
 def _list(args: argparse.Namespace) -> int:
+    from vigil.rules.shellview import is_shell_rule
+
     result, _ = _load(args.paths)
     for e in result.refused:
         print(f"{e}", file=sys.stderr)
@@ -166,6 +177,7 @@ def _test(args: argparse.Namespace) -> int:
     from vigil.config import RulesConfig
     from vigil.outputs.ecs_alert import alert_to_ecs
     from vigil.rules.detector import Detector
+    from vigil.rules.loader import builtin_rules_dir
     from vigil.rules.ruleset import build_ruleset
 
     paths = tuple(args.paths) or (builtin_rules_dir(),)

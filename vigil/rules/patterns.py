@@ -26,17 +26,28 @@ def re2_options() -> re2.Options:
     return o
 
 
-def _escape(text: str) -> str:
-    out = []
-    for ch in text:
-        o = ord(ch)
+class _EscapeTable(dict[int, str]):
+    """str.translate's table for RE2 literals, filled as characters are met: ASCII letters,
+    digits, ``_`` and printable non-ASCII stay; other printable ASCII gets a backslash; the
+    rest is written ``\\x{HEX}``."""
+
+    def __missing__(self, o: int) -> str:
+        ch = chr(o)
         if (ch.isalnum() and o < 128) or ch == "_" or (o >= 128 and ch.isprintable()):
-            out.append(ch)
+            out = ch
         elif 32 <= o < 127:
-            out.append("\\" + ch)
+            out = "\\" + ch
         else:
-            out.append(f"\\x{{{o:x}}}")
-    return "".join(out)
+            out = f"\\x{{{o:x}}}"
+        self[o] = out
+        return out
+
+
+_ESCAPES = _EscapeTable()
+
+
+def _escape(text: str) -> str:
+    return text.translate(_ESCAPES)
 
 
 FIELD_SEP: Final = "\x1e"   # between fields of the joined record (see matcher.joined)
