@@ -103,7 +103,8 @@ TESTS = {
     BIN_DELETED: ("test_system_binaries_and_libraries_deleted",
                   "test_package_removal_does_not_alert"),
     LOG_DELETED: ("test_log_deleted",
-                  "test_log_rotation_and_compressing_rotated_logs_do_not_alert"),
+                  "test_log_rotation_and_compressing_rotated_logs_do_not_alert",
+                  "test_apt_replacing_its_own_log_does_not_alert"),
     LOG_TRUNCATED: ("test_log_truncated", "test_logrotate_copytruncate_does_not_alert"),
     SETUID: ("test_setuid_and_setgid_bits_set",
              "test_packaged_setuid_and_ordinary_modes_do_not_alert"),
@@ -750,6 +751,25 @@ class TestFileRulesOnAScratchRoot:
         s.barrier()
         pids = {get(a, "process.pid") for a in new_alerts(s.agent, LOG_DELETED, since)}
         assert pids == {control.pid}, (pids, [r.pid for r in rot], gz.pid)
+
+    def test_apt_replacing_its_own_log_does_not_alert(self, system: System) -> None:
+        """apt-get rewrites /var/log/apt/eipp.log.xz (unlink, then a new file) on every run,
+        a simulated one too: here a real `apt-get -s install bash` with its log directory in
+        the scratch root (nothing is installed). Control: rm of a file in the same
+        directory."""
+        s = system
+        logs = s.r("/var/log/apt")
+        logs.mkdir(parents=True, exist_ok=True)
+        (logs / "eipp.log.xz").write_bytes(b"old")
+        (logs / "history.log.1").write_text("old\n")
+        since = s.mark()
+        apt = act(["/usr/bin/apt-get", "-s", "-q", "-o", f"Dir::Log={logs}", "install", "bash"])
+        assert (logs / "eipp.log.xz").read_bytes() != b"old", "apt-get did not rewrite its log"
+        control = act(["/usr/bin/rm", str(logs / "history.log.1")])
+        alert_for(s.agent, LOG_DELETED, control, logs / "history.log.1")
+        s.barrier()
+        pids = {get(a, "process.pid") for a in new_alerts(s.agent, LOG_DELETED, since)}
+        assert pids == {control.pid}, (pids, apt.pid)
 
     def test_log_truncated(self, system: System) -> None:
         s = system
