@@ -565,38 +565,54 @@ SEC_EXIT(process_vm_writev)
 	return flush(ctx);
 }
 
+/* The exits of mount, umount and pivot_root resolve path arguments (path_of_arg, most of what
+ * the verifier checks in them): one handler, reached by tail call when this thread's stashed
+ * call is the exiting syscall's, verified once instead of three times. */
+SEC("tracepoint")
+int handle_sec_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct sec_call *p = bpf_map_lookup_elem(&sec_calls, &tid);
+	long ret = KREAD(ctx, ret);
+	struct sec_call c;
+
+	if (!p)
+		return 0;
+	c = *p;
+	bpf_map_delete_elem(&sec_calls, &tid);
+	if (c.op == VIGIL_SEC_MOUNT)
+		sec_mount(c.a[0], c.a[1], c.a[2], c.a[3], ret, 1);
+	else if (c.op == VIGIL_SEC_UMOUNT)
+		sec_umount(c.a[0], c.a[1], ret, 1);
+	else if (c.op == VIGIL_SEC_PIVOT_ROOT)
+		sec_pivot(c.a[0], c.a[1], ret, 1);
+	return flush(ctx);
+}
+
+static __always_inline int sec_path_exit(void *ctx, __u32 op)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct sec_call *c = bpf_map_lookup_elem(&sec_calls, &tid);
+
+	if (!c)
+		return 0;
+	if (c->op == op)
+		bpf_tail_call(ctx, &handlers, H_SEC_EXIT);
+	bpf_map_delete_elem(&sec_calls, &tid);	/* another call's, or no handler */
+	return 0;
+}
+
 SEC_ENTER(mount)
 {
 	return sec_stash(VIGIL_SEC_MOUNT, TP_ARG(0), TP_ARG(1), TP_ARG(2), TP_ARG(3));
 }
-SEC_EXIT(mount)
-{
-	struct sec_call c;
-
-	if (sec_unstash(VIGIL_SEC_MOUNT, &c))
-		sec_mount(c.a[0], c.a[1], c.a[2], c.a[3], KREAD(ctx, ret), 1);
-	return flush(ctx);
-}
+SEC_EXIT(mount) { return sec_path_exit(ctx, VIGIL_SEC_MOUNT); }
 
 SEC_ENTER(umount) { return sec_stash(VIGIL_SEC_UMOUNT, TP_ARG(0), TP_ARG(1), 0, 0); }
-SEC_EXIT(umount)
-{
-	struct sec_call c;
-
-	if (sec_unstash(VIGIL_SEC_UMOUNT, &c))
-		sec_umount(c.a[0], c.a[1], KREAD(ctx, ret), 1);
-	return flush(ctx);
-}
+SEC_EXIT(umount) { return sec_path_exit(ctx, VIGIL_SEC_UMOUNT); }
 
 SEC_ENTER(pivot_root) { return sec_stash(VIGIL_SEC_PIVOT_ROOT, TP_ARG(0), TP_ARG(1), 0, 0); }
-SEC_EXIT(pivot_root)
-{
-	struct sec_call c;
-
-	if (sec_unstash(VIGIL_SEC_PIVOT_ROOT, &c))
-		sec_pivot(c.a[0], c.a[1], KREAD(ctx, ret), 1);
-	return flush(ctx);
-}
+SEC_EXIT(pivot_root) { return sec_path_exit(ctx, VIGIL_SEC_PIVOT_ROOT); }
 
 SEC_ENTER(bpf)
 {

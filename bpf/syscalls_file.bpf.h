@@ -8,8 +8,8 @@
  * LPM trie) and only then builds and sends an event. Read-only opens return at enter.
  *
  * Here: the remember_*() helpers that fill struct inflight at enter, the exit handler (on_exit),
- * the tail-call table `handlers` with the heavy handlers it reaches (handle_sys_exit,
- * handle_close; io_uring's handle_uring_submit is in uring.bpf.h), and closing(), the test that
+ * the tail-call table `handlers` and two of the heavy handlers it reaches (handle_sys_exit,
+ * handle_close; the others are with their parts), and closing(), the test that
  * sends the close of a tracked file to handle_close.
  */
 #ifndef VIGIL_SYSCALLS_FILE_BPF_H
@@ -112,29 +112,22 @@ int handle_close(void *ctx)
 	return ret;
 }
 
-/* io_uring submissions (uring.bpf.h), the exits of the network and credential syscalls
- * (net.bpf.h, cred.bpf.h): each verified once here instead of once per syscall, which made
- * them most of the verifier's time at start-up. */
-int handle_uring_submit(void *ctx);
-int handle_net_exit(void *ctx);
-int handle_cred_exit(void *ctx);
-
-enum { H_SYS_EXIT = 0, H_CLOSE = 1, H_URING_SUBMIT = 2, H_NET_EXIT = 3, H_CRED_EXIT = 4 };
+/* The tail-call table. Its handlers: the two above, io_uring submissions (uring.bpf.h) and the
+ * exits of the network, credential and mount-like syscalls (net.bpf.h, cred.bpf.h,
+ * sec.bpf.h), each verified once as a program of its own instead of once per syscall, which
+ * made them most of the verifier's time at start-up. User space loads a handler only with a
+ * program that calls it and fills its slot after the load (vigil/kernel/hooks.py:
+ * TAIL_CALLS, the same slots): a backend that never reaches one does not verify it, and
+ * libbpf cannot leave out a statically initialised slot whose program is not loaded. */
+enum { H_SYS_EXIT = 0, H_CLOSE = 1, H_URING_SUBMIT = 2, H_NET_EXIT = 3, H_CRED_EXIT = 4,
+       H_SEC_EXIT = 5, H_COUNT };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, 5);
+	__uint(max_entries, H_COUNT);
 	__type(key, __u32);
-	__array(values, int (void *));
-} handlers SEC(".maps") = {
-	.values = {
-		[H_SYS_EXIT] = (void *)&handle_sys_exit,
-		[H_CLOSE] = (void *)&handle_close,
-		[H_URING_SUBMIT] = (void *)&handle_uring_submit,
-		[H_NET_EXIT] = (void *)&handle_net_exit,
-		[H_CRED_EXIT] = (void *)&handle_cred_exit,
-	},
-};
+	__type(value, __u32);
+} handlers SEC(".maps");
 
 /* Cheap test first: most closes are of files nobody tracks. */
 static __always_inline int closing(void *ctx, int fd)

@@ -278,3 +278,37 @@ def test_a_32bit_kernel_with_its_jit_on_is_refused_with_the_fix() -> None:
     assert jit_problem("x86_64", jit_on=True) is None
     assert jit_problem("aarch64", jit_on=True) is None
     assert jit_problem("mips", jit_on=True) is None
+
+
+def test_tail_call_slots_are_the_c_enum_and_the_objects_handlers() -> None:
+    """hooks.TAIL_CALLS and bpf/syscalls_file.bpf.h's H_* enum name the same slots, and the
+    built object's tail-call targets (section "tracepoint") are exactly the table's handlers:
+    a handler added in C without its slot here would never be reached."""
+    import re
+
+    from vigil.kernel.backend import OBJECT_NAME
+    from vigil.kernel.loader import BpfObjectSpec, bundled_object
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "bpf" / "syscalls_file.bpf.h").read_text()
+    enum = re.search(r"enum \{ (H_SYS_EXIT.*?) \};", text, re.S)
+    assert enum is not None
+    slots = {name: int(v) for name, v in re.findall(r"(H_\w+) = (\d+)", enum.group(1))}
+    assert sorted(slots.values()) == sorted(slot for slot, _ in hooks.TAIL_CALLS.values())
+    assert slots == {"H_" + h.removeprefix("handle_").upper(): slot
+                     for h, (slot, _) in hooks.TAIL_CALLS.items()}
+    with BpfObjectSpec.open(bundled_object(OBJECT_NAME)) as spec:
+        targets = {p.name for p in spec.programs if p.section == "tracepoint"}
+        names = {p.name for p in spec.programs}
+    assert targets == set(hooks.TAIL_CALLS)
+    for handler, (_, calls) in hooks.TAIL_CALLS.items():
+        assert any(calls(n) for n in names - targets), f"nothing in the object calls {handler}"
+
+
+def test_handlers_are_loaded_only_with_a_caller() -> None:
+    assert hooks.tail_call_targets(["exit_openat", "enter_openat"]) == {"handle_sys_exit"}
+    assert hooks.tail_call_targets(["uring_submit_sqe"]) == {"handle_uring_submit",
+                                                             "handle_close"}
+    assert hooks.tail_call_targets(["sec_exit_pivot_root", "cred_exit_setuid"]) == {
+        "handle_sec_exit", "handle_cred_exit"}
+    assert hooks.tail_call_targets(["fe_path_unlink", "lsm_path_unlink", "handle_exec"]) == set()

@@ -26,7 +26,7 @@ from vigil.kernel.errors import (
     NotSupportedError,
     VigilError,
 )
-from vigil.kernel.hooks import Plan
+from vigil.kernel.hooks import TAIL_CALLS, Plan, tail_call_targets
 from vigil.kernel.libbpf import bpf_map_count_entries, libbpf_num_possible_cpus
 from vigil.kernel.loader import BpfObjectSpec, Link, LoadedObject, OpenObject, bundled_object
 from vigil.kernel.lru import EvictionCounter
@@ -171,6 +171,7 @@ class KernelBackend:
         if opened is None:
             opened = BpfObjectSpec.open(path, btf_custom_path=s.btf_custom_path)
         with opened as spec:
+            loading: set[str] = set()
             for prog in spec.programs:
                 wanted = prog.name in self.plan.programs and (
                     net.ops_mask(s.network) != 0 or not net.is_net_program(prog.name))
@@ -181,7 +182,12 @@ class KernelBackend:
                     self.skipped_sections.add(prog.section)
                     if optional[0] == "syscalls":
                         self.skipped.append(optional[1])
-                spec.set_autoload(prog.name, wanted)
+                if wanted and prog.name not in TAIL_CALLS:
+                    loading.add(prog.name)
+            # the tail-call handlers that a loaded program reaches, and only those
+            loading |= tail_call_targets(loading)
+            for prog in spec.programs:
+                spec.set_autoload(prog.name, prog.name in loading)
             if not perf:  # a perf event array gets one entry per CPU from libbpf
                 spec.set_max_entries("events", s.ring_bytes)
             if s.network is not None:
@@ -205,6 +211,7 @@ class KernelBackend:
             log.info("syscalls absent on this kernel, not hooked: %s",
                      ", ".join(sorted({t.split("_", 2)[2] for t in self.skipped})))
         try:
+            self._fill_tail_calls()
             net.fill_maps(self._obj, s.network, watch_key)
             # The reader first: a perf event array has no buffer until the reader opens one,
             # and every record sent before that would be a drop.
@@ -237,6 +244,15 @@ class KernelBackend:
             self.unattached[name] = str(e)
             log.warning("%s cannot attach on this kernel (%s): its events are not seen",
                         name, e)
+
+    def _fill_tail_calls(self) -> None:
+        """The slots of the loaded handlers in the tail-call table, before any program that
+        calls them is attached (an empty slot is a tail call that does nothing)."""
+        table = self.obj.map("handlers")
+        for p in self.obj.programs:
+            slot = TAIL_CALLS.get(p.name)
+            if slot is not None:
+                table.update(_U32.pack(slot[0]), _U32.pack(self.obj.program_fd(p.name)))
 
     def _own_ids(self) -> None:
         """Tell the kernel side the ids of this object's programs, maps and links: another

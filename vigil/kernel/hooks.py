@@ -225,6 +225,28 @@ def _syscall_of(section: str) -> str | None:
     return section[len(_SYSCALLS):].split("_", 2)[2]
 
 
+# The tail-call table (bpf/syscalls_file.bpf.h: `handlers`, the same H_* slots): each handler
+# with its slot and whether a program (by name) calls it. A handler is loaded only with one of
+# its callers; the loader fills its slot (vigil.kernel.backend).
+_CLOSING = frozenset({"enter_close", "enter_dup2", "enter_dup3"})
+_URING_SUBMIT = frozenset({"uring_submit_req", "uring_submit_sqe"})
+_SEC_PATH_EXITS = frozenset({"sec_exit_mount", "sec_exit_umount", "sec_exit_pivot_root"})
+TAIL_CALLS: dict[str, tuple[int, Callable[[str], bool]]] = {
+    "handle_sys_exit": (0, lambda n: n.startswith("exit_")),
+    "handle_close": (1, lambda n: n in _CLOSING or n in _URING_SUBMIT),
+    "handle_uring_submit": (2, lambda n: n in _URING_SUBMIT),
+    "handle_net_exit": (3, lambda n: n.startswith("net_exit_")),
+    "handle_cred_exit": (4, lambda n: n.startswith("cred_exit_")),
+    "handle_sec_exit": (5, lambda n: n in _SEC_PATH_EXITS),
+}
+
+
+def tail_call_targets(loading: Iterable[str]) -> set[str]:
+    """The handlers the programs ``loading`` reach by tail call."""
+    names = list(loading)
+    return {h for h, (_, calls) in TAIL_CALLS.items() if any(calls(n) for n in names)}
+
+
 def _common(p: Program) -> bool:
     """Programs every backend loads: exec/exit, tail-call targets."""
     return p.section.startswith("tracepoint/sched/") or p.section == "tracepoint"

@@ -277,6 +277,12 @@ class LoadedObject(_Closable):
         return [ProgramInfo(libbpf.bpf_program__name(p), libbpf.bpf_program__section_name(p))
                 for p in _programs(self.ptr) if libbpf.bpf_program__autoload(p)]
 
+    def program_fd(self, prog_name: str) -> int:
+        prog = libbpf.bpf_object__find_program_by_name(self.ptr, prog_name)
+        if prog is None:
+            raise ValueError(f"{self.path.name} has no program {prog_name!r}")
+        return libbpf.bpf_program__fd(prog)
+
     def attach(self, prog_name: str) -> Link:
         prog = libbpf.bpf_object__find_program_by_name(self.ptr, prog_name)
         if prog is None:
