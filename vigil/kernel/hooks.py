@@ -248,7 +248,8 @@ def tail_call_targets(loading: Iterable[str]) -> set[str]:
 
 
 def _common(p: Program) -> bool:
-    """Programs every backend loads: exec/exit, tail-call targets."""
+    """Programs every backend plans: exec/exit, and the tail-call targets (each loaded only
+    with a program that calls it: TAIL_CALLS)."""
     return p.section.startswith("tracepoint/sched/") or p.section == "tracepoint"
 
 
