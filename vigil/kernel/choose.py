@@ -83,13 +83,12 @@ def plan_backends(settings: BackendSettings, forced: str | None = None,
     probe answers for the kernel and not for the boot's mount table. The programs are those of
     ``spec`` when given (an opened build of the same object), else of the object, opened here.
     The BTF is parsed only for a backend whose probes passed and which reads prototypes."""
-    ensure_mounted(securityfs=False)
-    names = list(hooks.BACKENDS) if forced in (None, "auto") else [str(forced)]
     if spec is None:
         with BpfObjectSpec.open(obj_path or bundled_object(OBJECT_NAME)) as opened:
-            programs = [hooks.Program(p.name, p.section) for p in opened.programs]
-    else:
-        programs = [hooks.Program(p.name, p.section) for p in spec.programs]
+            return plan_backends(settings, forced, obj_path, opened)
+    ensure_mounted(securityfs=False)
+    names = list(hooks.BACKENDS) if forced in (None, "auto") else [str(forced)]
+    programs = [hooks.Program(p.name, p.section) for p in spec.programs]
     btf_path, own = hooks.kernel_btf_path(settings.btf_custom_path)
     btf: Btf | None = None
     btf_error = ""
