@@ -24,6 +24,10 @@ With --backend B1,B2,... every agent mode runs once per backend per round (`watc
 the agent is started with --backend B, which it must use or fail, and the backend it names on
 stderr is checked), and `none` runs once per backend per round, all in one rotation.
 
+With --baseline-objects DIR (a bpf_objects-like directory, bench/objects.py) every agent mode
+also runs with those BPF objects instead of the checkout's (`elsewhere@base`, ...), in the
+same rotation: a change to bpf/ measured before and after in one run.
+
 With --workload net the child instead runs N TCP connects over loopback to a listener of its
 own on port NET_PORT (connect + accept + close of both ends; SO_LINGER 0, so no TIME_WAIT), and
 the agent's events are its connects and accepts (2 per iteration; `elsewhere` is not used:
@@ -70,6 +74,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from objects import agent_launch, package_with
 from overhead_account import (
     FILE_KINDS,
     NET_KINDS,
@@ -146,6 +151,7 @@ class Workload:
 
 WORKLOADS = {"file": Workload("file", FILE_KINDS), "net": Workload("net", NET_KINDS)}
 WL = WORKLOADS["file"]  # the one main() chose
+BASE = "@base"  # a mode's suffix: the agent runs with --baseline-objects
 
 
 def tally_json(t: Tally) -> dict[str, object]:
@@ -245,7 +251,7 @@ def drain(tail: OutputTail, expected: int, quiet: float = 10.0, bound: float = 1
 
 
 def agent_command(mode: str, backend: str, base: Path, watched: Path) -> list[str]:
-    cmd = [str(VIGIL), "run", "--watch", str(watched), "-o", "json",
+    cmd = ["run", "--watch", str(watched), "-o", "json",
            "--db", str(base / "baseline.db")]
     if backend:
         cmd += ["--backend", backend]
@@ -253,12 +259,17 @@ def agent_command(mode: str, backend: str, base: Path, watched: Path) -> list[st
     return cmd + ([flag[mode]] if mode in flag else [])
 
 
-def run_agent_mode(mode: str, backend: str, base: Path, workdir: Path, elsewhere: Path,
-                   iterations: int, extra_args: list[str]) -> RunResult:
+def run_agent_mode(label: str, backend: str, base: Path, workdir: Path, elsewhere: Path,
+                   iterations: int, extra_args: list[str], base_pkg: Path | None) -> RunResult:
+    mode = label.removesuffix(BASE)
     watched = elsewhere if mode == "elsewhere" else workdir
     out_path = base / f"out-{mode}.jsonl"
     err_path = base / f"err-{mode}.txt"
-    cmd = [*agent_command(mode, backend, base, watched), *extra_args]
+    launch: tuple[list[str], dict[str, str] | None, Path | None] = ([str(VIGIL)], None, None)
+    if label.endswith(BASE):
+        assert base_pkg is not None
+        launch = agent_launch(base_pkg)
+    cmd = [*launch[0], *agent_command(mode, backend, base, watched), *extra_args]
     rsyslog = None
     syslog_events: int | None = None
     if mode == "syslog":
@@ -270,7 +281,8 @@ def run_agent_mode(mode: str, backend: str, base: Path, workdir: Path, elsewhere
                                    "spool_dir": str(base / "spool")}}}))
         cmd += ["--config", str(cfg)]
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        agent = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        agent = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                 env=launch[1], cwd=launch[2])
     try:
         tail = OutputTail(out_path, workdir)
         wait_ready(agent, tail, watched, err_path)
@@ -300,7 +312,7 @@ def run_agent_mode(mode: str, backend: str, base: Path, workdir: Path, elsewhere
     if backend and summary.backend != backend:
         raise RuntimeError(f"asked for the {backend} backend, the agent says "
                            f"{summary.backend or 'nothing'}: {stderr[-1500:]}")
-    result = RunResult(mode, seconds, backend, tally_file(out_path, WL.kinds, workdir), summary,
+    result = RunResult(label, seconds, backend, tally_file(out_path, WL.kinds, workdir), summary,
                        cpu, cpu1 - cpu0, window, lag, syslog_events, per_kind, WL.kinds)
     out_path.unlink()
     return result
@@ -383,6 +395,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--time-scale", type=float, default=1.0, metavar="F",
                    help="multiply the waits for the agent (start, drain, stop) by F: for slow "
                         "machines and emulated guests (bench/vm_overhead.py passes 5)")
+    p.add_argument("--baseline-objects", type=Path, default=None, metavar="DIR",
+                   help="also run every agent mode with the BPF objects in DIR (laid out like "
+                        "vigil/bpf_objects), labelled MODE@base: before/after in one run")
     p.add_argument("--json", type=Path, default=None, metavar="FILE",
                    help="also write every run's numbers to FILE (JSON)")
     args = p.parse_args()
@@ -409,6 +424,12 @@ def main() -> int:
               file=sys.stderr)
         return 2
     # one `none` per backend group, so the baseline is sampled as often as each agent cell
+    if args.baseline_objects and not (args.baseline_objects / platform.machine()).is_dir():
+        print(f"overhead.py: --baseline-objects {args.baseline_objects}: no "
+              f"{platform.machine()}/ in it", file=sys.stderr)
+        return 2
+    if args.baseline_objects:
+        modes = [m for mode in modes for m in (mode, mode + BASE)]
     cells = [(m, b) for b in (backends or [""]) for m in ["none", *modes]]
 
     print(machine())
@@ -420,6 +441,8 @@ def main() -> int:
     workdir, elsewhere = base / "work", base / "elsewhere"
     workdir.mkdir()
     elsewhere.mkdir()
+    base_pkg = package_with(args.baseline_objects, base / "baseline-pkg") \
+        if args.baseline_objects else None
     results: dict[str, list[RunResult]] = {}
     try:
         for rnd in range(args.runs):
@@ -429,7 +452,7 @@ def main() -> int:
                     r = RunResult(mode, run_workload(workdir, args.iterations), kinds=WL.kinds)
                 else:
                     r = run_agent_mode(mode, backend, base, workdir, elsewhere,
-                                       args.iterations, args.agent_arg)
+                                       args.iterations, args.agent_arg, base_pkg)
                 results.setdefault(r.label, []).append(r)
                 print(f"  round {rnd + 1} {r.label:<18} {r.seconds:7.3f}s{detail(r)}",
                       flush=True)

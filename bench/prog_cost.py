@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import signal
 import statistics
 import subprocess
@@ -39,8 +38,8 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-PYTHON = ROOT / ".venv" / "bin" / "python"
+from objects import PYTHON, ROOT, agent_launch, package_with
+
 STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 WORKLOAD = """\
 import os, sys
@@ -52,14 +51,6 @@ for i in range(n):
     os.rename(p, p + ".r")
     os.unlink(p + ".r")
 """
-
-
-def package_with(objects: Path, into: Path) -> Path:
-    """A copy of the vigil package whose bpf_objects is ``objects``; returns its parent."""
-    shutil.copytree(ROOT / "vigil", into / "vigil", symlinks=True,
-                    ignore=shutil.ignore_patterns("bpf_objects", "__pycache__"))
-    shutil.copytree(objects, into / "vigil" / "bpf_objects", symlinks=True)
-    return into
 
 
 def prog_stats(pid: int) -> dict[str, tuple[int, int]]:
@@ -89,14 +80,13 @@ def one_run(pkg: Path, watched: Path, iterations: int, backend: str,
             elsewhere: bool = False) -> dict[str, float]:
     """ns per run of each program while the workload runs in ``watched`` (with ``elsewhere``:
     in ``watched`` while the agent watches a sibling directory, the unwatched path)."""
-    env = dict(os.environ, PYTHONPATH=str(pkg))
+    argv, env, cwd = agent_launch(pkg)
     target = watched.parent / (watched.name + "-other") if elsewhere else watched
     target.mkdir(exist_ok=True)
-    cmd = [str(PYTHON), "-c", "import sys; from vigil.cli import main; sys.exit(main())",
-           "-v", "run", "--watch", str(target), "--no-fim", "-o", "json", "--backend", backend,
-           "--db", str(watched.parent / "bench.db")]
-    agent = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True)
+    cmd = [*argv, "-v", "run", "--watch", str(target), "--no-fim", "-o", "json",
+           "--backend", backend, "--db", str(watched.parent / "bench.db")]
+    agent = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
     try:
         assert agent.stderr is not None
         said = []
