@@ -464,7 +464,7 @@ int handle_cred_exit(void *ctx)
 	SEC("tracepoint/syscalls/sys_enter_" #sc)					\
 	int cred_enter_##sc(void *ctx) { return cred_remember(op); }			\
 	SEC("tracepoint/syscalls/sys_exit_" #sc)					\
-	int cred_exit_##sc(void *ctx) { bpf_tail_call(ctx, &handlers, H_CRED_EXIT); return 0; }
+	int cred_exit_##sc(void *ctx) { handoff(ctx, H_CRED_EXIT); return 0; }
 
 CRED_SYSCALL(setuid, VIGIL_CRED_SETUID)
 CRED_SYSCALL(setreuid, VIGIL_CRED_SETREUID)

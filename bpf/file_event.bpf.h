@@ -162,7 +162,7 @@ static __always_inline struct vigil_file_event *build_for_strs(struct inflight *
 	e->path2_len = len2;
 	if (flags2 & VIGIL_F_PATH_TRUNC)
 		flags |= VIGIL_F_PATH2_TRUNC;
-	e->hdr.flags = flags | (flags2 & VIGIL_F_UNNORMALIZED);
+	e->hdr.flags = (flags & ~F_UNREADABLE) | (flags2 & VIGIL_F_UNNORMALIZED);
 	return e;
 }
 

@@ -59,6 +59,8 @@ enum sc_kind { SC_OPEN = 1, SC_PATH, SC_PATH2, SC_SYMLINK, SC_FD };
 struct inflight {
 	__u32 kind;
 	__u32 op;
+	__u32 nr;			/* the syscall's number: an exit takes only its own */
+	__u32 _reserved;
 	__s32 dfd1;
 	__s32 dfd2;
 	__u64 path1;

@@ -596,7 +596,7 @@ int handle_net_exit(void *ctx)
 	{ \
 		__u64 id = bpf_get_current_pid_tgid(); \
 		if (bpf_map_lookup_elem(&net_calls, &id)) \
-			bpf_tail_call(ctx, &handlers, H_NET_EXIT); \
+			handoff(ctx, H_NET_EXIT); \
 		return 0; \
 	}
 

@@ -15,6 +15,9 @@
 #define MAX_DEPTH 64			/* path components walked; deeper paths are flagged */
 #define SCAN_MAX 256			/* bytes of a path argument checked for . and .. */
 #define SCAN_MASK (2 * VIGIL_PATH_MAX - 1)
+/* path_of_str(): the string could not be read (at a syscall's entry, a page not yet in memory).
+ * Internal to the kernel side, never sent. */
+#define F_UNREADABLE 0x8000
 
 /* min(len, LEN_MAX) in a form the verifier keeps track of whatever register clang picks */
 static __always_inline __u32 clamp_len(__u32 len)
@@ -99,19 +102,9 @@ __noinline int vigil_walk_path(__u64 dentry_p, __u64 vfsmnt_p)
 	return (wb->off & WALK_MASK) | trunc;
 }
 
-/* Copies the path of (dentry, mnt) into pb->d[0..), returns its length. */
-static __always_inline __u32 path_of_dentry(struct pathbuf *pb, struct walkbuf *wb,
-					    struct dentry *dentry, struct vfsmount *mnt,
-					    __u16 *flags)
+/* Copies the walk's result `r` (vigil_walk_path) into pb->d[0..), returns its length. */
+static __always_inline __u32 walked(struct pathbuf *pb, struct walkbuf *wb, int r, __u16 *flags)
 {
-	__u64 args[2] = {};
-	int r;
-
-	/* Typed pointers (an fentry or LSM program's arguments) may not be passed to a global
-	 * function as numbers on older kernels; copied through a helper they are plain numbers. */
-	bpf_probe_read_kernel(&args[0], sizeof(args[0]), &dentry);
-	bpf_probe_read_kernel(&args[1], sizeof(args[1]), &mnt);
-	r = vigil_walk_path(args[0], args[1]);
 	__u32 off = r & WALK_MASK;
 	__u32 len = WALK_END - off;
 
@@ -123,11 +116,27 @@ static __always_inline __u32 path_of_dentry(struct pathbuf *pb, struct walkbuf *
 	return len;
 }
 
-/* Copies the path of a struct path in kernel memory into pb->d[0..), returns its length. */
+/* Copies the path of (dentry, mnt) into pb->d[0..), returns its length. */
+static __always_inline __u32 path_of_dentry(struct pathbuf *pb, struct walkbuf *wb,
+					    struct dentry *dentry, struct vfsmount *mnt,
+					    __u16 *flags)
+{
+	__u64 args[2] = {};
+
+	/* Typed pointers (an fentry or LSM program's arguments) may not be passed to a global
+	 * function as numbers on older kernels; copied through a helper they are plain numbers. */
+	bpf_probe_read_kernel(&args[0], sizeof(args[0]), &dentry);
+	bpf_probe_read_kernel(&args[1], sizeof(args[1]), &mnt);
+	return walked(pb, wb, vigil_walk_path(args[0], args[1]), flags);
+}
+
+/* Copies the path of a struct path in kernel memory into pb->d[0..), returns its length. What
+ * KREAD reads is a plain number already: no copy through a helper. */
 static __always_inline __u32 path_of(struct pathbuf *pb, struct walkbuf *wb, const struct path *p,
 				     __u16 *flags)
 {
-	return path_of_dentry(pb, wb, KREAD(p, dentry), KREAD(p, mnt), flags);
+	return walked(pb, wb, vigil_walk_path((__u64)KREAD(p, dentry), (__u64)KREAD(p, mnt)),
+		      flags);
 }
 
 static __always_inline struct file *fd_file(int fd)
@@ -184,11 +193,10 @@ __noinline int vigil_needs_normalizing(__u32 start, __u32 len)
  * anywhere, so the string says nothing about where the operation lands. */
 static __always_inline int through_magic_link(struct pathbuf *pb, __u32 start, char first)
 {
-	char head[8] = {};
+	const char *head = &pb->d[start & LEN_MAX];	/* + 8 stays inside pb->d */
 
 	if (first != '/')
 		return 0;
-	bpf_probe_read_kernel(head, sizeof(head), &pb->d[start & LEN_MAX]);
 	return (head[1] == 'p' && head[2] == 'r' && head[3] == 'o' && head[4] == 'c' &&
 		head[5] == '/') ||
 	       (head[1] == 'd' && head[2] == 'e' && head[3] == 'v' && head[4] == '/' &&
@@ -209,10 +217,8 @@ static __always_inline __u32 path_of_str(struct pathbuf *pb, struct walkbuf *wb,
 	long n;
 
 	*flags |= VIGIL_F_FROM_ARG;
-	if (kstr)
-		bpf_probe_read_kernel(&first, 1, upath);
-	else
-		bpf_probe_read_user(&first, 1, upath);
+	if (kstr ? bpf_probe_read_kernel(&first, 1, upath) : bpf_probe_read_user(&first, 1, upath))
+		*flags |= F_UNREADABLE;
 	struct fs_struct *fs = KREAD(t, fs);
 
 	if (first == '/') {
@@ -248,6 +254,8 @@ static __always_inline __u32 path_of_str(struct pathbuf *pb, struct walkbuf *wb,
 		n = bpf_probe_read_kernel_str(&pb->d[pos], VIGIL_PATH_MAX, upath);
 	else
 		n = bpf_probe_read_user_str(&pb->d[pos], VIGIL_PATH_MAX, upath);
+	if (n < 0)
+		*flags |= F_UNREADABLE;
 	if (n <= 1)
 		return pos;
 	if (vigil_needs_normalizing(pos, n - 1) || through_magic_link(pb, pos, first))

@@ -597,7 +597,7 @@ static __always_inline int sec_path_exit(void *ctx, __u32 op)
 	if (!c)
 		return 0;
 	if (c->op == op)
-		bpf_tail_call(ctx, &handlers, H_SEC_EXIT);
+		handoff(ctx, H_SEC_EXIT);
 	bpf_map_delete_elem(&sec_calls, &tid);	/* another call's, or no handler */
 	return 0;
 }

@@ -236,7 +236,7 @@ static __always_inline int uring_submitted(void *ctx, struct io_kiocb *req)
 	if (!a)
 		return 0;
 	a->req = (__u64)req;
-	bpf_tail_call(ctx, &handlers, H_URING_SUBMIT);
+	handoff(ctx, H_URING_SUBMIT);
 	return 0;
 }
 

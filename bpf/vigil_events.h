@@ -128,6 +128,8 @@ enum vigil_stat {
 	VIGIL_STAT_DROP_SHELL = 14,	/* shell command lines the buffer had no room for */
 	VIGIL_STAT_DROP_CRED = 15,	/* credential changes the buffer had no room for */
 	VIGIL_STAT_DROP_SEC = 16,	/* tampering records the buffer had no room for */
+	VIGIL_STAT_TAIL_CALL_FAILED = 17, /* a handler not reached (an empty slot: never expected);
+					 * its event, if it had one, is lost */
 	VIGIL_STAT_MAX = 24,
 };
 

@@ -20,10 +20,12 @@ from vigil.events.layout import Decoder
 # (wfiles_full: their "modified" never comes); entries its LRU maps evicted (wfiles: a write-open
 # whose "modified" is lost; uring_reqs: an io_uring request whose event is lost; counted exactly,
 # vigil.kernel.lru); with the perf event buffer also samples perf lost that the BPF side could not
-# count (4.x kernels: no kind).
+# count (4.x kernels: no kind); and the kernel side's tail calls that failed (a handler's slot
+# empty: never expected; the event it would have built, if any, is lost).
 KERNEL_DROP_KINDS = ("drop_file", "drop_exec", "drop_exit", "inflight_full", "wfiles_full",
                      "wfiles_evicted", "uring_reqs_evicted", "drop_net", "net_conns_full",
-                     "net_rate", "drop_shell", "drop_cred", "drop_sec", "drop_unknown")
+                     "net_rate", "drop_shell", "drop_cred", "drop_sec", "tail_call_failed",
+                     "drop_unknown")
 # Losses of network events only: no rescan of the watched trees finds them.
 NET_DROP_KINDS = frozenset({"drop_net", "net_conns_full", "net_rate"})
 _NET_LOST = frozenset(_k.removeprefix("drop_").removesuffix("_full") for _k in NET_DROP_KINDS)
@@ -33,6 +35,8 @@ NO_RESCAN = _NET_LOST | {"shell", "cred", "sec"}
 # write-opens the pipeline stopped following beyond MAX_OPEN_FILES (a "modified" at the exit of
 # the process holding it is lost).
 USER_DROP_KINDS = ("malformed", "open_files_evicted")
+# Never expected: in the summary line only when not 0.
+_SAID_WHEN_SOME = frozenset({"drop_unknown", "tail_call_failed"})
 DROP_KINDS = KERNEL_DROP_KINDS + USER_DROP_KINDS
 # Work done in part, no event missing: events whose path the kernel cut (reported with
 # vigil.file.path_truncated; the rescan they start lets the baseline learn the real path), and
@@ -65,7 +69,7 @@ class RunSummary:
 
     def _counts(self, kinds: Sequence[str]) -> str:
         return ", ".join(f"{kind_of(k)} {self.drops.get(k, 0)}" for k in kinds
-                         if k != "drop_unknown" or self.drops.get(k))
+                         if k not in _SAID_WHEN_SOME or self.drops.get(k))
 
     def line(self) -> str:
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.delivered.items())) or "none"

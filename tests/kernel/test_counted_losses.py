@@ -7,6 +7,8 @@
   ``wfiles_evicted`` and ``wfiles``, and the summary line).
 - The same for io_uring requests the tracepoint backend follows from submission to completion
   (``uring_reqs``): write-opens of FIFOs held in flight by a child (tests/kernel/uring_hold.c).
+- A kernel-side handler emptied from the tail-call table (from outside, as root can): the
+  events it would have built are lost, and that is counted and said (``tail_call_failed``).
 - A file 70 levels below a watched directory: the kernel cannot walk its path to the end
   (64 components), so the event carries the part it knows and ``PATH_TRUNC``; it is reported,
   marked ``vigil.file.path_truncated``, and the rescan it starts puts the real path in the
@@ -15,6 +17,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -231,3 +234,55 @@ def test_file_deeper_than_the_kernel_walks_is_reported_and_rescanned(scratch: Pa
     _rc, summary = agent.stop()
     assert summary is not None
     assert summary.counts["path_truncated"] >= 1, summary.line
+
+
+# ---------------------------------------------------------------------------------------------
+# A handler the kernel side cannot reach
+
+
+def map_ids_held_by(pid: int) -> set[int]:
+    """The ids of the BPF maps process ``pid`` holds a descriptor of."""
+    ids = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd) != "anon_inode:bpf-map":
+                continue
+            info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+        except OSError:
+            continue
+        ids.update(int(line.split()[1]) for line in info.splitlines()
+                   if line.startswith("map_id:"))
+    return ids
+
+
+def test_a_handler_that_cannot_be_reached_is_a_counted_loss(scratch: Path) -> None:
+    """The agent fills the tail-call table before it attaches a program that calls into it, so
+    no tail call fails; one that does (here: the file syscalls' exit handler taken out of the
+    agent's table with bpftool) loses the event it would have built, counted and said."""
+    w = scratch / "w"
+    w.mkdir()
+    f = w / "f"
+    f.write_bytes(b"x")
+    mine = under(w)
+    agent = AgentProc(["--no-exec", "--no-fim", "--watch", str(w)], db=scratch / "b.db",
+                      keep=lambda e: get(e, "event.action") == "events-lost" or mine(e)).start()
+    try:
+        agent.probe(w, timeout=START)
+        maps = json.loads(subprocess.run(["bpftool", "-j", "map", "show"], check=True,
+                                         capture_output=True, text=True).stdout)
+        (table,) = [m["id"] for m in maps if m.get("name") == "handlers"
+                    and m["id"] in map_ids_held_by(agent.pid)]
+        # slot 0: H_SYS_EXIT (bpf/syscalls_file.bpf.h), reached by every backend's xattr exits
+        subprocess.run(["bpftool", "map", "delete", "id", str(table), "key", "0", "0", "0", "0"],
+                       check=True)
+        os.setxattr(f, "user.vigil", b"1")
+        agent.wait_for(lambda e: get(e, "vigil.drops.kind") == "tail_call_failed",
+                       timeout=WAIT)
+        assert not [e for e in agent.matching(mine) if get(e, "event.action") == "xattr-changed"]
+    finally:
+        rc, summary = agent.stop()
+    assert rc == 0, "\n".join(agent.stderr_lines[-20:])
+    # every exit of a file syscall, by any process, fails from then on: the count still grows
+    # while the agent stops
+    said = lost_of(agent, "tail_call_failed")
+    assert summary is not None and summary.counts["tail_call_failed"] >= said >= 1, summary

@@ -80,6 +80,19 @@ class Case:
 O_WRONLY, O_CREAT, O_EXCL, O_TRUNC, O_DIRECTORY = 0o1, 0o100, 0o200, 0o1000, 0o200000
 CW = O_CREAT | O_WRONLY
 
+# cold(path): a pointer to ``path`` in a private mapping of an unnamed file, not touched by
+# this process (so not in its page tables until the kernel reads it)
+COLD = """import tempfile
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]
+def cold(path):
+    with tempfile.TemporaryFile() as f:
+        f.write(path.encode() + b'\\0')
+        f.flush()
+        return ctypes.c_void_p(_libc.mmap(None, 4096, 1, 2, f.fileno(), 0))  # PROT_READ, PRIVATE
+"""
+
 CASES = [
     # ---- create / modify / truncate
     Case("create-openat", f"fd = sc('openat', AT_FDCWD, W + '/f', {CW}, 0o640); os.close(fd)",
@@ -140,6 +153,15 @@ CASES = [
          [("renamed", "{w}/x", {"vigil.file.original_path": "{o}/x"})], outside_files=("x",)),
     Case("move-out-of-tree", "sc('rename', W + '/x', O + '/x')",
          [("renamed", "{o}/x", {"vigil.file.original_path": "{w}/x"})], files=("x",)),
+    # The path strings in pages the child has not touched yet: at the syscall's entry a BPF
+    # program cannot read them (it may not fault a page in); the kernel faults them in, and
+    # the call is judged at its exit. Whatever the kernel side decides at entry must not
+    # take an unreadable string for an unwatched path.
+    Case("unlink-path-not-in-memory-yet", COLD + "sc('unlink', cold(W + '/f'))",
+         [("deleted", "{w}/f", {})], files=("f",)),
+    Case("move-into-tree-paths-not-in-memory-yet",
+         COLD + "sc('rename', cold(O + '/x'), cold(W + '/x'))",
+         [("renamed", "{w}/x", {"vigil.file.original_path": "{o}/x"})], outside_files=("x",)),
     # ---- attributes
     Case("chmod-legacy", "sc('chmod', W + '/f', 0o600)",
          [("mode-changed", "{w}/f", {"file.mode": "0600"})], files=("f",)),
@@ -251,7 +273,7 @@ MATRIX = {
     "renameat-over-existing-dirfd", "rmdir-legacy", "rename-legacy", "renameat2-noreplace",
     "move-into-tree", "move-out-of-tree", "chmod-legacy", "fchmod", "chown-legacy", "fchown",
     "setxattr", "lsetxattr-removexattr", "link-legacy", "symlink-legacy", "mkdir-legacy",
-    "mkdirat-dirfd",
+    "mkdirat-dirfd", "unlink-path-not-in-memory-yet", "move-into-tree-paths-not-in-memory-yet",
 }
 
 

@@ -49,6 +49,8 @@ def test_losses_of_unknown_kind_count_and_show_only_when_there_are_some() -> Non
     assert s.dropped == 2 and f"kernel side {kernel});" in s.line()
     s = RunSummary(drops={"drop_file": 2, "drop_unknown": 3})
     assert s.dropped == 5 and f"kernel side {kernel}, unknown 3);" in s.line()
+    s = RunSummary(drops={"drop_file": 2, "tail_call_failed": 1})
+    assert s.dropped == 3 and f"kernel side {kernel}, tail_call_failed 1);" in s.line()
 
 
 def test_network_events_left_out_by_the_filters_are_said_not_lost() -> None:

@@ -89,6 +89,7 @@ class Stat(enum.IntEnum):
     DROP_SHELL = 14  # shell command lines the buffer had no room for
     DROP_CRED = 15  # credential changes the buffer had no room for
     DROP_SEC = 16  # tampering records the buffer had no room for
+    TAIL_CALL_FAILED = 17  # a handler not reached (an empty slot: never expected)
 
 
 STAT_SLOTS: Final = 24

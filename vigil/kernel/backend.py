@@ -220,7 +220,9 @@ class KernelBackend:
             self.reader = PerfReader(fd, per_cpu_pages(s.ring_bytes, os.cpu_count() or 1)) \
                 if perf else RingReader(fd, s.ring_bytes)
             # Programs in a bare "tracepoint" section are tail-call targets, not attached.
-            for p in self._obj.programs:
+            # Syscall exits before entries: an entry program may leave a call's arguments
+            # for its exit, which must then be there to take them.
+            for p in sorted(self._obj.programs, key=lambda p: "/sys_exit_" not in p.section):
                 if p.name in self.plan.programs and p.section != "tracepoint" \
                         and p.section not in self.skipped_sections:
                     self._attach(p.name)

@@ -231,6 +231,13 @@ def _syscall_of(section: str) -> str | None:
 _CLOSING = frozenset({"enter_close", "enter_dup2", "enter_dup3"})
 _URING_SUBMIT = frozenset({"uring_submit_req", "uring_submit_sqe"})
 _SEC_PATH_EXITS = frozenset({"sec_exit_mount", "sec_exit_umount", "sec_exit_pivot_root"})
+# The entries of the calls on path strings, judged at entry (not opens: the file they reach may
+# be another, through a symlink; not symlinks: each new one is reported)
+PATH_ENTERS = frozenset(f"enter_{sc}" for sc in (
+    "unlink", "unlinkat", "rmdir", "rename", "renameat", "renameat2", "link", "linkat",
+    "mkdir", "mkdirat", "mknod", "mknodat", "chmod", "fchmodat", "fchmodat2", "chown",
+    "lchown", "fchownat", "truncate", "setxattr", "lsetxattr", "setxattrat", "removexattr",
+    "lremovexattr", "removexattrat"))
 TAIL_CALLS: dict[str, tuple[int, Callable[[str], bool]]] = {
     "handle_sys_exit": (0, lambda n: n.startswith("exit_")),
     "handle_close": (1, lambda n: n in _CLOSING or n in _URING_SUBMIT),
@@ -238,6 +245,7 @@ TAIL_CALLS: dict[str, tuple[int, Callable[[str], bool]]] = {
     "handle_net_exit": (3, lambda n: n.startswith("net_exit_")),
     "handle_cred_exit": (4, lambda n: n.startswith("cred_exit_")),
     "handle_sec_exit": (5, lambda n: n in _SEC_PATH_EXITS),
+    "handle_enter_path": (6, lambda n: n in PATH_ENTERS),
 }
 
 
