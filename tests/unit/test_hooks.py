@@ -301,12 +301,15 @@ def test_tail_call_slots_are_the_c_enum_and_the_objects_handlers() -> None:
         targets = {p.name for p in spec.programs if p.section == "tracepoint"}
         names = {p.name for p in spec.programs}
     assert targets == set(hooks.TAIL_CALLS)
+    assert not hooks.PATH_ENTERS - names, hooks.PATH_ENTERS - names   # no name misspelt
     for handler, (_, calls) in hooks.TAIL_CALLS.items():
         assert any(calls(n) for n in names - targets), f"nothing in the object calls {handler}"
 
 
 def test_handlers_are_loaded_only_with_a_caller() -> None:
     assert hooks.tail_call_targets(["exit_openat", "enter_openat"]) == {"handle_sys_exit"}
+    assert hooks.tail_call_targets(["enter_unlink", "exit_unlink"]) == {"handle_enter_path",
+                                                                       "handle_sys_exit"}
     assert hooks.tail_call_targets(["uring_submit_sqe"]) == {"handle_uring_submit",
                                                              "handle_close"}
     assert hooks.tail_call_targets(["sec_exit_pivot_root", "cred_exit_setuid"]) == {
