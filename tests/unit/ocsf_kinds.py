@@ -111,6 +111,8 @@ def every_kind() -> dict[str, Output]:
     ev["exec-unhashed"] = ExecEvent(T, proc(pid=5001), hash_skipped="budget")
     ev["exit"] = ExitEvent(T, p, 3 << 8)
     ev["exit-signal"] = ExitEvent(T, p, 9)
+    # /proc gave no arguments (a process already exiting): ECS's command_line is null
+    ev["exit-no-arguments"] = ExitEvent(T, proc(args=[], parent_args=[]), 0)
     for nop in NetOp:
         ev[f"net-{nop.name.lower()}"] = (net(nop, path=b"/run/app.sock")
                                          if nop == NetOp.UNIX_CONNECT else net(nop))

@@ -55,7 +55,7 @@ def process_of(doc: dict[str, Any], um: dict[str, Any]) -> dict[str, Any] | None
         out["name"] = p["name"]
     if "thread" in p:
         out["tid"] = p["thread"]["id"]
-    if "command_line" in p:
+    if p.get("command_line") is not None:   # null: no arguments (an exiting process's)
         out["cmd_line"] = p["command_line"]
     if "args" in p:
         put(um, ("process", "args"), p["args"])
@@ -145,7 +145,7 @@ def _parent(parent: dict[str, Any], um: dict[str, Any]) -> dict[str, Any]:
         if "executable_bytes_b64" in parent:
             put(um, ("process", "parent", "executable_bytes_b64"),
                 parent["executable_bytes_b64"])
-    if "command_line" in parent:
+    if parent.get("command_line") is not None:
         pp["cmd_line"] = parent["command_line"]
     return pp if pp.keys() & {"pid", "uid"} else {}
 
